@@ -1,0 +1,101 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strictSwift6: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Coordinate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "CBOR", targets: ["CBOR"]),
+        .library(name: "CoordinateEngine", targets: ["CoordinateEngine"]),
+        .executable(name: "coordinated", targets: ["coordinated"]),
+        .executable(name: "coordinate-bench", targets: ["CoordinateBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
+        // Knows nothing of RPC or job queues.
+        .target(name: "CBOR", swiftSettings: strictSwift6),
+
+        // Configuration file model shared by the daemon, the client, the worker and the CLI.
+        .target(
+            name: "CoordinateConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSwift6),
+
+        // The job-queue engine: data model, scheduler, storage boundary and the memory backend.
+        // Knows nothing of sockets or framing.
+        .target(name: "CoordinateEngine", dependencies: ["CBOR"], swiftSettings: strictSwift6),
+
+        // RPC module abstraction: method tables, parameter binding, protocol-level errors, dispatch.
+        .target(
+            name: "CoordinateRPC",
+            dependencies: ["CBOR", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift6),
+
+        // The CBOR-RPC network server and the daemon's service wiring.
+        .target(
+            name: "CoordinateServer",
+            dependencies: [
+                "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6),
+
+        .executableTarget(
+            name: "coordinated",
+            dependencies: [
+                "CoordinateServer", "CoordinateConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift6),
+
+        .executableTarget(
+            name: "CoordinateBench",
+            dependencies: [
+                "CBOR", "CoordinateRPC", "CoordinateServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/coordinate-bench",
+            swiftSettings: strictSwift6),
+
+        .target(
+            name: "TestSupport",
+            dependencies: ["CBOR", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/TestSupport",
+            swiftSettings: strictSwift6),
+
+        .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateRPCTests",
+            dependencies: ["CoordinateRPC", "CBOR", "TestSupport"],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateConfigTests",
+            dependencies: ["CoordinateConfig"],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateServerTests",
+            dependencies: [
+                "CoordinateServer", "CoordinateRPC", "CBOR", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6),
+    ]
+)
