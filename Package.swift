@@ -50,6 +50,7 @@ let package = Package(
                 "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -83,7 +84,9 @@ let package = Package(
         .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateRPCTests",
-            dependencies: ["CoordinateRPC", "CBOR", "TestSupport"],
+            dependencies: [
+                "CoordinateRPC", "CBOR", "TestSupport", .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateConfigTests",

@@ -1,0 +1,155 @@
+import ArgumentParser
+import CoordinateConfig
+import CoordinateServer
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `coordinated`: the Coordinate daemon (spec README, "coordinated command line").
+struct CoordinatedCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinated",
+        abstract: "Coordinate job-coordination daemon (CBOR-RPC on port 5932).")
+
+    @Option(name: [.customShort("c"), .long], help: "YAML configuration file.")
+    var config: String?
+
+    @Option(help: "CBOR-RPC bind address (coordinate.server.host).")
+    var host: String?
+
+    @Option(name: [.customShort("p"), .long], help: "CBOR-RPC port (coordinate.server.port).")
+    var port: String?
+
+    @Option(name: .customLong("http-port"), help: "HTTP port; 0 disables the HTTP listener.")
+    var httpPort: String?
+
+    @Option(help: "Storage backend: memory, sqlite or postgres.")
+    var storage: String?
+
+    @Option(name: .customLong("data-dir"), help: "Data directory (coordinate.server.data_dir).")
+    var dataDir: String?
+
+    @Option(help: "Write the process id to this file once the listeners are open.")
+    var pid: String?
+
+    @Flag(name: [.customShort("v"), .long], help: "Debug logging.")
+    var verbose = false
+
+    @Flag(name: [.customShort("q"), .long], help: "Warnings and errors only.")
+    var quiet = false
+
+    @Flag(name: .customLong("dump-config"), help: "Print the effective configuration as YAML and exit.")
+    var dumpConfig = false
+
+    @Flag(help: "Print the version and exit.")
+    var version = false
+
+    /// Applies the file and the command-line overrides; errors name their source as the spec requires.
+    func effectiveConfiguration(warnings: inout [String]) throws(ConfigurationError) -> CoordinateConfiguration {
+        var configuration = CoordinateConfiguration()
+        if let config {
+            configuration = try CoordinateConfiguration.load(path: config, warnings: &warnings)
+        }
+        let source = "command line"
+        if let host { configuration.server.host = host }
+        if let port {
+            guard let value = Int(port), (0...65535).contains(value) else {
+                throw ConfigurationError(source: source, key: "coordinate.server.port", reason: "expected an integer port")
+            }
+            configuration.server.port = value
+        }
+        if let httpPort {
+            guard let value = Int(httpPort), (0...65535).contains(value) else {
+                throw ConfigurationError(
+                    source: source, key: "coordinate.server.http_port", reason: "expected an integer port")
+            }
+            configuration.server.httpPort = value
+        }
+        if let storage {
+            guard let kind = StorageKind(rawValue: storage) else {
+                throw ConfigurationError(
+                    source: source, key: "coordinate.server.storage", reason: "unknown storage backend \(storage)")
+            }
+            configuration.server.storage = kind
+        }
+        if let dataDir { configuration.server.dataDir = dataDir }
+        try configuration.validate(source: config ?? source)
+        return configuration
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("coordinated: \(message)\n".utf8))
+    exit(2)
+}
+
+let command: CoordinatedCommand
+do {
+    command = try CoordinatedCommand.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    let exitCode = CoordinatedCommand.exitCode(for: error)
+    if exitCode == .success {
+        // --help
+        print(CoordinatedCommand.fullMessage(for: error))
+        exit(0)
+    }
+    fail(CoordinatedCommand.message(for: error))
+}
+
+if command.version {
+    print("coordinated \(coordinateVersion)")
+    exit(0)
+}
+
+var warnings: [String] = []
+let configuration: CoordinateConfiguration
+do {
+    configuration = try command.effectiveConfiguration(warnings: &warnings)
+} catch {
+    fail("configuration error: \(error)")
+}
+
+if command.dumpConfig {
+    print(configuration.effectiveTree().yaml(), terminator: "")
+    exit(0)
+}
+
+let level: Logger.Level = command.verbose ? .debug : (command.quiet ? .warning : .info)
+let logFormat = configuration.server.logFormat
+LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: logFormat, level: level) }
+let logger = Logger(label: "coordinated")
+for warning in warnings { logger.warning("\(warning)") }
+
+let catalog = ModuleCatalog.builtIn
+guard catalog.availableStorage.contains(configuration.server.storage) else {
+    fail("storage backend \(configuration.server.storage.rawValue) is not available in this build")
+}
+
+let daemon: Daemon
+do {
+    let modules = try catalog.modules(for: configuration, logger: logger)
+    daemon = try Daemon(configuration: configuration, modules: modules, logger: logger)
+    try await daemon.start()
+} catch {
+    fail(error.description)
+}
+
+if let pidFile = command.pid {
+    do {
+        try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+    } catch {
+        logger.error("cannot write pid file \(pidFile): \(error)")
+    }
+}
+
+let serviceGroup = ServiceGroup(
+    configuration: ServiceGroupConfiguration(
+        services: [.init(service: DaemonService(daemon: daemon))],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+do {
+    try await serviceGroup.run()
+} catch {
+    logger.error("service group failed: \(error)")
+}
+exit(0)

@@ -1,0 +1,60 @@
+import CBOR
+import CoordinateConfig
+import CoordinateRPC
+import CoordinateServer
+import Logging
+import NIOCore
+
+/// RPC methods defined by the tests to exercise the module mechanism and the network layer.
+struct TestModule: RPCModule {
+    let name = "Test"
+
+    var methods: [RPCMethod] {
+        [
+            RPCMethod("echo", parameters: ["value"]) { call in .value(call[0]!) },
+            RPCMethod("add", parameters: ["a", "b"], required: 1) { call throws(RPCError) in
+                guard let a = call[0]!.intLike else { throw .badParameter("a", method: "add", expected: "integer") }
+                var b: Int64 = 0
+                if let value = call[1] {
+                    guard let parsed = value.intLike else { throw .badParameter("b", method: "add", expected: "integer") }
+                    b = parsed
+                }
+                return .value(.int(a &+ b))
+            },
+            RPCMethod("later", parameters: ["value", "delay_ms"]) { call in
+                let delay = call[1]!.intLike ?? 0
+                let promise = call.eventLoop.makePromise(of: CBORValue.self)
+                let value = call[0]!
+                call.eventLoop.scheduleTask(in: .milliseconds(delay)) { promise.succeed(value) }
+                return .future(promise.futureResult)
+            },
+            RPCMethod("later_fail", parameters: []) { call in
+                .future(call.eventLoop.makeFailedFuture(RPCError("deferred failure")))
+            },
+            RPCMethod("fail", parameters: []) { _ throws(RPCError) in throw RPCError("it failed") },
+            RPCMethod("big", parameters: ["size"]) { call in
+                .value(.bytes([UInt8](repeating: 0x61, count: Int(call[0]!.intLike ?? 0))))
+            },
+        ]
+    }
+}
+
+/// A second module that defines a method name the first one already has.
+struct ClashingModule: RPCModule {
+    let name = "Clash"
+    var methods: [RPCMethod] { [RPCMethod("echo", parameters: ["v"]) { call in .value(call[0]!) }] }
+}
+
+/// Starts an in-process daemon on a loopback ephemeral port.
+func startTestDaemon(
+    modules: [any RPCModule] = [TestModule()], configure: (inout CoordinateConfiguration) -> Void = { _ in }
+) async throws -> (Daemon, Int) {
+    var configuration = CoordinateConfiguration()
+    configuration.server.port = 0
+    configure(&configuration)
+    var logger = Logger(label: "test-daemon")
+    logger.logLevel = .critical
+    let daemon = try Daemon(configuration: configuration, modules: modules, logger: logger, eventLoopThreads: 2)
+    let address = try await daemon.start()
+    return (daemon, address.port!)
+}
