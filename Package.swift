@@ -67,10 +67,12 @@ let package = Package(
         .executableTarget(
             name: "CoordinateBench",
             dependencies: [
-                "CBOR", "CoordinateRPC", "CoordinateServer",
+                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/coordinate-bench",
             swiftSettings: strictSwift6),

@@ -8,10 +8,78 @@ public protocol RPCObserver: Sendable {
     func requestCompleted(method: RPCMethod?, failed: Bool, startedAt: ContinuousClock.Instant)
 }
 
-/// The response to one message: known now, or once deferred method results arrive.
-public enum RPCResponse: Sendable {
-    case immediate(CBORValue)
-    case deferred(EventLoopFuture<CBORValue>)
+/// The response to one message. Responses are encoded straight to the wire by ``encode(into:)``; building
+/// them as generic maps first would cost allocations on the hottest path of the daemon.
+public indirect enum RPCResponse: Sendable, Equatable {
+    /// `{id, result}`.
+    case result(id: CBORValue, value: CBORValue)
+    /// `{id, error: {message}}`.
+    case error(id: CBORValue, message: [UInt8])
+    /// The responses to the elements of a batch, in order.
+    case batch([RPCResponse])
+    /// A response that arrives later; the future never fails and never yields another `.deferred`.
+    case deferred(EventLoopFuture<RPCResponse>)
+
+    public static func == (lhs: RPCResponse, rhs: RPCResponse) -> Bool {
+        switch (lhs, rhs) {
+        case (.result(let a, let b), .result(let c, let d)): return a == c && b == d
+        case (.error(let a, let b), .error(let c, let d)): return a == c && b == d
+        case (.batch(let a), .batch(let b)): return a == b
+        case (.deferred(let a), .deferred(let b)): return a === b
+        default: return false
+        }
+    }
+
+    /// Whether the response is complete (contains no deferred part).
+    public var isResolved: Bool {
+        switch self {
+        case .result, .error: return true
+        case .batch(let items): return items.allSatisfy(\.isResolved)
+        case .deferred: return false
+        }
+    }
+
+    /// The response as a CBOR value (tests and diagnostics; the server uses ``encode(into:)``).
+    public var value: CBORValue {
+        switch self {
+        case .result(let id, let value): return RPCDispatcher.successResponse(id: id, result: value)
+        case .error(let id, let message): return RPCDispatcher.errorResponse(id: id, message: message)
+        case .batch(let items): return .array(items.map(\.value))
+        case .deferred: return .null
+        }
+    }
+
+    /// Appends the canonical encoding of a resolved response (wire-protocol.md §7.4: byte-string keys, `id`
+    /// first).
+    public func encode(into encoder: inout CBOREncoder) {
+        switch self {
+        case .result(let id, let value):
+            encoder.bytes.append(0xa2)
+            encoder.bytes.append(contentsOf: Self.idKeyEncoded)
+            encoder.encode(id)
+            encoder.bytes.append(contentsOf: Self.resultKeyEncoded)
+            encoder.encode(value)
+        case .error(let id, let message):
+            encoder.bytes.append(0xa2)
+            encoder.bytes.append(contentsOf: Self.idKeyEncoded)
+            encoder.encode(id)
+            encoder.bytes.append(contentsOf: Self.errorKeyEncoded)
+            encoder.bytes.append(0xa1)
+            encoder.bytes.append(contentsOf: Self.messageKeyEncoded)
+            encoder.writeHead(major: 2, argument: UInt64(message.count))
+            encoder.bytes.append(contentsOf: message)
+        case .batch(let items):
+            encoder.writeHead(major: 4, argument: UInt64(items.count))
+            for item in items { item.encode(into: &encoder) }
+        case .deferred:
+            encoder.bytes.append(0xf6)
+        }
+    }
+
+    static let idKeyEncoded: [UInt8] = [0x42] + Array("id".utf8)
+    static let resultKeyEncoded: [UInt8] = [0x46] + Array("result".utf8)
+    static let errorKeyEncoded: [UInt8] = [0x45] + Array("error".utf8)
+    static let messageKeyEncoded: [UInt8] = [0x47] + Array("message".utf8)
 }
 
 /// Turns decoded request messages into response messages (wire-protocol.md §§6–9): request validation,
@@ -34,24 +102,35 @@ public struct RPCDispatcher: Sendable {
             var anyDeferred = false
             for element in elements {
                 let response = respond(to: element, on: eventLoop)
-                if case .deferred = response { anyDeferred = true }
+                if !response.isResolved { anyDeferred = true }
                 responses.append(response)
             }
-            guard anyDeferred else {
-                return .immediate(.array(responses.map { if case .immediate(let v) = $0 { return v } else { return .null } }))
-            }
-            let futures = responses.map { response -> EventLoopFuture<CBORValue> in
+            guard anyDeferred else { return .batch(responses) }
+            let futures = responses.map { response -> EventLoopFuture<RPCResponse> in
                 switch response {
-                case .immediate(let value): return eventLoop.makeSucceededFuture(value)
                 case .deferred(let future): return future
+                case .batch where !response.isResolved:
+                    // A nested batch with deferred parts: resolve it recursively.
+                    return Self.resolve(response, on: eventLoop)
+                default: return eventLoop.makeSucceededFuture(response)
                 }
             }
-            return .deferred(EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { .array($0) })
+            return .deferred(EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { .batch($0) })
         case .map(let request):
             return respond(toRequest: request, on: eventLoop)
         default:
             observer?.requestCompleted(method: nil, failed: true, startedAt: .now)
-            return .immediate(Self.errorResponse(id: .null, message: Array("malformed request: not a request map".utf8)))
+            return .error(id: .null, message: Array("malformed request: not a request map".utf8))
+        }
+    }
+
+    /// A future of the fully resolved form of `response`.
+    public static func resolve(_ response: RPCResponse, on eventLoop: any EventLoop) -> EventLoopFuture<RPCResponse> {
+        switch response {
+        case .deferred(let future): return future
+        case .batch(let items) where !response.isResolved:
+            return EventLoopFuture.whenAllSucceed(items.map { resolve($0, on: eventLoop) }, on: eventLoop).map { .batch($0) }
+        default: return eventLoop.makeSucceededFuture(response)
         }
     }
 
@@ -72,44 +151,44 @@ public struct RPCDispatcher: Sendable {
         }
         guard let id else {
             observer?.requestCompleted(method: nil, failed: true, startedAt: started)
-            return .immediate(Self.errorResponse(id: .null, message: Array("malformed request: missing id".utf8)))
+            return .error(id: .null, message: Self.missingIDMessage)
         }
         guard let methodName = methodValue?.stringOctets else {
             observer?.requestCompleted(method: nil, failed: true, startedAt: started)
-            return .immediate(Self.errorResponse(id: id, message: Array("malformed request: missing method".utf8)))
+            return .error(id: id, message: Self.missingMethodMessage)
         }
         guard let method = table.method(named: methodName) else {
             observer?.requestCompleted(method: nil, failed: true, startedAt: started)
-            return .immediate(Self.errorResponse(id: id, message: Array("no such method ".utf8) + methodName))
+            return .error(id: id, message: Self.noSuchMethodPrefix + methodName)
         }
         let arguments: [CBORValue?]
         switch Self.bind(params, to: method) {
         case .success(let bound): arguments = bound
         case .failure(let error):
             observer?.requestCompleted(method: method, failed: true, startedAt: started)
-            return .immediate(Self.errorResponse(id: id, message: error.message))
+            return .error(id: id, message: error.message)
         }
         let reply: RPCReply
         do {
             reply = try method.handler(RPCCall(method: method, arguments: arguments, eventLoop: eventLoop))
         } catch {
             observer?.requestCompleted(method: method, failed: true, startedAt: started)
-            return .immediate(Self.errorResponse(id: id, message: error.message))
+            return .error(id: id, message: error.message)
         }
         switch reply {
         case .value(let result):
             observer?.requestCompleted(method: method, failed: false, startedAt: started)
-            return .immediate(Self.successResponse(id: id, result: result))
+            return .result(id: id, value: result)
         case .future(let future):
             let observer = self.observer
             return .deferred(
                 future.map { result in
                     observer?.requestCompleted(method: method, failed: false, startedAt: started)
-                    return Self.successResponse(id: id, result: result)
+                    return RPCResponse.result(id: id, value: result)
                 }.recover { error in
                     observer?.requestCompleted(method: method, failed: true, startedAt: started)
                     let rpcError = error as? RPCError ?? RPCError.internalError("\(error)")
-                    return Self.errorResponse(id: id, message: rpcError.message)
+                    return RPCResponse.error(id: id, message: rpcError.message)
                 })
         }
     }
@@ -160,6 +239,9 @@ public struct RPCDispatcher: Sendable {
         return .success(bound)
     }
 
+    static let missingIDMessage = Array("malformed request: missing id".utf8)
+    static let missingMethodMessage = Array("malformed request: missing method".utf8)
+    static let noSuchMethodPrefix = Array("no such method ".utf8)
     static let idKey = Array("id".utf8)
     static let methodKey = Array("method".utf8)
     static let paramsKey = Array("params".utf8)

@@ -13,7 +13,7 @@ public struct ConnectionLimits: Sendable {
     public var maxInFlightRequests: Int
     /// Close after this long without a complete message while nothing is pending (wire-protocol.md §1.4).
     public var idleTimeout: TimeAmount?
-    /// Close when a response makes no progress towards the socket for this long (wire-protocol.md §3.6).
+    /// Close when responses cannot be written for this long (wire-protocol.md §3.6).
     public var writeTimeout: TimeAmount
 
     public init(
@@ -34,10 +34,14 @@ public struct ConnectionLimits: Sendable {
 ///
 /// Invariants:
 /// * Responses leave in the order their requests were framed (wire-protocol.md §3.2): each request takes the
-///   next sequence number and a response is written only when every earlier one has been written.
-/// * While more than `maxPendingResponseBytes` of responses wait for the socket, or `maxInFlightRequests`
-///   requests wait for their results, the handler neither frames further buffered messages nor forwards `read`
-///   to the channel; so a peer that never reads its responses cannot make the daemon buffer without bound.
+///   next sequence number, and a response is appended to the outbound buffer only when every earlier one has
+///   been appended.
+/// * Responses produced while handling one read are coalesced into one outbound buffer and written with one
+///   write and one flush.
+/// * While more than `maxPendingResponseBytes` of responses wait for the socket (the channel's high water
+///   mark), or `maxInFlightRequests` requests wait for their results, the handler neither frames further
+///   buffered messages nor forwards `read`; so a peer that never reads cannot make the daemon buffer without
+///   bound (beyond the one response that crossed the threshold).
 /// * All state is touched only on the channel's event loop.
 final class RPCConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -55,18 +59,20 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private var nextSequence: UInt64 = 0
     private var nextToWrite: UInt64 = 0
-    private var finishedResponses: [UInt64: ByteBuffer] = [:]
+    private var finishedResponses: [UInt64: RPCResponse] = [:]
     /// After writing the response with this sequence number, the connection closes.
     private var closeAfterSequence: UInt64?
     private var inFlight = 0
-    private var pendingWriteBytes = 0
     private var readHeld = false
     private var stopped = false
-    private var flushNeeded = false
     private var inChannelRead = false
 
+    /// Responses waiting to be handed to the channel; reused between flushes.
+    private var outbound: ByteBuffer
+    private var scratch = CBOREncoder(reservingCapacity: 256)
+
     private var lastCompleteMessage: NIODeadline = .now()
-    private var lastWriteProgress: NIODeadline = .now()
+    private var unwritableSince: NIODeadline?
     private var idleTask: Scheduled<Void>?
     private var writeWatchTask: Scheduled<Void>?
 
@@ -76,13 +82,17 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         self.statistics = statistics
         self.logger = logger
         self.framer = CBORStreamFramer(maxMessageBytes: limits.maxMessageBytes, maxDepth: limits.maxNestingDepth)
+        self.outbound = ByteBufferAllocator().buffer(capacity: 0)
     }
 
     // MARK: - Lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        outbound = context.channel.allocator.buffer(capacity: 1024)
         if let remote = context.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+        let high = max(1, limits.maxPendingResponseBytes)
+        context.channel.setOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high)).whenFailure { _ in }
         scheduleIdleCheck(context: context)
     }
 
@@ -104,7 +114,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             // Daemon shutdown: answer what was already dispatched, take nothing new, then close.
             cumulation = nil
             if closeAfterSequence == nil { closeAfterPendingResponses(context: context) }
-            flushIfNeeded(context: context)
+            flushOutbound(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -132,18 +142,21 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        flushIfNeeded(context: context)
+        flushOutbound(context: context)
+        // Processing may have paused on a full outbound buffer that the flush just handed to the channel.
+        if cumulation != nil { resumeIfPossible(context: context) }
         context.fireChannelReadComplete()
     }
 
-    private var isBackPressured: Bool {
-        pendingWriteBytes > limits.maxPendingResponseBytes || inFlight >= limits.maxInFlightRequests
+    private func isBackPressured(_ context: ChannelHandlerContext) -> Bool {
+        !context.channel.isWritable || outbound.readableBytes > limits.maxPendingResponseBytes
+            || inFlight >= limits.maxInFlightRequests
     }
 
     /// Frames and handles buffered messages until the buffer runs dry, back-pressure applies or the
     /// connection is closing.
     private func processBuffered(context: ChannelHandlerContext) {
-        while !stopped, !isBackPressured, closeAfterSequence == nil, var buffer = cumulation,
+        while !stopped, closeAfterSequence == nil, !isBackPressured(context), var buffer = cumulation,
             buffer.readableBytes > 0
         {
             let event = buffer.withUnsafeReadableBytes { framer.next(in: $0) }
@@ -191,25 +204,25 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case .value(let request, _):
             let sequence = nextSequence
             nextSequence += 1
-            switch dispatcher.respond(to: request, on: context.eventLoop) {
-            case .immediate(let response):
+            let response = dispatcher.respond(to: request, on: context.eventLoop)
+            if response.isResolved {
                 complete(sequence: sequence, response: response, context: context)
-            case .deferred(let future):
-                inFlight += 1
-                future.hop(to: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                return
+            }
+            inFlight += 1
+            RPCDispatcher.resolve(response, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated()
+                .whenComplete { [self] result in
                     inFlight -= 1
-                    let response: CBORValue
-                    switch result {
-                    case .success(let value): response = value
-                    case .failure(let error):
-                        response = RPCDispatcher.errorResponse(id: .null, message: Array("internal error: \(error)".utf8))
-                    }
                     guard let context = self.context else { return }
-                    complete(sequence: sequence, response: response, context: context)
-                    if !inChannelRead { flushIfNeeded(context: context) }
+                    let resolved: RPCResponse
+                    switch result {
+                    case .success(let value): resolved = value
+                    case .failure(let error): resolved = .error(id: .null, message: Array("internal error: \(error)".utf8))
+                    }
+                    complete(sequence: sequence, response: resolved, context: context)
+                    if !inChannelRead { flushOutbound(context: context) }
                     resumeIfPossible(context: context)
                 }
-            }
         case .invalidCBOR:
             statistics.malformedMessages.add(1)
             respondWithError("malformed request: invalid CBOR", context: context)
@@ -229,21 +242,21 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func respondWithError(_ text: String, context: ChannelHandlerContext) {
         let sequence = nextSequence
         nextSequence += 1
-        complete(sequence: sequence, response: RPCDispatcher.errorResponse(id: .null, message: Array(text.utf8)), context: context)
+        complete(sequence: sequence, response: .error(id: .null, message: Array(text.utf8)), context: context)
     }
 
     private func respondAndClose(message text: String, context: ChannelHandlerContext) {
         let sequence = nextSequence
         nextSequence += 1
         closeAfterSequence = sequence
-        complete(sequence: sequence, response: RPCDispatcher.errorResponse(id: .null, message: Array(text.utf8)), context: context)
-        flushIfNeeded(context: context)
+        complete(sequence: sequence, response: .error(id: .null, message: Array(text.utf8)), context: context)
+        flushOutbound(context: context)
     }
 
     private func closeAfterPendingResponses(context: ChannelHandlerContext) {
         if nextSequence == nextToWrite {
+            flushOutbound(context: context)
             stopped = true
-            flushIfNeeded(context: context)
             context.close(promise: nil)
         } else {
             closeAfterSequence = nextSequence - 1
@@ -252,73 +265,79 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     // MARK: - Ordered responses
 
-    private func complete(sequence: UInt64, response: CBORValue, context: ChannelHandlerContext) {
-        var encoder = CBOREncoder(reservingCapacity: 64)
-        encoder.encode(response)
-        var envelope = CBOREncoder(reservingCapacity: 11)
-        envelope.writeEnvelopeHead(contentLength: encoder.bytes.count)
-        var buffer = context.channel.allocator.buffer(capacity: envelope.bytes.count + encoder.bytes.count)
-        buffer.writeBytes(envelope.bytes)
-        buffer.writeBytes(encoder.bytes)
-        if sequence == nextToWrite {
-            write(buffer, sequence: sequence, context: context)
-            while let next = finishedResponses.removeValue(forKey: nextToWrite) {
-                write(next, sequence: nextToWrite, context: context)
-            }
-        } else {
-            finishedResponses[sequence] = buffer
-        }
-    }
-
-    private func write(_ buffer: ByteBuffer, sequence: UInt64, context: ChannelHandlerContext) {
-        nextToWrite = sequence + 1
-        guard !stopped else { return }
-        let size = buffer.readableBytes
-        pendingWriteBytes += size
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { [self] _ in
-            pendingWriteBytes -= size
-            lastWriteProgress = .now()
-            if let context = self.context { resumeIfPossible(context: context) }
-        }
-        if let closeAfter = closeAfterSequence, sequence >= closeAfter {
-            // The last response before closing: everything earlier was written before it, so closing once it
-            // is on the wire loses nothing.
-            stopped = true
-            flushNeeded = false
-            promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+    private func complete(sequence: UInt64, response: RPCResponse, context: ChannelHandlerContext) {
+        guard sequence == nextToWrite else {
+            finishedResponses[sequence] = response
             return
         }
-        context.write(wrapOutboundOut(buffer), promise: promise)
-        flushNeeded = true
-        scheduleWriteWatch(context: context)
+        append(response, context: context)
+        while let next = finishedResponses.removeValue(forKey: nextToWrite) {
+            append(next, context: context)
+        }
     }
 
-    private func flushIfNeeded(context: ChannelHandlerContext) {
-        if flushNeeded {
-            flushNeeded = false
-            context.flush()
+    /// Encodes the response with sequence number `nextToWrite` onto the outbound buffer.
+    private func append(_ response: RPCResponse, context: ChannelHandlerContext) {
+        let sequence = nextToWrite
+        nextToWrite += 1
+        guard !stopped else { return }
+        scratch.bytes.removeAll(keepingCapacity: true)
+        response.encode(into: &scratch)
+        var head = CBOREncoder(reservingCapacity: 11)
+        head.writeEnvelopeHead(contentLength: scratch.bytes.count)
+        outbound.writeBytes(head.bytes)
+        outbound.writeBytes(scratch.bytes)
+        if scratch.bytes.count > 1 << 20 {
+            // Do not keep a huge scratch buffer alive for the rest of the connection.
+            scratch = CBOREncoder(reservingCapacity: 256)
         }
+        if let closeAfter = closeAfterSequence, sequence >= closeAfter {
+            // The last response before closing: everything earlier is ahead of it in the same stream, so
+            // closing once it is on the wire loses nothing.
+            stopped = true
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            let buffer = outbound
+            outbound = context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+        }
+    }
+
+    private func flushOutbound(context: ChannelHandlerContext) {
+        guard outbound.readableBytes > 0, !stopped else { return }
+        let buffer = outbound
+        outbound = context.channel.allocator.buffer(capacity: min(max(1024, buffer.readableBytes), 65536))
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
     // MARK: - Back-pressure on reads
 
     func read(context: ChannelHandlerContext) {
-        if isBackPressured || stopped {
+        if isBackPressured(context) || stopped {
             readHeld = true
         } else {
             context.read()
         }
     }
 
-    private func resumeIfPossible(context: ChannelHandlerContext) {
-        guard !isBackPressured, !stopped else { return }
-        if cumulation != nil {
-            processBuffered(context: context)
-            flushIfNeeded(context: context)
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            unwritableSince = nil
+            resumeIfPossible(context: context)
+        } else {
+            unwritableSince = .now()
+            scheduleWriteWatch(context: context)
         }
-        if readHeld, !isBackPressured {
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeIfPossible(context: ChannelHandlerContext) {
+        guard !isBackPressured(context), !stopped else { return }
+        if cumulation != nil, closeAfterSequence == nil {
+            processBuffered(context: context)
+            flushOutbound(context: context)
+        }
+        if readHeld, !isBackPressured(context) {
             readHeld = false
             context.read()
         }
@@ -331,7 +350,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let deadline = max(lastCompleteMessage + idle, .now() + .milliseconds(50))
         idleTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             guard let context = self.context, !stopped else { return }
-            if NIODeadline.now() - lastCompleteMessage >= idle, inFlight == 0, pendingWriteBytes == 0,
+            if NIODeadline.now() - lastCompleteMessage >= idle, inFlight == 0, context.channel.isWritable,
                 nextSequence == nextToWrite
             {
                 logger.debug("closing idle connection")
@@ -345,13 +364,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private func scheduleWriteWatch(context: ChannelHandlerContext) {
         guard writeWatchTask == nil else { return }
-        lastWriteProgress = .now()
         let timeout = limits.writeTimeout
         writeWatchTask = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
             writeWatchTask = nil
-            guard let context = self.context, !stopped, pendingWriteBytes > 0 else { return }
-            if NIODeadline.now() - lastWriteProgress >= timeout {
-                logger.debug("closing connection: responses made no progress for \(timeout)")
+            guard let context = self.context, !stopped, let since = unwritableSince else { return }
+            if NIODeadline.now() - since >= timeout {
+                logger.debug("closing connection: responses could not be written for \(timeout)")
                 stopped = true
                 context.close(promise: nil)
             } else {

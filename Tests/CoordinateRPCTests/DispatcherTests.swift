@@ -22,8 +22,9 @@ struct DispatcherTests {
     let loop = EmbeddedEventLoop()
 
     func respond(_ message: CBORValue) -> CBORValue {
-        guard case .immediate(let value) = dispatcher.respond(to: message, on: loop) else { return "deferred" }
-        return value
+        let response = dispatcher.respond(to: message, on: loop)
+        guard response.isResolved else { return "deferred" }
+        return response.value
     }
 
     func request(_ method: CBORValue, _ params: CBORValue?, id: CBORValue = 1) -> CBORValue {
