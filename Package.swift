@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(
             name: "CoordinateServerTests",
             dependencies: [
-                "CoordinateServer", "CoordinateRPC", "CBOR", "TestSupport",
+                "CoordinateServer", "CoordinateRPC", "CBOR", "TestSupport", "coordinated",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -27,7 +27,9 @@ public struct CBORDecoder {
     }
 
     /// Decodes exactly one item from `buffer`; trailing bytes are an error.
-    public static func decode(_ buffer: UnsafeRawBufferPointer, maxDepth: Int = 256) throws(CBORDecodingError)
+    public static func decode(
+        _ buffer: UnsafeRawBufferPointer, maxDepth: Int = 256
+    ) throws(CBORDecodingError)
         -> CBORValue
     {
         var reader = Reader(buffer: buffer, maxDepth: maxDepth)
@@ -37,7 +39,9 @@ public struct CBORDecoder {
     }
 
     /// Decodes one item starting at `offset` and returns it with the offset just past it.
-    public static func decodePrefix(_ buffer: UnsafeRawBufferPointer, from offset: Int = 0, maxDepth: Int = 256)
+    public static func decodePrefix(
+        _ buffer: UnsafeRawBufferPointer, from offset: Int = 0, maxDepth: Int = 256
+    )
         throws(CBORDecodingError) -> (value: CBORValue, end: Int)
     {
         var reader = Reader(buffer: buffer, maxDepth: maxDepth)

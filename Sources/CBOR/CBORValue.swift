@@ -124,8 +124,12 @@ public struct CBORUUID: Sendable, Hashable {
     public var bytes: [UInt8] {
         var result = [UInt8]()
         result.reserveCapacity(16)
-        for shift in stride(from: 56, through: 0, by: -8) { result.append(UInt8(truncatingIfNeeded: high >> UInt64(shift))) }
-        for shift in stride(from: 56, through: 0, by: -8) { result.append(UInt8(truncatingIfNeeded: low >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) {
+            result.append(UInt8(truncatingIfNeeded: high >> UInt64(shift)))
+        }
+        for shift in stride(from: 56, through: 0, by: -8) {
+            result.append(UInt8(truncatingIfNeeded: low >> UInt64(shift)))
+        }
         return result
     }
 
@@ -305,7 +309,8 @@ extension CBORValue: Hashable {
         case .bool(let flag): hasher.combine(9); hasher.combine(flag)
         case .null: hasher.combine(10)
         case .simple(let n): hasher.combine(11); hasher.combine(n)
-        case .float(let value): hasher.combine(12); hasher.combine(value.isNaN ? Double.nan.bitPattern : value.bitPattern)
+        case .float(let value):
+            hasher.combine(12); hasher.combine(value.isNaN ? Double.nan.bitPattern : value.bitPattern)
         case .encoded(let item): item.decoded().hash(into: &hasher)
         }
     }

@@ -168,7 +168,8 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         }
         if (server.tlsCertFile == nil) != (server.tlsKeyFile == nil) {
             throw ConfigurationError(
-                source: source, key: server.tlsCertFile == nil ? "coordinate.server.tls_cert_file" : "coordinate.server.tls_key_file",
+                source: source,
+                key: server.tlsCertFile == nil ? "coordinate.server.tls_cert_file" : "coordinate.server.tls_key_file",
                 reason: "tls_cert_file and tls_key_file must be set together")
         }
         for (key, path) in [("tls_cert_file", server.tlsCertFile), ("tls_key_file", server.tlsKeyFile)] {
@@ -180,7 +181,8 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             throw ConfigurationError(source: source, key: "coordinate.server.http_token", reason: "must not be empty")
         }
         for cidr in server.cborrpcAllow ?? [] where CIDR(cidr) == nil {
-            throw ConfigurationError(source: source, key: "coordinate.server.cborrpc_allow", reason: "malformed CIDR \(cidr)")
+            throw ConfigurationError(
+                source: source, key: "coordinate.server.cborrpc_allow", reason: "malformed CIDR \(cidr)")
         }
     }
 
@@ -242,20 +244,22 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         ])
         let addressTree: ConfigTree = string(address)
         return .map([
-            ("coordinate",
-             .map([
-                ("namespace", .string(namespace)),
-                ("addresses", .list(addresses.map(ConfigTree.string))),
-                ("address", addressTree),
-                ("retries", .int(Int64(retries))),
-                ("base_retry_seconds", .double(baseRetrySeconds)),
-                ("timeout", timeout.tree),
-                ("default_lifetime", defaultLifetime.tree),
-                ("max_response_bytes", .int(Int64(maxResponseBytes))),
-                ("server", serverTree),
-                ("job_queue", jobQueueTree),
-                ("worker", .map([("max_task_seconds", number(worker.maxTaskSeconds))])),
-             ])),
+            (
+                "coordinate",
+                .map([
+                    ("namespace", .string(namespace)),
+                    ("addresses", .list(addresses.map(ConfigTree.string))),
+                    ("address", addressTree),
+                    ("retries", .int(Int64(retries))),
+                    ("base_retry_seconds", .double(baseRetrySeconds)),
+                    ("timeout", timeout.tree),
+                    ("default_lifetime", defaultLifetime.tree),
+                    ("max_response_bytes", .int(Int64(maxResponseBytes))),
+                    ("server", serverTree),
+                    ("job_queue", jobQueueTree),
+                    ("worker", .map([("max_task_seconds", number(worker.maxTaskSeconds))])),
+                ])
+            )
         ])
     }
 

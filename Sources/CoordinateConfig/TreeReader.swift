@@ -27,7 +27,9 @@ struct TreeReader {
         return try string(tree, key)
     }
 
-    func int(_ tree: ConfigTree, _ key: String, minimum: Int? = nil, maximum: Int? = nil) throws(ConfigurationError)
+    func int(
+        _ tree: ConfigTree, _ key: String, minimum: Int? = nil, maximum: Int? = nil
+    ) throws(ConfigurationError)
         -> Int
     {
         guard case .int(let value) = tree, let int = Int(exactly: value) else { throw fail(key, "expected an integer") }
@@ -52,7 +54,9 @@ struct TreeReader {
         return number
     }
 
-    func optionalNumber(_ tree: ConfigTree, _ key: String, positive: Bool = false) throws(ConfigurationError)
+    func optionalNumber(
+        _ tree: ConfigTree, _ key: String, positive: Bool = false
+    ) throws(ConfigurationError)
         -> ConfigNumber?
     {
         if case .null = tree { return nil }
@@ -82,7 +86,8 @@ struct TreeReader {
         warnings.append("\(source): \(key): unknown configuration key ignored")
     }
 
-    mutating func apply(_ block: ConfigTree, to configuration: inout CoordinateConfiguration) throws(ConfigurationError) {
+    mutating func apply(_ block: ConfigTree, to configuration: inout CoordinateConfiguration) throws(ConfigurationError)
+    {
         for (name, value) in try pairs(block, key: "coordinate") {
             let key = "coordinate.\(name)"
             switch name {
@@ -92,7 +97,9 @@ struct TreeReader {
                 switch value {
                 case .null: configuration.address = nil
                 case .string(let text):
-                    guard CoordinateConfiguration.splitAddress(text) != nil else { throw fail(key, "expected host:port") }
+                    guard CoordinateConfiguration.splitAddress(text) != nil else {
+                        throw fail(key, "expected host:port")
+                    }
                     configuration.address = text
                 case .list(let items) where items.count == 2:
                     guard case .string(let host) = items[0], case .int(let port) = items[1], (0...65535).contains(port)
@@ -123,7 +130,9 @@ struct TreeReader {
         }
     }
 
-    mutating func applyServer(_ block: ConfigTree, to server: inout CoordinateConfiguration.Server)
+    mutating func applyServer(
+        _ block: ConfigTree, to server: inout CoordinateConfiguration.Server
+    )
         throws(ConfigurationError)
     {
         for (name, value) in try pairs(block, key: "coordinate.server") {
@@ -173,7 +182,9 @@ struct TreeReader {
         }
     }
 
-    mutating func applyJobQueue(_ block: ConfigTree, to jobQueue: inout CoordinateConfiguration.JobQueue)
+    mutating func applyJobQueue(
+        _ block: ConfigTree, to jobQueue: inout CoordinateConfiguration.JobQueue
+    )
         throws(ConfigurationError)
     {
         for (name, value) in try pairs(block, key: "coordinate.job_queue") {
@@ -236,7 +247,9 @@ public struct CIDR: Sendable, Equatable {
         guard parts.count == 4 else { return nil }
         var octets: [UInt8] = []
         for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), let value = UInt8(part) else { return nil }
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), let value = UInt8(part) else {
+                return nil
+            }
             octets.append(value)
         }
         return octets

@@ -129,7 +129,9 @@ public struct RPCDispatcher: Sendable {
         switch response {
         case .deferred(let future): return future
         case .batch(let items) where !response.isResolved:
-            return EventLoopFuture.whenAllSucceed(items.map { resolve($0, on: eventLoop) }, on: eventLoop).map { .batch($0) }
+            return EventLoopFuture.whenAllSucceed(items.map { resolve($0, on: eventLoop) }, on: eventLoop).map {
+                .batch($0)
+            }
         default: return eventLoop.makeSucceededFuture(response)
         }
     }
@@ -248,12 +250,17 @@ public struct RPCDispatcher: Sendable {
 
     /// `{id, result}` with byte-string keys (wire-protocol.md §7.1, §7.4).
     public static func successResponse(id: CBORValue, result: CBORValue) -> CBORValue {
-        .map(CBORMap([CBORPair(key: .bytes(idKey), value: id), CBORPair(key: .bytes(Array("result".utf8)), value: result)]))
+        .map(
+            CBORMap([
+                CBORPair(key: .bytes(idKey), value: id), CBORPair(key: .bytes(Array("result".utf8)), value: result),
+            ]))
     }
 
     /// `{id, error: {message}}` with byte-string keys and a byte-string message (wire-protocol.md §7.3).
     public static func errorResponse(id: CBORValue, message: [UInt8]) -> CBORValue {
         let error = CBORValue.map(CBORMap([CBORPair(key: .bytes(Array("message".utf8)), value: .bytes(message))]))
-        return .map(CBORMap([CBORPair(key: .bytes(idKey), value: id), CBORPair(key: .bytes(Array("error".utf8)), value: error)]))
+        return .map(
+            CBORMap([CBORPair(key: .bytes(idKey), value: id), CBORPair(key: .bytes(Array("error".utf8)), value: error)])
+        )
     }
 }

@@ -84,7 +84,8 @@ public final class CBORRPCServer: Sendable {
     private func acceptConnection(_ channel: any Channel) -> EventLoopFuture<Void> {
         if let allowed = allowedNetworks, !Self.peer(channel.remoteAddress, isIn: allowed) {
             statistics.rejectedNotAllowed.add(1)
-            logger.info("rejected CBOR-RPC connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): not allowed")
+            logger.info(
+                "rejected CBOR-RPC connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): not allowed")
             return channel.close()
         }
         guard statistics.openConnections.incrementIfBelow(maxConnections) else {

@@ -27,7 +27,8 @@ public struct StderrLogHandler: LogHandler {
         switch format {
         case .text:
             let rendered = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            line = "\(Self.timestamp()) \(event.level) \(label): \(event.message)\(rendered.isEmpty ? "" : " " + rendered)\n"
+            line =
+                "\(Self.timestamp()) \(event.level) \(label): \(event.message)\(rendered.isEmpty ? "" : " " + rendered)\n"
         case .json:
             var object: [String: Any] = [
                 "time": Self.timestamp(), "level": "\(event.level)", "message": "\(event.message)", "logger": label,

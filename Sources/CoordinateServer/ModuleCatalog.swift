@@ -22,7 +22,9 @@ public struct ModuleCatalog: Sendable {
     }
 
     /// Builds the modules enabled by `coordinate.server.modules`, in the configured order.
-    public func modules(for configuration: CoordinateConfiguration, logger: Logger) throws(DaemonStartError)
+    public func modules(
+        for configuration: CoordinateConfiguration, logger: Logger
+    ) throws(DaemonStartError)
         -> [any RPCModule]
     {
         var modules: [any RPCModule] = []

@@ -217,7 +217,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                     let resolved: RPCResponse
                     switch result {
                     case .success(let value): resolved = value
-                    case .failure(let error): resolved = .error(id: .null, message: Array("internal error: \(error)".utf8))
+                    case .failure(let error):
+                        resolved = .error(id: .null, message: Array("internal error: \(error)".utf8))
                     }
                     complete(sequence: sequence, response: resolved, context: context)
                     if !inChannelRead { flushOutbound(context: context) }

@@ -25,7 +25,8 @@ enum MachineInfo {
         if let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
             let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("model name") })
         {
-            model = line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? model
+            model =
+                line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? model
         }
         return "\(cores) cores, \(model)"
     }
@@ -51,12 +52,14 @@ struct CodecBench: ParsableCommand {
         var index = 0
         while size < 1 << 20 {
             let key = CBORValue.bytes(String(format: "u%07d", index))
-            let data = CBORValue.map(CBORMap([("x", .int(index)), ("payload", .bytes([UInt8](repeating: 0x61, count: 100)))]))
+            let data = CBORValue.map(
+                CBORMap([("x", .int(index)), ("payload", .bytes([UInt8](repeating: 0x61, count: 100)))]))
             units.append(.tuple([key, data]))
             size += 130
             index += 1
         }
-        let batch = CBORValue.map(CBORMap([("id", 1), ("method", "add_work_units"), ("params", ["ws1", .array(units)])]))
+        let batch = CBORValue.map(
+            CBORMap([("id", 1), ("method", "add_work_units"), ("params", ["ws1", .array(units)])]))
         for (name, value) in [("get_work response", getWorkResponse), ("1 MiB add_work_units batch", batch)] {
             let bytes = CBOREncoder.encodeEnvelope(value)
             let encode = measure {
@@ -73,7 +76,8 @@ struct CodecBench: ParsableCommand {
             let mb = Double(bytes.count) / 1e6
             print(
                 String(
-                    format: "%@ (%d bytes): encode %.0f msg/s (%.0f MB/s), decode %.0f msg/s (%.0f MB/s), frame %.0f msg/s",
+                    format:
+                        "%@ (%d bytes): encode %.0f msg/s (%.0f MB/s), decode %.0f msg/s (%.0f MB/s), frame %.0f msg/s",
                     name, bytes.count, encode, encode * mb, decode, decode * mb, frame))
         }
     }
@@ -100,7 +104,8 @@ struct PingModule: RPCModule {
 struct RequestPathBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rpc",
-        abstract: "Round trips of a trivial method through the daemon versus a bare NIO echo server with the same framing.")
+        abstract:
+            "Round trips of a trivial method through the daemon versus a bare NIO echo server with the same framing.")
 
     @Option(help: "Connection counts to measure.")
     var connections: [Int] = [1, 8, 64]

@@ -54,7 +54,8 @@ struct CoordinatedCommand: ParsableCommand {
         if let host { configuration.server.host = host }
         if let port {
             guard let value = Int(port), (0...65535).contains(value) else {
-                throw ConfigurationError(source: source, key: "coordinate.server.port", reason: "expected an integer port")
+                throw ConfigurationError(
+                    source: source, key: "coordinate.server.port", reason: "expected an integer port")
             }
             configuration.server.port = value
         }

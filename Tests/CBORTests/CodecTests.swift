@@ -1,6 +1,6 @@
 import CBOR
-import Testing
 import TestSupport
+import Testing
 
 @Suite("CBOR codec")
 struct CodecTests {
@@ -57,7 +57,9 @@ struct CodecTests {
         #expect(try CBORDecoder.decode(Hex.decode("d8254101")) == .tagged(37, .bytes([1])))
         #expect(try CBORDecoder.decode(Hex.decode("d903e882016178")) == .tagged(1000, [1, .text("x")]))
         // Bignums are preserved opaquely.
-        #expect(try CBORDecoder.decode(Hex.decode("c249010000000000000000")) == .tagged(2, .bytes([1, 0, 0, 0, 0, 0, 0, 0, 0])))
+        #expect(
+            try CBORDecoder.decode(Hex.decode("c249010000000000000000"))
+                == .tagged(2, .bytes([1, 0, 0, 0, 0, 0, 0, 0, 0])))
         // Embedded item: d8 18 42 18 2a = tag 24 of bytes(18 2a) = 42.
         #expect(try CBORDecoder.decode(Hex.decode("d81842182a")) == .unsigned(42))
         #expect(throws: CBORDecodingError.invalidEmbeddedItem) { try CBORDecoder.decode(Hex.decode("d81801")) }

@@ -1,6 +1,6 @@
 import CBOR
-import Testing
 import TestSupport
+import Testing
 
 /// Feeds a byte stream to a framer in chunks, the way a socket would deliver it.
 struct StreamHarness {
@@ -80,7 +80,9 @@ struct FramerTests {
         while index < stream.count {
             let end = min(index + 4096, stream.count)
             harness.feed(stream[index..<end])
-            if end < stream.count { #expect(harness.framer.scannedBytes == end || harness.framer.scannedBytes == end - 1) }
+            if end < stream.count {
+                #expect(harness.framer.scannedBytes == end || harness.framer.scannedBytes == end - 1)
+            }
             index = end
         }
         #expect(harness.messages.count == 1)
@@ -114,11 +116,16 @@ struct FramerTests {
         #expect(counted.terminal == .tooLarge)
     }
 
-    @Test("structural errors of the stream are reported", arguments: ["ff", "1c", "5f01", "5f5f", "9f5f4161ffff00ff", "3f", "f810", "df"])
+    @Test(
+        "structural errors of the stream are reported",
+        arguments: ["ff", "1c", "5f01", "5f5f", "9f5f4161ffff00ff", "3f", "f810", "df"])
     func malformedStream(hex: String) {
         var harness = StreamHarness()
         harness.feed(Hex.decode(hex))
-        if case .malformed = harness.terminal {} else { Issue.record("\(hex): \(String(describing: harness.terminal))") }
+        if case .malformed = harness.terminal {
+        } else {
+            Issue.record("\(hex): \(String(describing: harness.terminal))")
+        }
     }
 
     @Test("nesting beyond the limit is reported")

@@ -1,11 +1,13 @@
 import CBOR
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Golden vectors through the codec")
 struct GoldenVectorCodecTests {
     /// Requests that are deliberately not in canonical form (wire-protocol.md §13).
-    static let nonCanonicalRequests: Set<String> = ["py42-get_work_spec", "val02-add_work_units", "proto01-invalid-cbor"]
+    static let nonCanonicalRequests: Set<String> = [
+        "py42-get_work_spec", "val02-add_work_units", "proto01-invalid-cbor",
+    ]
 
     @Test("every vector is present", arguments: ["py", "val", "lock", "proto"])
     func sequencesPresent(prefix: String) {

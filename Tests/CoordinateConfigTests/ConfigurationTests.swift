@@ -64,14 +64,38 @@ struct ConfigurationTests {
         "invalid values are configuration errors naming the key",
         arguments: [
             ("coordinate:\n  server:\n    port: nope\n", "test.yaml: coordinate.server.port: expected an integer"),
-            ("coordinate:\n  server:\n    storage: redis\n", "test.yaml: coordinate.server.storage: unknown storage backend redis"),
-            ("coordinate:\n  server:\n    modules: [JobQueue, Nope]\n", "test.yaml: coordinate.server.modules: unknown module Nope"),
-            ("coordinate:\n  server:\n    log_format: xml\n", "test.yaml: coordinate.server.log_format: unknown log format xml"),
-            ("coordinate:\n  job_queue:\n    limit_completed_count: -1\n", "test.yaml: coordinate.job_queue.limit_completed_count: must not be negative"),
-            ("coordinate:\n  server:\n    storage: postgres\n", "test.yaml: coordinate.server.postgres_url: required when storage is postgres"),
-            ("coordinate:\n  server:\n    http_token: \"\"\n", "test.yaml: coordinate.server.http_token: must not be empty"),
-            ("coordinate:\n  server:\n    cborrpc_allow: [\"10.0.0.0/33\"]\n", "test.yaml: coordinate.server.cborrpc_allow: malformed CIDR 10.0.0.0/33"),
-            ("coordinate:\n  server:\n    tls_cert_file: /nonexistent\n", "test.yaml: coordinate.server.tls_key_file: tls_cert_file and tls_key_file must be set together"),
+            (
+                "coordinate:\n  server:\n    storage: redis\n",
+                "test.yaml: coordinate.server.storage: unknown storage backend redis"
+            ),
+            (
+                "coordinate:\n  server:\n    modules: [JobQueue, Nope]\n",
+                "test.yaml: coordinate.server.modules: unknown module Nope"
+            ),
+            (
+                "coordinate:\n  server:\n    log_format: xml\n",
+                "test.yaml: coordinate.server.log_format: unknown log format xml"
+            ),
+            (
+                "coordinate:\n  job_queue:\n    limit_completed_count: -1\n",
+                "test.yaml: coordinate.job_queue.limit_completed_count: must not be negative"
+            ),
+            (
+                "coordinate:\n  server:\n    storage: postgres\n",
+                "test.yaml: coordinate.server.postgres_url: required when storage is postgres"
+            ),
+            (
+                "coordinate:\n  server:\n    http_token: \"\"\n",
+                "test.yaml: coordinate.server.http_token: must not be empty"
+            ),
+            (
+                "coordinate:\n  server:\n    cborrpc_allow: [\"10.0.0.0/33\"]\n",
+                "test.yaml: coordinate.server.cborrpc_allow: malformed CIDR 10.0.0.0/33"
+            ),
+            (
+                "coordinate:\n  server:\n    tls_cert_file: /nonexistent\n",
+                "test.yaml: coordinate.server.tls_key_file: tls_cert_file and tls_key_file must be set together"
+            ),
             ("coordinate: [1, 2\n", nil),
         ])
     func invalid(yaml: String, message: String?) {
@@ -100,16 +124,20 @@ struct ConfigurationTests {
         let (reread, warnings) = try parse(unredacted)
         #expect(warnings.isEmpty)
         #expect(reread == configuration)
-        #expect(CoordinateConfiguration.redactPassword("host=db password=secret user=x") == "host=db password=*** user=x")
+        #expect(
+            CoordinateConfiguration.redactPassword("host=db password=secret user=x") == "host=db password=*** user=x")
     }
 
     @Test("data directory defaults follow storage.md §3.1")
     func dataDirectory() {
         let configuration = CoordinateConfiguration()
         #expect(configuration.resolvedDataDirectory(environment: ["COORDINATE_DATA_DIR": "/d", "HOME": "/h"]) == "/d")
-        #expect(configuration.resolvedDataDirectory(environment: ["XDG_DATA_HOME": "/x", "HOME": "/h"]) == "/x/coordinate")
+        #expect(
+            configuration.resolvedDataDirectory(environment: ["XDG_DATA_HOME": "/x", "HOME": "/h"]) == "/x/coordinate")
         #expect(configuration.resolvedDataDirectory(environment: ["HOME": "/h"]) == "/h/.local/share/coordinate")
-        #expect(configuration.resolvedSQLitePath(environment: ["HOME": "/h"]) == "/h/.local/share/coordinate/coordinate.sqlite3")
+        #expect(
+            configuration.resolvedSQLitePath(environment: ["HOME": "/h"])
+                == "/h/.local/share/coordinate/coordinate.sqlite3")
     }
 
     @Test("CIDR matching")

@@ -2,8 +2,8 @@ import CBOR
 import CoordinateRPC
 import CoordinateServer
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The CBOR-RPC protocol over real loopback TCP (wire-protocol.md §§2–9), with methods defined by the tests.
 @Suite("CBOR-RPC protocol over TCP")
@@ -31,7 +31,8 @@ struct ProtocolTests {
         let (daemon, port) = try await startTestDaemon()
         defer { Task { await daemon.shutdown() } }
         let connection = try RawConnection(port: port)
-        let request = connection.request("echo", [.map(CBORMap([("k", .bytes([UInt8](repeating: 7, count: 3000)))]))], id: 9)
+        let request = connection.request(
+            "echo", [.map(CBORMap([("k", .bytes([UInt8](repeating: 7, count: 3000)))]))], id: 9)
         for byte in request {
             try connection.send([byte])
         }
@@ -115,7 +116,9 @@ struct ProtocolTests {
         let connection = try RawConnection(port: port)
         #expect(try connection.result("add", .map(CBORMap([("b", 5), (.text("a"), 2)]))) == 7)
         #expect(try connection.result("add", .map(CBORMap([("a", 2)]))) == 2)
-        #expect(try connection.call("add", .map(CBORMap([("b", 5), ("zz", 1)]))).errorMessage == "unexpected parameter zz for add")
+        #expect(
+            try connection.call("add", .map(CBORMap([("b", 5), ("zz", 1)]))).errorMessage
+                == "unexpected parameter zz for add")
         #expect(try connection.call("add", .map(CBORMap([("b", 5)]))).errorMessage == "missing parameter a for add")
         #expect(try connection.call("add", .map(CBORMap([(1, 5)]))).errorMessage == "unexpected parameter 1 for add")
     }
@@ -130,23 +133,36 @@ struct ProtocolTests {
             return try #require(try connection.receiveValue()?.mapValue)
         }
         #expect(try send(5).errorMessage == "malformed request: not a request map")
-        #expect(try send(.map(CBORMap([("method", "echo"), ("params", [1])]))).errorMessage == "malformed request: missing id")
+        #expect(
+            try send(.map(CBORMap([("method", "echo"), ("params", [1])]))).errorMessage
+                == "malformed request: missing id")
         let missingMethod = try send(.map(CBORMap([("id", 7), ("params", [])])))
         #expect(missingMethod.errorMessage == "malformed request: missing method")
         #expect(missingMethod["id"] == 7)
-        #expect(try send(.map(CBORMap([("id", 7), ("method", 5)]))).errorMessage == "malformed request: missing method")
-        #expect(try send(.map(CBORMap([("id", 7), ("method", .bytes([0x5f, 0xff]))]))).errorMessage?.hasPrefix("no such method _") == true)
-        #expect(try send(.map(CBORMap([("id", 7), ("method", "echo"), ("params", 5)]))).errorMessage == "don't understand params: 5")
-        #expect(try send(.map(CBORMap([("id", 7), ("method", "echo"), ("params", "x")]))).errorMessage == "don't understand params: 'x'")
-        #expect(try connection.call("echo", []).errorMessage == "wrong number of parameters for echo: expected 1, got 0")
-        #expect(try connection.call("add", [1, 2, 3]).errorMessage == "wrong number of parameters for add: expected 1 to 2, got 3")
+        #expect(
+            try send(.map(CBORMap([("id", 7), ("method", 5)]))).errorMessage == "malformed request: missing method")
+        #expect(
+            try send(.map(CBORMap([("id", 7), ("method", .bytes([0x5f, 0xff]))]))).errorMessage?.hasPrefix(
+                "no such method _") == true)
+        #expect(
+            try send(.map(CBORMap([("id", 7), ("method", "echo"), ("params", 5)]))).errorMessage
+                == "don't understand params: 5")
+        #expect(
+            try send(.map(CBORMap([("id", 7), ("method", "echo"), ("params", "x")]))).errorMessage
+                == "don't understand params: 'x'")
+        #expect(
+            try connection.call("echo", []).errorMessage == "wrong number of parameters for echo: expected 1, got 0")
+        #expect(
+            try connection.call("add", [1, 2, 3]).errorMessage
+                == "wrong number of parameters for add: expected 1 to 2, got 3")
         #expect(try connection.call("add", ["x"]).errorMessage == "bad parameter a for add: expected integer")
         #expect(try connection.call("fail", []).errorMessage == "it failed")
         // A tuple is accepted as positional params; absent params mean none.
         #expect(try send(.map(CBORMap([("id", 8), ("method", "echo"), ("params", .tuple([3]))])))["result"] == 3)
         #expect(try send(.map(CBORMap([("id", 9), ("method", "fail")]))).errorMessage == "it failed")
         // Ids of any kind are echoed exactly; text keys and a text method work too.
-        let textKeys = try send(.map(CBORMap([(.text("id"), [1, .text("x")]), (.text("method"), .text("echo")), (.text("params"), [1])])))
+        let textKeys = try send(
+            .map(CBORMap([(.text("id"), [1, .text("x")]), (.text("method"), .text("echo")), (.text("params"), [1])])))
         #expect(textKeys["id"] == [1, .text("x")])
         #expect(textKeys["result"] == 1)
         // Invalid envelope content, and an outer tag 24 around something that is not a byte string.
@@ -155,7 +171,9 @@ struct ProtocolTests {
         try connection.send(Hex.decode("d81801"))
         #expect(try connection.receiveValue()?.mapValue?.errorMessage == "malformed request: invalid CBOR")
         // An inner tag 24 whose content is not one item.
-        try connection.send(CBOREncoder.encodeEnvelope(.map(CBORMap([("id", 1), ("method", "echo"), ("params", [.tagged(24, .bytes([0x01, 0x02]))])]))))
+        try connection.send(
+            CBOREncoder.encodeEnvelope(
+                .map(CBORMap([("id", 1), ("method", "echo"), ("params", [.tagged(24, .bytes([0x01, 0x02]))])]))))
         #expect(try connection.receiveValue()?.mapValue?.errorMessage == "malformed request: invalid CBOR")
         // Still usable afterwards.
         #expect(try connection.result("echo", ["ok"]) == "ok")
@@ -172,7 +190,8 @@ struct ProtocolTests {
         #expect(tooDeep.errorMessage == "malformed request: nesting too deep")
         #expect(tooDeep["id"] == .null)
         #expect(try connection.result("echo", [1]) == 1)
-        let bare = CBOREncoder.encode(.map(CBORMap([("id", 1), ("method", "echo"), ("params", [RandomCBOR.nested(depth: 19)])])))
+        let bare = CBOREncoder.encode(
+            .map(CBORMap([("id", 1), ("method", "echo"), ("params", [RandomCBOR.nested(depth: 19)])])))
         try connection.send(bare)
         #expect(try connection.receiveValue()?.mapValue?.errorMessage == "malformed request: nesting too deep")
         #expect(connection.closedByPeer())
@@ -317,7 +336,8 @@ struct ProtocolTests {
     @Test("two modules defining one method name refuse to start")
     func duplicateMethods() async throws {
         #expect(throws: DaemonStartError.self) {
-            _ = try Daemon(configuration: .init(), modules: [TestModule(), ClashingModule()], logger: .init(label: "t"))
+            _ = try Daemon(
+                configuration: .init(), modules: [TestModule(), ClashingModule()], logger: .init(label: "t"))
         }
     }
 

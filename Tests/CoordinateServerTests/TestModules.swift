@@ -16,7 +16,9 @@ struct TestModule: RPCModule {
                 guard let a = call[0]!.intLike else { throw .badParameter("a", method: "add", expected: "integer") }
                 var b: Int64 = 0
                 if let value = call[1] {
-                    guard let parsed = value.intLike else { throw .badParameter("b", method: "add", expected: "integer") }
+                    guard let parsed = value.intLike else {
+                        throw .badParameter("b", method: "add", expected: "integer")
+                    }
                     b = parsed
                 }
                 return .value(.int(a &+ b))

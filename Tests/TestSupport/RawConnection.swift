@@ -51,8 +51,12 @@ public final class RawConnection: @unchecked Sendable {
     public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard written > 0 else { throw ConnectionError(description: "send failed: \(String(cString: strerror(errno)))") }
+            let written = bytes[offset...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
+            guard written > 0 else {
+                throw ConnectionError(description: "send failed: \(String(cString: strerror(errno)))")
+            }
             offset += written
         }
     }

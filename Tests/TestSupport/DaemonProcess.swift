@@ -1,0 +1,187 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `coordinated` process started from the binary built next to the test bundle, on a loopback port.
+public final class DaemonProcess: @unchecked Sendable {
+    // @unchecked Sendable: the Process and pipes are only driven by the test that owns this object.
+    public let process: Process
+    public let port: Int
+    public let arguments: [String]
+    private let stderrPipe = Pipe()
+    private let stdoutPipe = Pipe()
+    private let captured = CapturedOutput()
+
+    /// Collects a pipe's output as it arrives, so a chatty daemon never blocks on a full pipe.
+    final class CapturedOutput: @unchecked Sendable {
+        // @unchecked Sendable: every access goes through `lock`.
+        private let lock = NSLock()
+        private var stderr = Data()
+        private var stdout = Data()
+        func append(stderr data: Data) { lock.lock(); stderr.append(data); lock.unlock() }
+        func append(stdout data: Data) { lock.lock(); stdout.append(data); lock.unlock() }
+        var stderrText: String { lock.lock(); defer { lock.unlock() }; return String(decoding: stderr, as: UTF8.self) }
+        var stdoutText: String { lock.lock(); defer { lock.unlock() }; return String(decoding: stdout, as: UTF8.self) }
+    }
+
+    /// Directory holding the executables built with the tests (the test bundle's directory).
+    public static var buildDirectory: URL {
+        if let override = ProcessInfo.processInfo.environment["COORDINATE_BUILD_DIR"] {
+            return URL(fileURLWithPath: override)
+        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = executable.deletingLastPathComponent()
+        // swift-testing may run from inside the .xctest bundle directory on some layouts.
+        while directory.path != "/"
+            && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("coordinated").path)
+        {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory
+    }
+
+    /// Absolute path of one of our executables (never a same-named program on PATH).
+    public static func executable(_ name: String) -> String {
+        buildDirectory.appendingPathComponent(name).path
+    }
+
+    /// A TCP port that was free a moment ago.
+    public static func freePort() -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Launches `coordinated` with `arguments` plus `--port`/`--http-port` (unless given) and waits until the
+    /// CBOR-RPC port accepts connections.
+    public init(
+        arguments: [String], port: Int? = nil, environment: [String: String] = [:], waitForListener: Bool = true
+    ) throws {
+        self.port = port ?? Self.freePort()
+        var full = arguments
+        if !arguments.contains("--port") && !arguments.contains("-p") { full += ["--port", String(self.port)] }
+        if !arguments.contains("--http-port") { full += ["--http-port", "0"] }
+        self.arguments = full
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable("coordinated"))
+        process.arguments = full
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        process.standardError = stderrPipe
+        process.standardOutput = stdoutPipe
+        let captured = self.captured
+        stderrPipe.fileHandleForReading.readabilityHandler = { handle in captured.append(stderr: handle.availableData) }
+        stdoutPipe.fileHandleForReading.readabilityHandler = { handle in captured.append(stdout: handle.availableData) }
+        try process.run()
+        if waitForListener { try waitUntilListening() }
+    }
+
+    /// Polls until a TCP connection to the port succeeds (or the process exits).
+    public func waitUntilListening(timeout: Double = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if !process.isRunning {
+                throw RawConnection.ConnectionError(
+                    description: "coordinated exited with \(process.terminationStatus): \(stderrText())")
+            }
+            if (try? RawConnection(port: port, receiveTimeout: 1)) != nil { return }
+            usleep(20_000)
+        }
+        throw RawConnection.ConnectionError(description: "coordinated did not listen on \(port) within \(timeout) s")
+    }
+
+    public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for the process to exit and returns its status, or nil on timeout.
+    @discardableResult
+    public func waitForExit(timeout: Double = 20) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Everything written to stderr so far.
+    public func stderrText() -> String {
+        if !process.isRunning { usleep(50_000) }
+        return captured.stderrText
+    }
+
+    /// Everything written to stdout so far.
+    public func stdoutText() -> String {
+        if !process.isRunning { usleep(50_000) }
+        return captured.stdoutText
+    }
+
+    /// Stops the daemon: SIGTERM, then SIGKILL if it lingers.
+    public func stop() {
+        guard process.isRunning else { return }
+        signal(SIGTERM)
+        if waitForExit(timeout: 15) == nil {
+            signal(SIGKILL)
+            waitForExit(timeout: 5)
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// Runs one of our executables to completion and captures its output.
+public struct CommandResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+}
+
+public func runExecutable(
+    _ name: String, _ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]
+) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: DaemonProcess.executable(name))
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    for (key, value) in environment { env[key] = value }
+    process.environment = env
+    let out = Pipe()
+    let err = Pipe()
+    let input = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? input.fileHandleForWriting.close()
+    // Read both pipes to the end before waiting, so a chatty child cannot block on a full pipe.
+    let group = DispatchGroup()
+    nonisolated(unsafe) var outData = Data()
+    nonisolated(unsafe) var errData = Data()
+    // nonisolated(unsafe): each buffer is written by exactly one reader block and read after group.wait().
+    group.enter()
+    DispatchQueue.global().async {
+        outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave()
+    }
+    group.enter()
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave()
+    }
+    group.wait()
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
+}
