@@ -35,7 +35,10 @@ let package = Package(
 
         // The job-queue engine: data model, scheduler, storage boundary and the memory backend.
         // Knows nothing of sockets or framing.
-        .target(name: "CoordinateEngine", dependencies: ["CBOR"], swiftSettings: strictSwift6),
+        .target(
+            name: "CoordinateEngine",
+            dependencies: ["CBOR", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift6),
 
         // RPC module abstraction: method tables, parameter binding, protocol-level errors, dispatch.
         .target(
@@ -43,11 +46,19 @@ let package = Package(
             dependencies: ["CBOR", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSwift6),
 
+        // The JobQueue and LockService RPC modules: CBOR-RPC method surface over the engine.
+        .target(
+            name: "CoordinateJobQueue",
+            dependencies: [
+                "CBOR", "CoordinateEngine", "CoordinateRPC", .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6),
+
         // The CBOR-RPC network server and the daemon's service wiring.
         .target(
             name: "CoordinateServer",
             dependencies: [
-                "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine",
+                "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine", "CoordinateJobQueue",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -85,9 +96,19 @@ let package = Package(
 
         .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
         .testTarget(
+            name: "CoordinateEngineTests",
+            dependencies: ["CoordinateEngine", "CBOR", "TestSupport"],
+            swiftSettings: strictSwift6),
+        .testTarget(
             name: "CoordinateRPCTests",
             dependencies: [
                 "CoordinateRPC", "CBOR", "TestSupport", .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateJobQueueTests",
+            dependencies: [
+                "CoordinateJobQueue", "CoordinateServer", "CoordinateEngine", "CoordinateConfig", "CBOR", "TestSupport",
             ],
             swiftSettings: strictSwift6),
         .testTarget(

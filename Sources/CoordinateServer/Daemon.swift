@@ -1,4 +1,6 @@
+import CBOR
 import CoordinateConfig
+import CoordinateEngine
 import CoordinateRPC
 import Logging
 import NIOCore
@@ -20,22 +22,54 @@ public enum DaemonStartError: Error, CustomStringConvertible {
     }
 }
 
-/// The running daemon: its event loops, its CBOR-RPC listener and the RPC modules it serves.
+/// The running daemon: its event loops, its CBOR-RPC listener, the engine and the RPC modules it serves.
 public final class Daemon: Sendable {
     public let configuration: CoordinateConfiguration
     public let statistics = ServerStatistics()
     public let cborServer: CBORRPCServer
     public let group: MultiThreadedEventLoopGroup
+    /// The engine behind the built-in modules (nil when the daemon serves only injected modules).
+    public let engine: Engine?
     private let logger: Logger
+
+    /// Builds the daemon from its configuration: storage backend, engine and the enabled built-in modules.
+    public convenience init(
+        configuration: CoordinateConfiguration, logger: Logger, catalog: ModuleCatalog = .builtIn,
+        clock: any EngineClock = SystemClock(), eventLoopThreads: Int = System.coreCount
+    ) throws(DaemonStartError) {
+        guard catalog.availableStorage.contains(configuration.server.storage) else {
+            throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
+        }
+        let backend: any StorageBackend = MemoryBackend()
+        let jobQueue = configuration.jobQueue
+        let engine = Engine(
+            backend: backend, clock: clock,
+            configuration: EngineConfiguration(
+                maxUnitsPerCall: configuration.server.maxUnitsPerCall,
+                maxUnitDataBytes: configuration.server.maxUnitDataBytes,
+                limitCompletedCount: jobQueue.limitCompletedCount,
+                limitCompletedAge: jobQueue.limitCompletedAge?.doubleValue,
+                workerRetention: jobQueue.workerRetention.doubleValue),
+            logger: logger)
+        let context = ModuleContext(
+            engine: engine, namespace: Identifier(text: configuration.namespace),
+            configuration: configuration.effectiveTree().cborValue,
+            logger: logger)
+        let modules = try catalog.modules(for: configuration, context: context)
+        try self.init(
+            configuration: configuration, modules: modules, engine: engine, logger: logger,
+            eventLoopThreads: eventLoopThreads)
+    }
 
     /// Builds the daemon with the given RPC modules (already filtered to the enabled ones).
     /// Fails when two modules define the same method name.
     public init(
-        configuration: CoordinateConfiguration, modules: [any RPCModule], logger: Logger,
+        configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil, logger: Logger,
         eventLoopThreads: Int = System.coreCount
     ) throws(DaemonStartError) {
         self.configuration = configuration
         self.logger = logger
+        self.engine = engine
         let table: RPCMethodTable
         do {
             table = try RPCMethodTable(modules: modules)
@@ -58,6 +92,11 @@ public final class Daemon: Sendable {
     /// Opens the listeners. Returns the CBOR-RPC address actually bound (useful with port 0).
     @discardableResult
     public func start() async throws(DaemonStartError) -> SocketAddress {
+        if let engine {
+            // The CBOR-RPC namespace always exists.
+            let namespace = Identifier(text: configuration.namespace)
+            _ = try? await engine.perform(.write) { tx in _ = try tx.namespace(namespace, create: true) }
+        }
         do {
             let address = try await cborServer.start(host: configuration.server.host, port: configuration.server.port)
             logger.info("CBOR-RPC listening on \(address)")
@@ -67,10 +106,47 @@ public final class Daemon: Sendable {
         }
     }
 
+    /// Periodic engine work until cancelled: the expiry sweep (every second), automatic archive passes (every
+    /// `archive_interval` when a limit is configured) and the purge of inactive workers (every 60 s).
+    public func runMaintenance() async {
+        guard let engine else { return }
+        let archiveEvery = configuration.jobQueue.archiveInterval.doubleValue
+        let archiving =
+            configuration.jobQueue.limitCompletedCount != nil || configuration.jobQueue.limitCompletedAge != nil
+        var sinceArchive = 0.0
+        var sincePurge = 0.0
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: .seconds(1))
+            } catch {
+                return
+            }
+            sinceArchive += 1
+            sincePurge += 1
+            do {
+                // An empty operation: every operation first materializes expired leases, delays and locks.
+                try await engine.perform(.write) { _ in }
+                if archiving, sinceArchive >= archiveEvery {
+                    sinceArchive = 0
+                    let archived = try await engine.perform(.write) { tx in try tx.archiveAll() }
+                    if archived > 0 { logger.debug("archived \(archived) units") }
+                }
+                if sincePurge >= 60 {
+                    sincePurge = 0
+                    let purged = try await engine.perform(.write) { tx in try tx.purgeInactiveWorkers() }
+                    if purged > 0 { logger.debug("purged \(purged) inactive workers") }
+                }
+            } catch {
+                logger.warning("maintenance failed: \(error)")
+            }
+        }
+    }
+
     /// Stops accepting, finishes in-flight requests (at most `grace`), and releases the event loops.
     public func shutdown(grace: TimeAmount = .seconds(10)) async {
         logger.info("shutting down")
         await cborServer.shutdown(grace: grace)
+        await engine?.backend.close()
         try? await group.shutdownGracefully()
     }
 }
@@ -82,7 +158,11 @@ public struct DaemonService: Service {
     public init(daemon: Daemon) { self.daemon = daemon }
 
     public func run() async throws {
-        try? await gracefulShutdown()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await daemon.runMaintenance() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
         await daemon.shutdown()
     }
 }

@@ -121,15 +121,9 @@ LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: logFor
 let logger = Logger(label: "coordinated")
 for warning in warnings { logger.warning("\(warning)") }
 
-let catalog = ModuleCatalog.builtIn
-guard catalog.availableStorage.contains(configuration.server.storage) else {
-    fail("storage backend \(configuration.server.storage.rawValue) is not available in this build")
-}
-
 let daemon: Daemon
 do {
-    let modules = try catalog.modules(for: configuration, logger: logger)
-    daemon = try Daemon(configuration: configuration, modules: modules, logger: logger)
+    daemon = try Daemon(configuration: configuration, logger: logger)
     try await daemon.start()
 } catch {
     fail(error.description)

@@ -1,0 +1,200 @@
+import CBOR
+
+/// One item to add to a spec (rpc-methods.md §2.8, REST bulk add, chaining outputs).
+public struct UnitItem: Sendable, Equatable {
+    public var key: Identifier
+    public var data: StoredValue
+    /// An explicit priority, if the item carries one.
+    public var priority: Double?
+    /// Not-before delay in seconds; only positive values delay.
+    public var delay: Double?
+    /// An absolute not-before time (REST `meta.not_before`); `delay` wins when both are set.
+    public var notBefore: Timestamp?
+
+    public init(
+        key: Identifier, data: StoredValue, priority: Double? = nil, delay: Double? = nil, notBefore: Timestamp? = nil
+    ) {
+        self.key = key
+        self.data = data
+        self.priority = priority
+        self.delay = delay
+        self.notBefore = notBefore
+    }
+}
+
+/// Unit lifecycle primitives shared by every operation: grant, add/reset, finish, fail, release, chaining
+/// (semantics.md §5–§6).
+extension EngineTransaction {
+    /// The unit's latest attempt.
+    func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
+        guard let id = unit.latestAttemptID else { return nil }
+        return try session.attempt(id: id)
+    }
+
+    /// Ends the unit's pending attempt (if its latest attempt is pending) with `status`.
+    mutating func endPendingAttempt(
+        of unit: UnitRecord, as status: AttemptStatus, data: StoredValue, namespace: NamespaceRecord, spec: SpecRecord
+    ) throws {
+        guard var attempt = try latestAttempt(of: unit), attempt.status == .pending else { return }
+        attempt.status = status
+        attempt.endTime = now
+        attempt.data = data
+        try session.updateAttempt(attempt)
+        count(status.name, namespace: namespace, spec: spec)
+    }
+
+    /// Grants `unit` to `worker` with a lease of `lease` microseconds (semantics.md §6.1).
+    mutating func grant(
+        _ unit: inout UnitRecord, to worker: Identifier, lease: Int64, namespace: NamespaceRecord, spec: SpecRecord
+    ) throws {
+        if unit.state == .pending {
+            try endPendingAttempt(of: unit, as: .retryable, data: unit.data, namespace: namespace, spec: spec)
+        }
+        let deadline = now &+ lease
+        let attempt = try session.insertAttempt(
+            AttemptRecord(
+                unitID: unit.id, specID: unit.specID, namespaceID: namespace.id, worker: worker, startTime: now,
+                expirationTime: deadline, status: .pending, data: unit.data),
+            for: unit)
+        unit.state = .pending
+        unit.leaseDeadline = deadline
+        unit.notBefore = nil
+        unit.completionTime = nil
+        unit.latestAttemptID = attempt.id
+        unit.attemptCount += 1
+        try session.updateUnit(unit)
+        count("granted", namespace: namespace, spec: spec)
+    }
+
+    /// Creates an attempt that starts and ends now (forced transitions of semantics.md §6.3).
+    mutating func recordZeroLengthAttempt(
+        for unit: inout UnitRecord, worker: Identifier, status: AttemptStatus, namespace: NamespaceRecord,
+        spec: SpecRecord
+    ) throws {
+        let attempt = try session.insertAttempt(
+            AttemptRecord(
+                unitID: unit.id, specID: unit.specID, namespaceID: namespace.id, worker: worker, startTime: now,
+                expirationTime: now, endTime: now, status: status, data: unit.data),
+            for: unit)
+        unit.latestAttemptID = attempt.id
+        unit.attemptCount += 1
+        count(status.name, namespace: namespace, spec: spec)
+    }
+
+    /// Adds an item to `spec`, or resets the existing unit with its key (semantics.md §6.2). Returns true when a
+    /// new unit was created.
+    @discardableResult
+    mutating func add(
+        _ item: UnitItem, explicitPriority: Bool, to spec: SpecRecord, namespace: NamespaceRecord
+    ) throws
+        -> Bool
+    {
+        let notBefore: Timestamp? =
+            if let delay = item.delay, delay > 0 { now &+ Time.duration(seconds: delay) } else { item.notBefore }
+        if var unit = try session.unit(spec: spec.id, key: item.key) {
+            if unit.state == .pending {
+                try endPendingAttempt(of: unit, as: .retryable, data: item.data, namespace: namespace, spec: spec)
+            }
+            unit.state = .available
+            unit.leaseDeadline = nil
+            unit.data = item.data
+            if explicitPriority, let priority = item.priority { unit.priority = priority }
+            unit.notBefore = notBefore
+            unit.completionTime = nil
+            unit.retryCountBase = unit.attemptCount
+            try session.updateUnit(unit)
+            return false
+        }
+        _ = try session.insertUnit(
+            UnitRecord(
+                specID: spec.id, key: item.key, data: item.data, priority: explicitPriority ? item.priority ?? 0 : 0,
+                notBefore: notBefore))
+        return true
+    }
+
+    /// Marks `unit` FINISHED now and runs chaining (semantics.md §6.5). The caller has already ended or
+    /// created the attempt and applied the data.
+    mutating func finish(_ unit: inout UnitRecord, spec: SpecRecord, namespace: NamespaceRecord) throws {
+        unit.state = .finished
+        unit.completionTime = now
+        unit.leaseDeadline = nil
+        unit.notBefore = nil
+        try session.updateUnit(unit)
+        try chain(from: unit, spec: spec, namespace: namespace)
+    }
+
+    /// Marks `unit` FAILED now.
+    func fail(_ unit: inout UnitRecord) throws {
+        unit.state = .failed
+        unit.completionTime = now
+        unit.leaseDeadline = nil
+        unit.notBefore = nil
+        try session.updateUnit(unit)
+    }
+
+    /// Creates units in the successor spec from the finished unit's `output` (semantics.md §6.5).
+    mutating func chain(from unit: UnitRecord, spec: SpecRecord, namespace: NamespaceRecord) throws {
+        guard let then = spec.effective.then,
+            let successor = try session.spec(namespace: namespace.id, named: then),
+            case .map(let data) = unit.data.decoded(),
+            let output = data["output"], output.isTruthy
+        else { return }
+        var items: [UnitItem] = []
+        switch output {
+        case .map(let pairs):
+            for pair in pairs.pairs {
+                guard let key = Identifier(pair.key),
+                    let item = chainedItem(key: key, data: pair.value, meta: nil, priority: nil, parent: unit)
+                else { continue }
+                items.append(item)
+            }
+        case .array(let elements), .tuple(let elements):
+            for element in elements {
+                if let key = Identifier(element) {
+                    if let item = chainedItem(key: key, data: .map(CBORMap()), meta: nil, priority: nil, parent: unit) {
+                        items.append(item)
+                    }
+                    continue
+                }
+                guard let parts = element.listElements, (2...4).contains(parts.count), let key = Identifier(parts[0])
+                else { continue }
+                let meta = parts.count >= 3 ? parts[2] : .null
+                let priority = parts.count == 4 ? parts[3] : .null
+                if let item = chainedItem(key: key, data: parts[1], meta: meta, priority: priority, parent: unit) {
+                    items.append(item)
+                }
+            }
+        default:
+            return
+        }
+        for item in items { try add(item, explicitPriority: true, to: successor, namespace: namespace) }
+    }
+
+    /// Builds one chained item, or nil when the element is malformed and must be skipped.
+    private func chainedItem(
+        key: Identifier, data: CBORValue, meta: CBORValue?, priority: CBORValue?, parent: UnitRecord
+    )
+        -> UnitItem?
+    {
+        var itemPriority = parent.priority
+        var delay: Double?
+        if let meta, !meta.isNull {
+            guard case .map(let metaMap) = meta else { return nil }
+            if let value = metaMap["priority"], !value.isNull {
+                guard let number = value.strictNumber, number.isFinite else { return nil }
+                itemPriority = number
+            }
+            if let value = metaMap["delay"], !value.isNull {
+                guard let number = value.strictNumber, number.isFinite else { return nil }
+                delay = number
+            }
+        }
+        if let priority, !priority.isNull {
+            guard let number = priority.strictNumber, number.isFinite else { return nil }
+            itemPriority = number
+        }
+        let stored = StoredValue(encoding: data)
+        if let limit = configuration.maxUnitDataBytes, stored.bytes.count > limit { return nil }
+        return UnitItem(key: key, data: stored, priority: itemPriority, delay: delay)
+    }
+}

@@ -1,0 +1,349 @@
+import CBOR
+
+/// A unit's status as `get_work_unit_status` reports it (rpc-methods.md §2.13).
+public struct UnitStatusInfo: Sendable, Equatable {
+    public var bucket: UnitBucket
+    /// The worker of the latest attempt while PENDING, FINISHED or FAILED.
+    public var worker: Identifier?
+    /// PENDING: lease deadline; FINISHED/FAILED: completion time; otherwise nil.
+    public var expiration: Timestamp?
+    public var data: StoredValue
+}
+
+/// What `update_work_unit` asks for (rpc-methods.md §2.14).
+public struct UnitUpdate: Sendable, Equatable {
+    /// Relative seconds, already finite.
+    public var leaseSeconds: Double?
+    /// Requested Python status code.
+    public var status: Int64?
+    public var data: StoredValue?
+    public var worker: Identifier?
+
+    public init(leaseSeconds: Double? = nil, status: Int64? = nil, data: StoredValue? = nil, worker: Identifier? = nil)
+    {
+        self.leaseSeconds = leaseSeconds
+        self.status = status
+        self.data = data
+        self.worker = worker
+    }
+}
+
+public enum UnitUpdateOutcome: Sendable, Equatable {
+    case applied
+    case noSuchSpec
+    case nothingToDo
+    case noSuchUnit
+    case invalidStatus
+    case notPending
+}
+
+public enum AddUnitsOutcome: Sendable, Equatable {
+    case noSuchSpec
+    case added(created: Int, reset: Int)
+}
+
+public enum DeleteUnitsOutcome: Sendable, Equatable {
+    case noSuchSpec
+    case noUsableOptions
+    case deleted(Int)
+}
+
+/// The buckets a Python status code selects (1 includes delayed units; 2 selects nothing).
+public func buckets(forPythonStatus status: Int64) -> Set<UnitBucket> {
+    switch status {
+    case 1: return [.ready, .delayed]
+    case 3: return [.pending]
+    case 4: return [.finished]
+    case 5: return [.failed]
+    default: return []
+    }
+}
+
+extension EngineTransaction {
+    func specAndNamespace(_ name: Identifier, _ specName: Identifier) throws -> (NamespaceRecord, SpecRecord)? {
+        guard let namespace = try namespace(name, create: false),
+            let spec = try session.spec(namespace: namespace.id, named: specName)
+        else { return nil }
+        return (namespace, spec)
+    }
+
+    // MARK: add
+
+    /// Adds or resets units (rpc-methods.md §2.8). `items` carries either the validated items or the first item
+    /// problem; the spec check and the count limit come first, as the specification orders them.
+    public mutating func addWorkUnits(
+        namespace name: Identifier, spec specName: Identifier, items: Result<[UnitItem], EngineError>, itemCount: Int
+    ) throws -> AddUnitsOutcome {
+        guard let (namespace, spec) = try specAndNamespace(name, specName) else { return .noSuchSpec }
+        if let limit = configuration.maxUnitsPerCall, itemCount > limit {
+            throw EngineError.tooManyUnits(count: itemCount, limit: limit)
+        }
+        let all = try items.get()
+        // Identifier-equal keys within one call: only the last item counts.
+        var seen = Set<Identifier>()
+        var lastItems: [UnitItem] = []
+        for item in all.reversed() where seen.insert(item.key).inserted { lastItems.append(item) }
+        var created = 0
+        for item in lastItems.reversed() {
+            if try add(item, explicitPriority: item.priority != nil, to: spec, namespace: namespace) { created += 1 }
+        }
+        return .added(created: created, reset: lastItems.count - created)
+    }
+
+    // MARK: counts and listings
+
+    /// Live counts and archived counts (nil when there is no such spec).
+    public func countWorkUnits(
+        namespace name: Identifier, spec specName: Identifier
+    ) throws
+        -> (counts: UnitCounts, archivedFinished: Int64, archivedFailed: Int64)?
+    {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
+        return (try session.unitCounts(spec: spec.id), spec.archivedFinished, spec.archivedFailed)
+    }
+
+    /// Units by key, in request order (nil where missing); nil when there is no such spec.
+    public func workUnits(
+        namespace name: Identifier, spec specName: Identifier, keys: [Identifier]
+    ) throws
+        -> [UnitRecord?]?
+    {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
+        return try keys.map { try session.unit(spec: spec.id, key: $0) }
+    }
+
+    /// Units filtered by buckets (priority order) or all units (key order), from `start`, at most `limit`
+    /// (rpc-methods.md §2.10 cases 2 and 3).
+    public func workUnits(
+        namespace name: Identifier, spec specName: Identifier, buckets: Set<UnitBucket>?, start: Identifier?, limit: Int
+    ) throws -> [UnitRecord]? {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
+        if let buckets {
+            return try session.units(spec: spec.id, buckets: buckets, startKey: start, order: .priority, limit: limit)
+        }
+        return try session.units(spec: spec.id, buckets: nil, startKey: start, order: .key, limit: limit)
+    }
+
+    /// One unit (nil if the spec or the unit does not exist).
+    public func workUnit(namespace name: Identifier, spec specName: Identifier, key: Identifier) throws -> UnitRecord? {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
+        return try session.unit(spec: spec.id, key: key)
+    }
+
+    /// Status entries for `keys`; nil when there is no such spec.
+    public func workUnitStatus(
+        namespace name: Identifier, spec specName: Identifier, keys: [Identifier]
+    ) throws
+        -> [UnitStatusInfo?]?
+    {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
+        return try keys.map { key in
+            guard let unit = try session.unit(spec: spec.id, key: key) else { return nil }
+            let bucket = unit.bucket(at: now)
+            var worker: Identifier?
+            var expiration: Timestamp?
+            switch bucket {
+            case .pending:
+                worker = try latestAttempt(of: unit)?.worker
+                expiration = unit.leaseDeadline
+            case .finished, .failed:
+                worker = try latestAttempt(of: unit)?.worker
+                expiration = unit.completionTime
+            case .ready, .delayed:
+                break
+            }
+            return UnitStatusInfo(bucket: bucket, worker: worker, expiration: expiration, data: unit.data)
+        }
+    }
+
+    // MARK: priorities and deletion
+
+    /// Sets or adjusts priorities of the listed units in any state (rpc-methods.md §2.11). False: no such spec.
+    public func prioritizeWorkUnits(
+        namespace name: Identifier, spec specName: Identifier, keys: [Identifier], priority: Double?,
+        adjustment: Double?
+    ) throws -> Bool {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return false }
+        guard priority != nil || adjustment != nil else { return true }
+        for key in keys {
+            guard var unit = try session.unit(spec: spec.id, key: key) else { continue }
+            unit.priority = Self.newPriority(unit.priority, set: priority, adjust: adjustment)
+            try session.updateUnit(unit)
+        }
+        return true
+    }
+
+    /// A set or adjusted priority, saturating at ±1.7976931348623157e308 (wire-protocol.md §5.4).
+    static func newPriority(_ current: Double, set: Double?, adjust: Double?) -> Double {
+        if let set { return set }
+        guard let adjust else { return current }
+        return min(max(current + adjust, -Double.greatestFiniteMagnitude), Double.greatestFiniteMagnitude)
+    }
+
+    /// Deletes units (rpc-methods.md §2.12).
+    public func deleteWorkUnits(
+        namespace name: Identifier, spec specName: Identifier, all: Bool, keys: [Identifier]?, state: Int64?
+    ) throws -> DeleteUnitsOutcome {
+        guard let (_, spec) = try specAndNamespace(name, specName) else { return .noSuchSpec }
+        if all {
+            let live = try session.deleteUnits(spec: spec.id, buckets: nil)
+            var updated = spec
+            let archived = updated.archivedFinished + updated.archivedFailed
+            updated.archivedFinished = 0
+            updated.archivedFailed = 0
+            try session.updateSpec(updated)
+            return .deleted(live + Int(archived))
+        }
+        if let keys {
+            let selected = state.map { buckets(forPythonStatus: $0) }
+            var deleted = 0
+            for key in keys {
+                guard let unit = try session.unit(spec: spec.id, key: key) else { continue }
+                if let selected, !selected.contains(unit.bucket(at: now)) { continue }
+                try session.deleteUnit(unit)
+                deleted += 1
+            }
+            return .deleted(deleted)
+        }
+        if let state {
+            let live = try session.deleteUnits(spec: spec.id, buckets: buckets(forPythonStatus: state))
+            var updated = spec
+            var archived: Int64 = 0
+            if state == 4 {
+                archived = updated.archivedFinished
+                updated.archivedFinished = 0
+            } else if state == 5 {
+                archived = updated.archivedFailed
+                updated.archivedFailed = 0
+            }
+            if archived > 0 { try session.updateSpec(updated) }
+            return .deleted(live + Int(archived))
+        }
+        return .noUsableOptions
+    }
+
+    // MARK: update_work_unit
+
+    /// The `update_work_unit` transitions of semantics.md §6.3.
+    public mutating func updateWorkUnit(
+        namespace name: Identifier, spec specName: Identifier, key: Identifier, _ update: UnitUpdate
+    ) throws -> UnitUpdateOutcome {
+        guard let (namespace, spec) = try specAndNamespace(name, specName) else { return .noSuchSpec }
+        guard update.leaseSeconds != nil || update.status != nil else { return .nothingToDo }
+        guard var unit = try session.unit(spec: spec.id, key: key) else { return .noSuchUnit }
+        if let status = update.status, ![1, 3, 4, 5].contains(status) { return .invalidStatus }
+
+        let observed = unit.bucket(at: now)
+        let worker = update.worker ?? Identifier(text: "")
+        let lease: Int64? = update.leaseSeconds.map {
+            $0 > 86400 ? Time.duration(seconds: 300) : Time.duration(seconds: $0)
+        }
+
+        /// Applies D to the unit and, when given, the attempt whose snapshot it refreshes.
+        func applyData(to unit: inout UnitRecord) {
+            if let data = update.data { unit.data = data }
+        }
+        func refreshLatestSnapshot(_ unit: UnitRecord) throws {
+            guard update.data != nil, var attempt = try latestAttempt(of: unit) else { return }
+            attempt.data = unit.data
+            try session.updateAttempt(attempt)
+        }
+
+        switch update.status {
+        case 1?:
+            applyData(to: &unit)
+            if observed == .pending {
+                try endPendingAttempt(of: unit, as: .retryable, data: unit.data, namespace: namespace, spec: spec)
+            }
+            unit.state = .available
+            unit.leaseDeadline = nil
+            unit.notBefore = nil
+            unit.completionTime = nil
+            try session.updateUnit(unit)
+        case 3?:
+            applyData(to: &unit)
+            if observed == .pending {
+                let current = try latestAttempt(of: unit)
+                if let given = update.worker, let current, current.worker != given {
+                    let keepDeadline = (unit.leaseDeadline ?? now) &- now
+                    try grant(&unit, to: given, lease: lease ?? keepDeadline, namespace: namespace, spec: spec)
+                } else {
+                    if let lease {
+                        unit.leaseDeadline = now &+ lease
+                        if var attempt = current {
+                            attempt.expirationTime = now &+ lease
+                            attempt.data = unit.data
+                            try session.updateAttempt(attempt)
+                        }
+                    } else if var attempt = current, update.data != nil {
+                        attempt.data = unit.data
+                        try session.updateAttempt(attempt)
+                    }
+                    try session.updateUnit(unit)
+                }
+            } else {
+                try grant(
+                    &unit, to: worker, lease: lease ?? Time.duration(seconds: 300), namespace: namespace, spec: spec)
+            }
+        case 4?:
+            switch observed {
+            case .ready, .delayed:
+                applyData(to: &unit)
+                try recordZeroLengthAttempt(
+                    for: &unit, worker: worker, status: .finished, namespace: namespace, spec: spec)
+                try finish(&unit, spec: spec, namespace: namespace)
+            case .pending:
+                applyData(to: &unit)
+                try endPendingAttempt(of: unit, as: .finished, data: unit.data, namespace: namespace, spec: spec)
+                try finish(&unit, spec: spec, namespace: namespace)
+            case .finished:
+                applyData(to: &unit)
+                try session.updateUnit(unit)
+                try refreshLatestSnapshot(unit)
+            case .failed:
+                applyData(to: &unit)
+                if var attempt = try latestAttempt(of: unit) {
+                    attempt.status = .finished
+                    attempt.data = unit.data
+                    if attempt.endTime == nil { attempt.endTime = now }
+                    try session.updateAttempt(attempt)
+                    count("finished", namespace: namespace, spec: spec)
+                } else {
+                    try recordZeroLengthAttempt(
+                        for: &unit, worker: worker, status: .finished, namespace: namespace, spec: spec)
+                }
+                try finish(&unit, spec: spec, namespace: namespace)
+            }
+        case 5?:
+            switch observed {
+            case .ready, .delayed:
+                applyData(to: &unit)
+                try recordZeroLengthAttempt(
+                    for: &unit, worker: worker, status: .failed, namespace: namespace, spec: spec)
+                try fail(&unit)
+            case .pending:
+                applyData(to: &unit)
+                try endPendingAttempt(of: unit, as: .failed, data: unit.data, namespace: namespace, spec: spec)
+                try fail(&unit)
+            case .finished:
+                break
+            case .failed:
+                applyData(to: &unit)
+                try session.updateUnit(unit)
+                try refreshLatestSnapshot(unit)
+            }
+        default:
+            // Lease only.
+            guard observed == .pending, let lease else { return .notPending }
+            applyData(to: &unit)
+            unit.leaseDeadline = now &+ lease
+            if var attempt = try latestAttempt(of: unit) {
+                attempt.expirationTime = now &+ lease
+                attempt.data = unit.data
+                try session.updateAttempt(attempt)
+            }
+            try session.updateUnit(unit)
+        }
+        return .applied
+    }
+}

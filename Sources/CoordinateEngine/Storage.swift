@@ -1,0 +1,168 @@
+import CBOR
+
+/// A failure of the storage layer. The RPC surface renders it as `storage unavailable: DETAIL`
+/// (storage.md §6) or, for contention, `internal error: storage contention` (storage.md §4.2 MD10).
+public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The backend cannot serve requests now (initialising, unreachable, disk full, file removed, …).
+    case unavailable(String)
+    /// Conflicting concurrent transactions could not be serialized within the retry budget.
+    case contention
+    /// The backend found data it cannot interpret.
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let detail): return "storage unavailable: \(detail)"
+        case .contention: return "internal error: storage contention"
+        case .corrupt(let detail): return "internal error: \(detail)"
+        }
+    }
+}
+
+/// Whether an operation changes state. Backends may run reads without a write transaction, provided they
+/// observe only committed state (storage.md §1.2.4).
+public enum AccessMode: Sendable {
+    case read
+    case write
+}
+
+/// A storage backend: it runs engine operations atomically and reports each result only once its effects are
+/// durable (storage.md §1.1–1.2).
+public protocol StorageBackend: Sendable {
+    /// A short name for logs and metrics: `memory`, `sqlite`, `postgres`.
+    var name: String { get }
+
+    /// Runs `body` as one atomic operation with exclusive use of a session, then calls `completion` with its
+    /// result once the operation's effects are durable (or with the error that prevented that). `body` may run
+    /// on any thread; `completion` may be called on any thread, possibly before `execute` returns.
+    ///
+    /// If `body` throws, none of its effects persist.
+    func execute<T: Sendable>(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> T,
+        completion: @escaping @Sendable (Result<T, any Error>) -> Void)
+
+    /// Reports whether the backend can currently serve requests (for `/healthz` and metrics).
+    func health() -> StorageHealth
+
+    /// Flushes and closes the backend; later `execute` calls fail with `unavailable`.
+    func close() async
+}
+
+public struct StorageHealth: Sendable, Equatable {
+    public var isAvailable: Bool
+    public var detail: String?
+
+    public init(isAvailable: Bool, detail: String? = nil) {
+        self.isAvailable = isAvailable
+        self.detail = detail
+    }
+
+    public static let available = StorageHealth(isAvailable: true)
+}
+
+/// Which units a listing wants, in which order.
+public enum UnitOrder: Sendable {
+    /// Key ascending.
+    case key
+    /// Priority descending, then key ascending (semantics.md §4.3).
+    case priority
+}
+
+/// The data access an engine operation needs, expressed so that memory structures and SQL can both provide it
+/// efficiently. A session is used by one operation at a time; every method may throw a ``StorageError``.
+///
+/// Contract for time: the engine calls ``materialize(now:)`` at the start of every operation; afterwards every
+/// stored PENDING unit has a deadline ≥ now (expired leases became AVAILABLE with their attempt `expired`),
+/// every AVAILABLE unit whose not-before passed is in the ready bucket, and expired locks are gone. Reads
+/// therefore see exactly the state observed at `now`.
+public protocol StorageSession: AnyObject {
+    /// Applies every time-based transition due at `now` (lease expiry, delayed units becoming ready, lock
+    /// expiry). Idempotent.
+    /// Returns the number of leases that expired, by spec id.
+    func materialize(now: Timestamp) throws -> [Int64: Int]
+
+    // MARK: Namespaces
+
+    func namespace(named name: Identifier) throws -> NamespaceRecord?
+    func createNamespace(named name: Identifier) throws -> NamespaceRecord
+    /// All namespaces in name order.
+    func allNamespaces() throws -> [NamespaceRecord]
+    /// Deletes everything in the namespace; the record itself is kept when `keepRecord` is true.
+    func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws
+
+    // MARK: Specs
+
+    /// All specs of a namespace in name order.
+    func specs(namespace: Int64) throws -> [SpecRecord]
+    func spec(namespace: Int64, named name: Identifier) throws -> SpecRecord?
+    func spec(id: Int64) throws -> SpecRecord?
+    /// Inserts a new spec and returns it with its id.
+    func insertSpec(_ spec: SpecRecord) throws -> SpecRecord
+    func updateSpec(_ spec: SpecRecord) throws
+    /// Deletes the spec with its units and their attempts.
+    func deleteSpec(_ spec: SpecRecord) throws
+
+    // MARK: Units
+
+    func unit(spec: Int64, key: Identifier) throws -> UnitRecord?
+    /// The unit an attempt belongs to, or nil if it was deleted.
+    func unit(of attempt: AttemptRecord) throws -> UnitRecord?
+    /// Inserts a new unit (its bucket follows from its fields at the last materialized instant) and returns it
+    /// with its id.
+    func insertUnit(_ unit: UnitRecord) throws -> UnitRecord
+    /// Replaces the stored unit with the same id, moving it between buckets and indexes as needed. A PENDING
+    /// unit whose deadline is already before the materialized instant expires at once: its pending attempt
+    /// becomes `expired` and the unit AVAILABLE (a renewal with a non-positive lease).
+    func updateUnit(_ unit: UnitRecord) throws
+    /// Deletes the unit and its attempts.
+    func deleteUnit(_ unit: UnitRecord) throws
+    /// Live counts by bucket, from maintained counters.
+    func unitCounts(spec: Int64) throws -> UnitCounts
+    /// Up to `limit` ready units, best first (semantics.md §4.3).
+    func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord]
+    /// The priority of the best ready unit, or nil when there is none.
+    func topReadyPriority(spec: Int64) throws -> Double?
+    /// Units in `buckets` (all buckets when nil) with key ≥ `startKey`, in `order`, at most `limit`.
+    func units(
+        spec: Int64, buckets: Set<UnitBucket>?, startKey: Identifier?, order: UnitOrder, limit: Int
+    ) throws
+        -> [UnitRecord]
+    /// Units of a completed bucket (finished or failed) in (completion time, key) ascending order, at most
+    /// `limit`; used by archiving.
+    func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord]
+    /// Deletes every unit in `buckets` (all when nil) with their attempts; returns how many units went.
+    func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int
+
+    // MARK: Attempts
+
+    func attempt(id: Int64) throws -> AttemptRecord?
+    /// The unit's attempts, oldest first.
+    func attempts(of unit: UnitRecord) throws -> [AttemptRecord]
+    /// Inserts an attempt of `unit` and returns it with its newly allocated, increasing id.
+    func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord
+    func updateAttempt(_ attempt: AttemptRecord) throws
+    /// A worker's attempts (all statuses when nil), oldest first.
+    func attempts(namespace: Int64, worker: Identifier, statuses: Set<AttemptStatus>?) throws -> [AttemptRecord]
+
+    // MARK: Workers
+
+    func worker(namespace: Int64, id: Identifier) throws -> WorkerRecord?
+    /// Inserts or replaces the worker record with this id.
+    func saveWorker(_ worker: WorkerRecord) throws
+    func deleteWorker(namespace: Int64, id: Identifier) throws
+    /// All worker records of the namespace (live or not), in id order.
+    func workers(namespace: Int64) throws -> [WorkerRecord]
+    /// Deletes worker records whose last heartbeat is before `cutoff` and that are not live at `now`.
+    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int
+
+    // MARK: Locks
+
+    /// Held locks whose path equals `pathKey`, is a prefix of it, or has it as a prefix.
+    func conflictingLocks(namespace: Int64, pathKey: [UInt8]) throws -> [LockRecord]
+    func lock(namespace: Int64, pathKey: [UInt8]) throws -> LockRecord?
+    /// Inserts or replaces the lock with this path key.
+    func saveLock(_ lock: LockRecord) throws
+    func deleteLock(namespace: Int64, pathKey: [UInt8]) throws
+    /// Held locks in path-key order, optionally only those under one first label (its encoded key prefix).
+    func locks(namespace: Int64, pathKeyPrefix: [UInt8]?) throws -> [LockRecord]
+}

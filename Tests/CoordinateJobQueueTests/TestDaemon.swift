@@ -1,0 +1,30 @@
+import CBOR
+import CoordinateConfig
+import CoordinateEngine
+import CoordinateServer
+import Logging
+import TestSupport
+
+/// A daemon with the built-in JobQueue and LockService modules on a loopback ephemeral port.
+struct TestDaemon {
+    let daemon: Daemon
+    let port: Int
+
+    static func start(
+        clock: any EngineClock = SystemClock(), configure: (inout CoordinateConfiguration) -> Void = { _ in }
+    ) async throws -> TestDaemon {
+        var configuration = CoordinateConfiguration()
+        configuration.server.port = 0
+        configuration.server.storage = .memory
+        configure(&configuration)
+        var logger = Logger(label: "test-daemon")
+        logger.logLevel = .critical
+        let daemon = try Daemon(configuration: configuration, logger: logger, clock: clock, eventLoopThreads: 2)
+        let address = try await daemon.start()
+        return TestDaemon(daemon: daemon, port: address.port!)
+    }
+
+    func connect() throws -> RawConnection { try RawConnection(port: port) }
+
+    func stop() async { await daemon.shutdown(grace: .seconds(1)) }
+}
