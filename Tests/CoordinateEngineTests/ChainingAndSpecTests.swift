@@ -24,9 +24,11 @@ struct ChainingAndSpecTests {
         #expect(try fields([("weight", 1e12)]).weight == 2_147_483_647)
         #expect(try fields([("disabled", 1)]).paused)
         for (key, value, reason) in [
-            ("weight", CBORValue.text("heavy"), "expected an integer"), ("priority", .float(.nan), "expected an integer"),
+            ("weight", CBORValue.text("heavy"), "expected an integer"),
+            ("priority", .float(.nan), "expected an integer"),
             ("interval", .text("soon"), "expected a number"), ("max_running", .float(.infinity), "expected an integer"),
-            ("then", 5, "expected a string"), ("runtime", [1], "expected a string"), ("nice", "x", "expected an integer"),
+            ("then", 5, "expected a string"), ("runtime", [1], "expected a string"),
+            ("nice", "x", "expected an integer"),
         ] {
             #expect(throws: EngineError.invalidWorkSpec(key: key, reason: reason)) { try fields([(key, value)]) }
         }
@@ -35,7 +37,9 @@ struct ChainingAndSpecTests {
         #expect(throws: EngineError.workSpecNameNotString) { try SpecDerivation.name(of: CBORMap([("name", 4)])) }
     }
 
-    @Test("re-setting a spec re-derives fields, clears overrides, keeps units and next_continuous", arguments: BackendKind.allCases)
+    @Test(
+        "re-setting a spec re-derives fields, clears overrides, keeps units and next_continuous",
+        arguments: BackendKind.allCases)
     func resetSpec(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("s", [("continuous", true), ("interval", 60)])
@@ -43,7 +47,8 @@ struct ChainingAndSpecTests {
         _ = try await h.control("s") { $0.status = 2 }
         try await h.spec("s", [("continuous", true), ("interval", 60), ("weight", 5)])
         let namespace = h.namespace
-        let spec = try #require(try await h.run { tx in try tx.spec(namespace: namespace, named: Identifier(bytes: "s")) })
+        let spec = try #require(
+            try await h.run { tx in try tx.spec(namespace: namespace, named: Identifier(bytes: "s")) })
         #expect(!spec.effective.paused)
         #expect(spec.effective.weight == 5)
         #expect(spec.nextContinuous == h.now + 60_000_000)
@@ -54,12 +59,19 @@ struct ChainingAndSpecTests {
     func control(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("s", [("weight", 3)])
-        #expect(try await h.control("s") { $0.weight = 7; $0.maxRunning = .some(4); $0.interval = .some(2) } == .applied)
+        #expect(
+            try await h.control("s") {
+                $0.weight = 7; $0.maxRunning = .some(4); $0.interval = .some(2)
+            } == .applied)
         let namespace = h.namespace
-        var spec = try #require(try await h.run { tx in try tx.spec(namespace: namespace, named: Identifier(bytes: "s")) })
+        var spec = try #require(
+            try await h.run { tx in try tx.spec(namespace: namespace, named: Identifier(bytes: "s")) })
         #expect(spec.effective.weight == 7 && spec.effective.maxRunning == 4 && spec.effective.interval == 2_000_000)
         #expect(spec.data.decoded().mapValue?["weight"] == 3)
-        #expect(try await h.control("s") { $0.weight = 1; $0.status = 3 } == .invalidStatus(3))
+        #expect(
+            try await h.control("s") {
+                $0.weight = 1; $0.status = 3
+            } == .invalidStatus(3))
         spec = try #require(try await h.run { tx in try tx.spec(namespace: namespace, named: Identifier(bytes: "s")) })
         #expect(spec.effective.weight == 7)
         #expect(try await h.control("nope") { $0.weight = 1 } == .noSuchSpec)
@@ -68,7 +80,9 @@ struct ChainingAndSpecTests {
         #expect(spec.effective.maxRunning == nil)
     }
 
-    @Test("chaining: every output shape, priority inheritance, delay, malformed elements skipped", arguments: BackendKind.allCases)
+    @Test(
+        "chaining: every output shape, priority inheritance, delay, malformed elements skipped",
+        arguments: BackendKind.allCases)
     func chaining(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("a", [("then", "b")])
@@ -120,7 +134,8 @@ struct ChainingAndSpecTests {
         _ = try await h.run { tx in try tx.archive(namespace: namespace, specNames: nil, countLimit: 2, ageLimit: nil) }
         #expect(try await h.unit("s", "wu1") == nil)
         #expect(try await h.unit("s", "wu2") != nil)
-        let counted = try #require(try await h.run { tx in try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: "s")) })
+        let counted = try #require(
+            try await h.run { tx in try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: "s")) })
         #expect(counted.counts.finished == 2 && counted.archivedFinished == 1)
 
         let age = try EngineHarness(backend)
@@ -151,7 +166,8 @@ struct ChainingAndSpecTests {
         let namespace = h.namespace
         try await h.run { tx in
             try tx.workerHeartbeat(
-                namespace: namespace, worker: Identifier(bytes: "w"), mode: .null, data: .null, parent: nil, expiresIn: 60_000_000)
+                namespace: namespace, worker: Identifier(bytes: "w"), mode: .null, data: .null, parent: nil,
+                expiresIn: 60_000_000)
             _ = try tx.lock(namespace: namespace, owner: Identifier(bytes: "o"), timeout: nil, paths: [["x"]])
         }
         #expect(try await h.run { tx in try tx.clear(namespace: namespace) } == 2)
@@ -171,12 +187,15 @@ struct ChainingAndSpecTests {
             try tx.setWorkSpec(namespace: one, data: CBORMap([("name", "s")]))
             try tx.setWorkSpec(namespace: two, data: CBORMap([("name", "s")]))
             _ = try tx.addWorkUnits(
-                namespace: one, spec: Identifier(bytes: "s"), items: .success([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]),
+                namespace: one, spec: Identifier(bytes: "s"),
+                items: .success([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]),
                 itemCount: 1)
         }
         let counts = try await h.run { tx in
-            (try tx.countWorkUnits(namespace: one, spec: Identifier(bytes: "s"))!.counts.total,
-             try tx.countWorkUnits(namespace: two, spec: Identifier(bytes: "s"))!.counts.total)
+            (
+                try tx.countWorkUnits(namespace: one, spec: Identifier(bytes: "s"))!.counts.total,
+                try tx.countWorkUnits(namespace: two, spec: Identifier(bytes: "s"))!.counts.total
+            )
         }
         #expect(counts.0 == 1 && counts.1 == 0)
         try await h.run { tx in
@@ -194,7 +213,8 @@ struct ChainingAndSpecTests {
         let data: CBORValue = .map(
             CBORMap([
                 (.tuple([1, .tuple([])]), [.uuid(CBORUUID(high: 1, low: 2))]), (.bytes("fü"), .text("fü")),
-                (.int(1), .null), (.null, .float(2.5)), (.float(1.5), .negative(UInt64.max)), ("big", .unsigned(UInt64.max)),
+                (.int(1), .null), (.null, .float(2.5)), (.float(1.5), .negative(UInt64.max)),
+                ("big", .unsigned(UInt64.max)),
                 ("tag", .tagged(1000, [1, .text("x")])), ("empty", []), ("bytes", .bytes([0xff])),
             ]))
         for key in ["\u{0}", "\u{ff}"] { try await h.add("s", [key], data: data) }

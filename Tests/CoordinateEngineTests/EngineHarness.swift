@@ -44,7 +44,9 @@ struct EngineHarness {
     }
 
     /// Adds units with empty data (`{x: 1}` when `data` is nil).
-    func add(_ spec: String, _ keys: [String], priority: Double? = nil, delay: Double? = nil, data: CBORValue? = nil)
+    func add(
+        _ spec: String, _ keys: [String], priority: Double? = nil, delay: Double? = nil, data: CBORValue? = nil
+    )
         async throws
     {
         let items = keys.map {
@@ -54,7 +56,8 @@ struct EngineHarness {
         }
         let namespace = self.namespace
         let outcome = try await run { tx in
-            try tx.addWorkUnits(namespace: namespace, spec: Identifier(bytes: spec), items: .success(items), itemCount: items.count)
+            try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: spec), items: .success(items), itemCount: items.count)
         }
         precondition(outcome != .noSuchSpec, "no spec \(spec)")
     }
@@ -92,7 +95,8 @@ struct EngineHarness {
             worker: worker.map { Identifier(bytes: $0) })
         let namespace = self.namespace
         return try await run { tx in
-            try tx.updateWorkUnit(namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key), update)
+            try tx.updateWorkUnit(
+                namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key), update)
         }
     }
 
@@ -102,28 +106,37 @@ struct EngineHarness {
 
     func counts(_ spec: String) async throws -> UnitCounts {
         let namespace = self.namespace
-        return try await run { tx in try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: spec))!.counts }
+        return try await run { tx in try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: spec))!.counts
+        }
     }
 
     func unit(_ spec: String, _ key: String) async throws -> UnitRecord? {
         let namespace = self.namespace
-        return try await run { tx in try tx.workUnit(namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key)) }
+        return try await run { tx in
+            try tx.workUnit(namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key))
+        }
     }
 
     func attempts(_ spec: String, _ key: String) async throws -> [AttemptRecord] {
         let namespace = self.namespace
         return try await run { tx in
-            guard let unit = try tx.workUnit(namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key))
+            guard
+                let unit = try tx.workUnit(
+                    namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key))
             else { return [] }
             return try tx.session.attempts(of: unit)
         }
     }
 
-    func control(_ spec: String, _ change: @escaping @Sendable (inout SpecControl) -> Void) async throws -> SpecControlOutcome {
+    func control(
+        _ spec: String, _ change: @escaping @Sendable (inout SpecControl) -> Void
+    ) async throws -> SpecControlOutcome {
         var control = SpecControl()
         change(&control)
         let namespace = self.namespace
         let requested = control
-        return try await run { tx in try tx.controlWorkSpec(namespace: namespace, named: Identifier(bytes: spec), requested) }
+        return try await run { tx in
+            try tx.controlWorkSpec(namespace: namespace, named: Identifier(bytes: spec), requested)
+        }
     }
 }

@@ -135,7 +135,9 @@ struct GetWorkTests {
         #expect(try await c2.getWork().count == 1)
         // A spec whose data is not continuous cannot be made continuous.
         try await c2.spec("plain")
-        #expect(try await c2.control("plain") { $0.continuous = true } == .cannotBeContinuous(name: Identifier(bytes: "plain")))
+        #expect(
+            try await c2.control("plain") { $0.continuous = true }
+                == .cannotBeContinuous(name: Identifier(bytes: "plain")))
     }
 
     @Test("get_work terminates when every taken unit is failed by max_retries", arguments: BackendKind.allCases)

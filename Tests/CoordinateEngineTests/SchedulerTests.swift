@@ -36,7 +36,9 @@ struct SchedulerTests {
         #expect(all.filter { $0 == "b" }.count == 100)
     }
 
-    @Test("S3: with every unit finished before the next request, the heavier spec always wins", arguments: BackendKind.allCases)
+    @Test(
+        "S3: with every unit finished before the next request, the heavier spec always wins",
+        arguments: BackendKind.allCases)
     func s3(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("a", [("weight", 1)])
@@ -52,7 +54,9 @@ struct SchedulerTests {
         #expect(sequence == ["b", "b", "b", "b", "b", "a", "a", "a", "a", "a"])
     }
 
-    @Test("S4: higher unit priority wins first, then the score rule counts those pending units", arguments: BackendKind.allCases)
+    @Test(
+        "S4: higher unit priority wins first, then the score rule counts those pending units",
+        arguments: BackendKind.allCases)
     func s4(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("a", [("weight", 1)])
@@ -81,7 +85,9 @@ struct SchedulerTests {
         #expect(try await picks(h, 3) == ["lo2", "lo1", "lo2"])
     }
 
-    @Test("S6: along a path the furthest-downstream spec with work wins; pausing moves upstream", arguments: BackendKind.allCases)
+    @Test(
+        "S6: along a path the furthest-downstream spec with work wins; pausing moves upstream",
+        arguments: BackendKind.allCases)
     func s6(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("a", [("then", "b")])
@@ -161,14 +167,17 @@ struct SchedulerTests {
         #expect(try await picks(h, 22) == expected + expected)
     }
 
-    @Test("S11: a continuous source with real units is both a source and a continuous spec", arguments: BackendKind.allCases)
+    @Test(
+        "S11: a continuous source with real units is both a source and a continuous spec",
+        arguments: BackendKind.allCases)
     func s11(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("c", [("continuous", true)])
         try await h.spec("l", [("then", "l")])
         try await h.addMany("c", count: 100)
         try await h.addMany("l", count: 100)
-        let expected = "c l c c l c c l c c l c c c l c c l c c l c c l c c l c c l c".split(separator: " ").map(String.init)
+        let expected = "c l c c l c c l c c l c c c l c c l c c l c c l c c l c c l c".split(separator: " ").map(
+            String.init)
         #expect(try await picks(h, 31) == expected)
     }
 
@@ -214,7 +223,8 @@ struct SchedulerTests {
             granted[name, default: 0] += 1
             for (i, wi) in weights {
                 for (j, wj) in weights where i < j {
-                    let ratio = abs(Double(granted[i, default: 0]) / Double(wi) - Double(granted[j, default: 0]) / Double(wj))
+                    let ratio = abs(
+                        Double(granted[i, default: 0]) / Double(wi) - Double(granted[j, default: 0]) / Double(wj))
                     #expect(ratio <= 1.0 / Double(min(wi, wj)) + 1e-9, "after \(round) grants: \(i)/\(j)")
                 }
             }
@@ -228,7 +238,9 @@ struct SchedulerTests {
             fields.then = then.map { Identifier(bytes: $0) }
             fields.continuous = continuous
             fields.canBeContinuous = continuous
-            return SchedulerInput(name: Identifier(bytes: name), fields: fields, nextContinuous: nil, pending: 0, available: 1, unitPriority: 0)
+            return SchedulerInput(
+                name: Identifier(bytes: name), fields: fields, nextContinuous: nil, pending: 0, available: 1,
+                unitPriority: 0)
         }
         func names(_ specs: [SchedulerInput], _ lists: [[Int]]) -> [[String]] {
             lists.map { $0.map { specs[$0].name.description } }
@@ -247,7 +259,10 @@ struct SchedulerTests {
         #expect(graph.sources.isEmpty && graph.paths.isEmpty)
         #expect(names(specs, graph.loops) == [["a"]])
 
-        specs = [input("a", then: "b"), input("b", then: "c"), input("c", then: "d"), input("d", then: "e"), input("e", then: "d")]
+        specs = [
+            input("a", then: "b"), input("b", then: "c"), input("c", then: "d"), input("d", then: "e"),
+            input("e", then: "d"),
+        ]
         graph = SchedulerGraph(specs: specs)
         #expect(names(specs, graph.paths) == [["a", "b", "c"]])
         #expect(names(specs, graph.loops) == [["d", "e"]])

@@ -89,7 +89,9 @@ struct UnitLifecycleTests {
             case "available":
                 #expect(attempts.count == 1)
                 #expect(attempts[0].status == .finished)
-                #expect(attempts[0].startTime == h.now && attempts[0].endTime == h.now && attempts[0].expirationTime == h.now)
+                #expect(
+                    attempts[0].startTime == h.now && attempts[0].endTime == h.now
+                        && attempts[0].expirationTime == h.now)
                 #expect(attempts[0].worker == Identifier(bytes: "wf"))
                 #expect(unit.completionTime == h.now)
             case "pending":
@@ -129,7 +131,9 @@ struct UnitLifecycleTests {
         }
     }
 
-    @Test("lease only: renews a pending unit, refuses otherwise; a non-positive lease expires at once", arguments: BackendKind.allCases)
+    @Test(
+        "lease only: renews a pending unit, refuses otherwise; a non-positive lease expires at once",
+        arguments: BackendKind.allCases)
     func leaseOnly(backend: BackendKind) async throws {
         for state in ["available", "finished", "failed"] {
             let h = try EngineHarness(backend)
@@ -174,7 +178,9 @@ struct UnitLifecycleTests {
         #expect(try await h.unit("t", "y") != nil)
     }
 
-    @Test("leases expire eagerly: counts and statuses one millisecond after the deadline", arguments: BackendKind.allCases)
+    @Test(
+        "leases expire eagerly: counts and statuses one millisecond after the deadline", arguments: BackendKind.allCases
+    )
     func eagerExpiry(backend: BackendKind) async throws {
         let h = try EngineHarness(backend)
         try await h.spec("s")
@@ -253,7 +259,8 @@ struct UnitLifecycleTests {
         func order() async throws -> [String] {
             let namespace = h.namespace
             return try await h.run { tx in
-                try tx.workUnits(namespace: namespace, spec: Identifier(bytes: "s"), buckets: [.ready], start: nil, limit: 10)!
+                try tx.workUnits(
+                    namespace: namespace, spec: Identifier(bytes: "s"), buckets: [.ready], start: nil, limit: 10)!
                     .map(\.key.description)
             }
         }
@@ -261,7 +268,8 @@ struct UnitLifecycleTests {
             let namespace = h.namespace
             _ = try await h.run { tx in
                 try tx.prioritizeWorkUnits(
-                    namespace: namespace, spec: Identifier(bytes: "s"), keys: keys.map { Identifier(bytes: $0) }, priority: set,
+                    namespace: namespace, spec: Identifier(bytes: "s"), keys: keys.map { Identifier(bytes: $0) },
+                    priority: set,
                     adjustment: adjust)
             }
         }

@@ -139,3 +139,30 @@ extension CBORMap {
         return String(decoding: message, as: UTF8.self)
     }
 }
+
+/// Runs `body(index)` on `count` dedicated threads at once (blocking socket clients must not occupy the
+/// cooperative pool) and returns the results in index order. Errors are rethrown after all threads finish.
+public func runOnThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) throws -> T) async throws -> [T] {
+    let results = ThreadResults<T>(count)
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let group = DispatchGroup()
+        for index in 0..<count {
+            group.enter()
+            let thread = Thread {
+                results.values[index] = Result { try body(index) }
+                group.leave()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.notify(queue: .global()) { continuation.resume() }
+    }
+    return try results.values.map { try $0!.get() }
+}
+
+/// Result slots filled by ``runOnThreads(_:_:)``.
+final class ThreadResults<T>: @unchecked Sendable {
+    // @unchecked Sendable: each slot is written by exactly one thread, and read after all threads finished.
+    var values: [Result<T, any Error>?]
+    init(_ count: Int) { values = Array(repeating: nil, count: count) }
+}
