@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "CoordinateBench",
             dependencies: [
-                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig",
+                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig", "CoordinateEngine",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

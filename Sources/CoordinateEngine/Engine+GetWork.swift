@@ -48,9 +48,19 @@ extension EngineTransaction {
         guard let namespace = try namespace(name, create: false) else { return [] }
         for _ in 0..<16 {
             let (specs, inputs) = try schedulerInputs(namespace: namespace)
+            let generation = try session.specGeneration(namespace: namespace.id)
+            var graph = engine.graphs.withLock { graphs in
+                graphs[namespace.id].flatMap { $0.generation == generation ? $0.graph : nil }
+            }
+            if graph == nil {
+                let built = SchedulerGraph(specs: inputs)
+                engine.graphs.withLock { $0[namespace.id] = (generation, built) }
+                graph = built
+            }
             let pick = engine.credits.withLock { credits -> Int? in
                 var namespaceCredits = credits[namespace.id] ?? SchedulerCredits()
-                let pick = Scheduler.choose(specs: inputs, filter: request.filter, now: now, credits: &namespaceCredits)
+                let pick = Scheduler.choose(
+                    specs: inputs, filter: request.filter, now: now, credits: &namespaceCredits, graph: graph)
                 credits[namespace.id] = namespaceCredits
                 return pick
             }

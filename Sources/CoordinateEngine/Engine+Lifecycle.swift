@@ -27,8 +27,8 @@ public struct UnitItem: Sendable, Equatable {
 extension EngineTransaction {
     /// The unit's latest attempt.
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
-        guard let id = unit.latestAttemptID else { return nil }
-        return try session.attempt(id: id)
+        guard unit.latestAttemptID != nil else { return nil }
+        return try session.latestAttempt(of: unit)
     }
 
     /// Ends the unit's pending attempt (if its latest attempt is pending) with `status`.
@@ -40,7 +40,7 @@ extension EngineTransaction {
         attempt.endTime = now
         attempt.data = data
         try session.updateAttempt(attempt)
-        count(status.name, namespace: namespace, spec: spec)
+        count(AttemptOutcome(status), spec: spec)
     }
 
     /// Grants `unit` to `worker` with a lease of `lease` microseconds (semantics.md §6.1).
@@ -63,7 +63,7 @@ extension EngineTransaction {
         unit.latestAttemptID = attempt.id
         unit.attemptCount += 1
         try session.updateUnit(unit)
-        count("granted", namespace: namespace, spec: spec)
+        count(.granted, spec: spec)
     }
 
     /// Creates an attempt that starts and ends now (forced transitions of semantics.md §6.3).
@@ -78,7 +78,7 @@ extension EngineTransaction {
             for: unit)
         unit.latestAttemptID = attempt.id
         unit.attemptCount += 1
-        count(status.name, namespace: namespace, spec: spec)
+        count(AttemptOutcome(status), spec: spec)
     }
 
     /// Adds an item to `spec`, or resets the existing unit with its key (semantics.md §6.2). Returns true when a

@@ -307,7 +307,7 @@ extension EngineTransaction {
                     attempt.data = unit.data
                     if attempt.endTime == nil { attempt.endTime = now }
                     try session.updateAttempt(attempt)
-                    count("finished", namespace: namespace, spec: spec)
+                    count(.finished, spec: spec)
                 } else {
                     try recordZeroLengthAttempt(
                         for: &unit, worker: worker, status: .finished, namespace: namespace, spec: spec)

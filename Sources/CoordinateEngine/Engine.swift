@@ -27,27 +27,65 @@ public struct EngineConfiguration: Sendable {
     }
 }
 
+/// Carries an operation's result from the body to the completion.
+@usableFromInline
+final class ResultBox<T>: @unchecked Sendable {
+    // @unchecked Sendable: written once by the operation body, read afterwards by the completion; the backend
+    // orders the two (the completion runs after the body returns).
+    @usableFromInline var value: T?
+
+    @usableFromInline init() {}
+}
+
 /// Counters of engine events since process start, exported as `coordinate_attempts_total` (rest-api.md §6).
 public final class EngineStatistics: Sendable {
-    /// Attempt outcomes by (namespace name, spec name, outcome).
-    private let counts = Mutex<[AttemptOutcomeKey: Int]>([:])
-
-    public struct AttemptOutcomeKey: Hashable, Sendable {
-        public let namespace: Identifier
-        public let spec: Identifier
-        public let outcome: String
-    }
+    /// Attempt outcomes by spec id; names are resolved when metrics are read, so deleted specs drop out.
+    private let counts = Mutex<[Int64: AttemptOutcomeCounts]>([:])
 
     public init() {}
 
-    func record(_ events: [AttemptOutcomeKey: Int]) {
-        guard !events.isEmpty else { return }
+    func record(_ events: [(specID: Int64, outcome: AttemptOutcome)]) {
         counts.withLock { counts in
-            for (key, value) in events { counts[key, default: 0] += value }
+            for event in events { counts[event.specID, default: AttemptOutcomeCounts()][event.outcome] += 1 }
         }
     }
 
-    public var attemptOutcomes: [AttemptOutcomeKey: Int] { counts.withLock { $0 } }
+    /// Counts by spec id.
+    public var attemptOutcomes: [Int64: AttemptOutcomeCounts] { counts.withLock { $0 } }
+}
+
+/// What happened to attempts: `granted` or the status an attempt ended with.
+public enum AttemptOutcome: Int, Sendable, CaseIterable {
+    case granted, finished, failed, expired, retryable
+
+    public var name: String {
+        switch self {
+        case .granted: return "granted"
+        case .finished: return "finished"
+        case .failed: return "failed"
+        case .expired: return "expired"
+        case .retryable: return "retryable"
+        }
+    }
+
+    init(_ status: AttemptStatus) {
+        switch status {
+        case .finished: self = .finished
+        case .failed: self = .failed
+        case .expired: self = .expired
+        case .retryable, .pending: self = .retryable
+        }
+    }
+}
+
+/// Attempt outcome counters of one spec.
+public struct AttemptOutcomeCounts: Sendable, Equatable {
+    public var values = [Int](repeating: 0, count: AttemptOutcome.allCases.count)
+
+    public subscript(outcome: AttemptOutcome) -> Int {
+        get { values[outcome.rawValue] }
+        set { values[outcome.rawValue] = newValue }
+    }
 }
 
 /// The job-queue engine: every work spec, unit, lease, worker, attempt, lock and scheduling decision, over a
@@ -64,6 +102,8 @@ public final class Engine: Sendable {
     let logger: Logger
     /// Smooth weighted round-robin credits per namespace id (semantics.md §10.4); per daemon, not persisted.
     let credits = Mutex<[Int64: SchedulerCredits]>([:])
+    /// The scheduler graph per namespace id, valid while the namespace's spec generation is unchanged.
+    let graphs = Mutex<[Int64: (generation: UInt64, graph: SchedulerGraph)]>([:])
 
     public init(
         backend: any StorageBackend, clock: any EngineClock = SystemClock(),
@@ -77,9 +117,32 @@ public final class Engine: Sendable {
 
     /// Runs `body` as one atomic operation and calls `completion` once its effects are durable. With the memory
     /// backend the completion runs before this method returns.
+    @inlinable
     public func perform<T: Sendable>(
         _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
+    ) {
+        // The result crosses from the body to the completion through this box; the backend runs the body before
+        // it calls the completion, and never concurrently with it.
+        let box = ResultBox<T>()
+        run(
+            mode, { transaction in box.value = try body(&transaction) },
+            completion: { error in
+                if let error {
+                    completion(.failure(error))
+                } else if let value = box.value {
+                    completion(.success(value))
+                } else {
+                    completion(.failure(StorageError.corrupt("operation produced no result")))
+                }
+            })
+    }
+
+    /// The non-generic core of ``perform(_:_:completion:)``.
+    @usableFromInline
+    func run(
+        _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let clock = self.clock
         backend.execute(
@@ -87,14 +150,14 @@ public final class Engine: Sendable {
             { [self] session in
                 var transaction = EngineTransaction(engine: self, session: session, now: clock.now())
                 let expired = try session.materialize(now: transaction.now)
-                if !expired.isEmpty { try transaction.countExpired(expired) }
-                let result = try body(&transaction)
-                statistics.record(transaction.attemptEvents)
-                return result
+                if !expired.isEmpty { transaction.countExpired(expired) }
+                try body(&transaction)
+                if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
             }, completion: completion)
     }
 
     /// Runs `body` as one atomic operation and returns its result once durable.
+    @inlinable
     public func perform<T: Sendable>(
         _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> T
     ) async throws -> T {
@@ -112,12 +175,13 @@ public final class Engine: Sendable {
 /// One operation's view of the engine: the storage session, the operation's instant, and the configuration.
 /// All job-queue and lock-service semantics are implemented as methods of this type.
 public struct EngineTransaction {
+    // Stored properties are @usableFromInline so the inlinable `Engine.perform` can be specialized by callers.
     public let engine: Engine
     public let session: any StorageSession
     /// The instant at which this operation happens (semantics.md §1).
     public let now: Timestamp
     /// Attempt outcomes recorded by this operation, counted once it completes.
-    var attemptEvents: [EngineStatistics.AttemptOutcomeKey: Int] = [:]
+    var attemptEvents: [(specID: Int64, outcome: AttemptOutcome)] = []
 
     init(engine: Engine, session: any StorageSession, now: Timestamp) {
         self.engine = engine
@@ -134,17 +198,15 @@ public struct EngineTransaction {
     }
 
     /// Notes an attempt event for `coordinate_attempts_total`.
-    mutating func count(_ outcome: String, namespace: NamespaceRecord, spec: SpecRecord) {
-        attemptEvents[.init(namespace: namespace.name, spec: spec.name, outcome: outcome), default: 0] += 1
+    mutating func count(_ outcome: AttemptOutcome, spec: SpecRecord) {
+        attemptEvents.append((spec.id, outcome))
     }
 
     /// Counts leases that the materialization step expired.
-    mutating func countExpired(_ expired: [Int64: Int]) throws {
+    @usableFromInline
+    mutating func countExpired(_ expired: [Int64: Int]) {
         for (specID, number) in expired {
-            guard let spec = try session.spec(id: specID) else { continue }
-            let namespaces = try session.allNamespaces()
-            guard let namespace = namespaces.first(where: { $0.id == spec.namespaceID }) else { continue }
-            attemptEvents[.init(namespace: namespace.name, spec: spec.name, outcome: "expired"), default: 0] += number
+            for _ in 0..<number { attemptEvents.append((specID, .expired)) }
         }
     }
 

@@ -45,7 +45,7 @@ public struct Identifier: Sendable, Hashable, Comparable, CustomStringConvertibl
     /// Raw octets, unsigned, lexicographic, a proper prefix first (wire-protocol.md §5.3.4).
     @inlinable
     public static func < (lhs: Identifier, rhs: Identifier) -> Bool {
-        lhs.octets.lexicographicallyPrecedes(rhs.octets)
+        octetsPrecede(lhs.octets, rhs.octets)
     }
 
     /// The octets as UTF-8 with replacement (for logs, metrics labels and HTML).

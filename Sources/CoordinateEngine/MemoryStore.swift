@@ -5,25 +5,32 @@ import Synchronization
 /// in-process structures. Nothing survives the process.
 public final class MemoryBackend: StorageBackend {
     public let name = "memory"
-    private let store: Mutex<MemoryStore>
+    /// Only ever touched under `lock`.
+    private nonisolated(unsafe) let store = MemoryStore()
+    private let lock = AdaptiveMutex()
     private let closed = Atomic<Bool>(false)
 
-    public init() {
-        store = Mutex(MemoryStore())
-    }
+    public init() {}
 
-    public func execute<T: Sendable>(
-        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> T,
-        completion: @escaping @Sendable (Result<T, any Error>) -> Void
+    public func execute(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         guard !closed.load(ordering: .relaxed) else {
-            completion(.failure(StorageError.unavailable("storage closed")))
+            completion(StorageError.unavailable("storage closed"))
             return
         }
         // The engine validates every input before its first mutation, so a throwing body has changed nothing
         // (the memory store keeps no undo log).
-        let result: Result<T, any Error> = store.withLock { store in Result { try body(store) } }
-        completion(result)
+        let error: (any Error)? = lock.withLock {
+            do {
+                try body(store)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        completion(error)
     }
 
     public func health() -> StorageHealth {
@@ -35,46 +42,98 @@ public final class MemoryBackend: StorageBackend {
 
 /// The in-memory structures behind ``MemoryBackend``. Not thread-safe: always used under the backend's mutex.
 final class MemoryStore: StorageSession {
+    /// One unit, stored compactly: short keys and data inline, absent times as `Int64.min`, one time field
+    /// (the lease deadline while PENDING, the completion time once FINISHED or FAILED).
     final class UnitBox {
-        var record: UnitRecord
+        var key: SmallBytes
+        var data: SmallBytes
+        var priority: Double
+        var notBefore: Int64
+        var time: Int64
+        var latestAttemptID: Int64
+        var id: Int64
+        var attemptCount: Int32
+        var retryCountBase: Int32
+        var state: UnitState
         var bucket: UnitBucket
-        var attempts: [AttemptRecord] = []
+        var keyIsText: Bool
         var deleted = false
+        var attempts: [AttemptRecord] = []
 
-        init(record: UnitRecord, bucket: UnitBucket) {
-            self.record = record
+        static let none = Int64.min
+
+        init(_ record: UnitRecord, bucket: UnitBucket) {
+            key = SmallBytes(record.key.octets)
+            keyIsText = record.key.isText
+            data = SmallBytes(record.data.bytes)
+            priority = record.priority
+            notBefore = record.notBefore ?? Self.none
+            time = Self.none
+            latestAttemptID = 0
+            id = record.id
+            attemptCount = 0
+            retryCountBase = 0
+            state = record.state
             self.bucket = bucket
+            assign(record)
+        }
+
+        /// Copies the mutable fields of `record` into the box (the key never changes).
+        func assign(_ record: UnitRecord) {
+            if record.data.bytes.count != data.count || !data.equals(record.data.bytes) {
+                data = SmallBytes(record.data.bytes)
+            }
+            priority = record.priority
+            notBefore = record.notBefore ?? Self.none
+            switch record.state {
+            case .pending: time = record.leaseDeadline ?? Self.none
+            case .finished, .failed: time = record.completionTime ?? Self.none
+            case .available: time = Self.none
+            }
+            state = record.state
+            latestAttemptID = record.latestAttemptID ?? 0
+            attemptCount = Int32(clamping: record.attemptCount)
+            retryCountBase = Int32(clamping: record.retryCountBase)
+        }
+
+        var leaseDeadline: Int64? { state == .pending && time != Self.none ? time : nil }
+        var completionTime: Int64? { (state == .finished || state == .failed) && time != Self.none ? time : nil }
+
+        func record(specID: Int64) -> UnitRecord {
+            UnitRecord(
+                id: id, specID: specID, key: Identifier(octets: key.array, isText: keyIsText),
+                data: StoredValue(uncheckedCanonicalBytes: data.array), priority: priority,
+                notBefore: notBefore == Self.none ? nil : notBefore, state: state, leaseDeadline: leaseDeadline,
+                completionTime: completionTime, latestAttemptID: latestAttemptID == 0 ? nil : latestAttemptID,
+                attemptCount: Int64(attemptCount), retryCountBase: Int64(retryCountBase))
         }
     }
 
     struct KeyEntry: Comparable {
-        let key: [UInt8]
         let box: UnitBox
-        static func == (a: KeyEntry, b: KeyEntry) -> Bool { a.key == b.key }
-        static func < (a: KeyEntry, b: KeyEntry) -> Bool { a.key.lexicographicallyPrecedes(b.key) }
+        static func == (a: KeyEntry, b: KeyEntry) -> Bool { a.box === b.box }
+        static func < (a: KeyEntry, b: KeyEntry) -> Bool { a.box.key.precedes(b.box.key) }
     }
 
     /// Priority descending, then key ascending.
     struct PriorityEntry: Comparable {
         let priority: Double
-        let key: [UInt8]
         let box: UnitBox
-        static func == (a: PriorityEntry, b: PriorityEntry) -> Bool { a.priority == b.priority && a.key == b.key }
+        static func == (a: PriorityEntry, b: PriorityEntry) -> Bool { a.priority == b.priority && a.box === b.box }
         static func < (a: PriorityEntry, b: PriorityEntry) -> Bool {
             if a.priority != b.priority { return a.priority > b.priority }
-            return a.key.lexicographicallyPrecedes(b.key)
+            return a.box.key.precedes(b.box.key)
         }
     }
 
     /// Completion time ascending, then key ascending.
     struct CompletionEntry: Comparable {
         let time: Timestamp
-        let key: [UInt8]
         let box: UnitBox
-        static func == (a: CompletionEntry, b: CompletionEntry) -> Bool { a.time == b.time && a.key == b.key }
+        static func == (a: CompletionEntry, b: CompletionEntry) -> Bool { a.time == b.time && a.box === b.box }
         static func < (a: CompletionEntry, b: CompletionEntry) -> Bool {
             if a.time != b.time { return a.time < b.time }
-            return a.key.lexicographicallyPrecedes(b.key)
+            return a.box.key.precedes(b.box.key)
         }
     }
 
@@ -88,12 +147,18 @@ final class MemoryStore: StorageSession {
 
         init(record: SpecRecord) { self.record = record }
 
+        /// The box most recently looked up: an operation typically reads a unit and then updates it and its
+        /// attempts, so this turns repeated binary searches into one comparison.
+        var lastBox: UnitBox?
+
         func box(for key: Identifier) -> UnitBox? {
+            if let cached = lastBox, !cached.deleted, cached.key.equals(key.octets) { return cached }
             var found: UnitBox?
-            byKey.forEach(from: { $0.key.lexicographicallyPrecedes(key.octets) }) { entry in
-                if entry.key == key.octets { found = entry.box }
+            byKey.forEach(from: { $0.box.key.precedes(key.octets) }) { entry in
+                if entry.box.key.equals(key.octets) { found = entry.box }
                 return false
             }
+            if found != nil { lastBox = found }
             return found
         }
     }
@@ -101,6 +166,7 @@ final class MemoryStore: StorageSession {
     struct DeadlineEntry: Comparable {
         let time: Timestamp
         let sequence: Int64
+        let specID: Int64
         let box: UnitBox
         static func == (a: DeadlineEntry, b: DeadlineEntry) -> Bool { a.time == b.time && a.sequence == b.sequence }
         static func < (a: DeadlineEntry, b: DeadlineEntry) -> Bool {
@@ -112,7 +178,7 @@ final class MemoryStore: StorageSession {
         let record: LockRecord
         static func == (a: LockEntry, b: LockEntry) -> Bool { a.record.pathKey == b.record.pathKey }
         static func < (a: LockEntry, b: LockEntry) -> Bool {
-            a.record.pathKey.lexicographicallyPrecedes(b.record.pathKey)
+            octetsPrecede(a.record.pathKey, b.record.pathKey)
         }
     }
 
@@ -126,13 +192,16 @@ final class MemoryStore: StorageSession {
         static func < (a: LockDeadline, b: LockDeadline) -> Bool {
             if a.time != b.time { return a.time < b.time }
             if a.namespaceID != b.namespaceID { return a.namespaceID < b.namespaceID }
-            return a.pathKey.lexicographicallyPrecedes(b.pathKey)
+            return octetsPrecede(a.pathKey, b.pathKey)
         }
     }
 
     private var namespacesByName: [Identifier: NamespaceRecord] = [:]
     private var specsByID: [Int64: SpecState] = [:]
     private var specIDsByName: [Int64: [Identifier: Int64]] = [:]
+    /// Each namespace's specs in name order, rebuilt after a change (get_work reads it on every call).
+    private var sortedSpecs: [Int64: [SpecRecord]] = [:]
+    private var generations: [Int64: UInt64] = [:]
     private var workers: [Int64: [Identifier: WorkerRecord]] = [:]
     private var locks: [Int64: SortedChunks<LockEntry>] = [:]
     private var attemptsByID: [Int64: UnitBox] = [:]
@@ -160,15 +229,17 @@ final class MemoryStore: StorageSession {
         while let top = leaseQueue.top, top.time < now {
             leaseQueue.pop()
             let box = top.box
-            guard !box.deleted, box.record.state == .pending, box.record.leaseDeadline == top.time else { continue }
-            expireLease(box)
-            expired[box.record.specID, default: 0] += 1
+            guard !box.deleted, box.state == .pending, box.time == top.time, let spec = specsByID[top.specID] else {
+                continue
+            }
+            expireLease(box, in: spec)
+            expired[top.specID, default: 0] += 1
         }
         while let top = delayQueue.top, top.time <= now {
             delayQueue.pop()
             let box = top.box
-            guard !box.deleted, box.bucket == .delayed, box.record.notBefore == top.time else { continue }
-            guard let spec = specsByID[box.record.specID] else { continue }
+            guard !box.deleted, box.bucket == .delayed, box.notBefore == top.time else { continue }
+            guard let spec = specsByID[top.specID] else { continue }
             move(box, in: spec, to: .ready)
         }
         while let top = lockQueue.top, top.time < now {
@@ -192,13 +263,13 @@ final class MemoryStore: StorageSession {
     }
 
     /// A lease passed: the pending attempt becomes `expired` and the unit AVAILABLE (semantics.md §6.4).
-    private func expireLease(_ box: UnitBox) {
-        guard let spec = specsByID[box.record.specID], let deadline = box.record.leaseDeadline else { return }
+    private func expireLease(_ box: UnitBox, in spec: SpecState) {
+        guard let deadline = box.leaseDeadline else { return }
         if let last = box.attempts.indices.last, box.attempts[last].status == .pending {
             box.attempts[last].status = .expired
             box.attempts[last].endTime = max(box.attempts[last].startTime, deadline)
         }
-        var record = box.record
+        var record = box.record(specID: spec.record.id)
         record.state = .available
         record.leaseDeadline = nil
         apply(record, to: box, in: spec)
@@ -222,15 +293,21 @@ final class MemoryStore: StorageSession {
         for spec in try specs(namespace: namespace.id) { try deleteSpec(spec) }
         workers[namespace.id] = nil
         locks[namespace.id] = nil
+        sortedSpecs[namespace.id] = nil
         attemptIDsByWorker[namespace.id] = nil
         if !keepRecord { namespacesByName[namespace.name] = nil }
     }
 
     // MARK: - Specs
 
+    func specGeneration(namespace: Int64) throws -> UInt64 { generations[namespace, default: 0] }
+
     func specs(namespace: Int64) throws -> [SpecRecord] {
+        if let cached = sortedSpecs[namespace] { return cached }
         guard let names = specIDsByName[namespace] else { return [] }
-        return names.values.compactMap { specsByID[$0]?.record }.sorted { $0.name < $1.name }
+        let sorted = names.values.compactMap { specsByID[$0]?.record }.sorted { $0.name < $1.name }
+        sortedSpecs[namespace] = sorted
+        return sorted
     }
 
     func spec(namespace: Int64, named name: Identifier) throws -> SpecRecord? {
@@ -246,6 +323,8 @@ final class MemoryStore: StorageSession {
         nextSpecID += 1
         specsByID[record.id] = SpecState(record: record)
         specIDsByName[record.namespaceID, default: [:]][record.name] = record.id
+        sortedSpecs[record.namespaceID] = nil
+        generations[record.namespaceID, default: 0] &+= 1
         return record
     }
 
@@ -254,11 +333,19 @@ final class MemoryStore: StorageSession {
         state.record = spec
         // The stored name keeps the kind of the latest data's `name`; the dictionary key compares octets only.
         specIDsByName[spec.namespaceID]?[spec.name] = spec.id
+        generations[spec.namespaceID, default: 0] &+= 1
+        if var cached = sortedSpecs[spec.namespaceID], let index = cached.firstIndex(where: { $0.id == spec.id }) {
+            sortedSpecs[spec.namespaceID] = nil
+            cached[index] = spec
+            sortedSpecs[spec.namespaceID] = cached
+        }
     }
 
     func deleteSpec(_ spec: SpecRecord) throws {
         guard let state = specsByID.removeValue(forKey: spec.id) else { return }
         specIDsByName[spec.namespaceID]?[spec.name] = nil
+        sortedSpecs[spec.namespaceID] = nil
+        generations[spec.namespaceID, default: 0] &+= 1
         state.byKey.forEach { entry in
             forget(entry.box)
             return true
@@ -274,12 +361,12 @@ final class MemoryStore: StorageSession {
     // MARK: - Units
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
-        specsByID[spec]?.box(for: key)?.record
+        specsByID[spec]?.box(for: key)?.record(specID: spec)
     }
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
         guard let box = attemptsByID[attempt.id], !box.deleted else { return nil }
-        return box.record
+        return box.record(specID: attempt.specID)
     }
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
@@ -288,8 +375,8 @@ final class MemoryStore: StorageSession {
         record.id = nextUnitID
         nextUnitID += 1
         let bucket = record.bucket(at: materializedAt)
-        let box = UnitBox(record: record, bucket: bucket)
-        spec.byKey.insert(KeyEntry(key: record.key.octets, box: box))
+        let box = UnitBox(record, bucket: bucket)
+        spec.byKey.insert(KeyEntry(box: box))
         index(box, in: spec)
         return record
     }
@@ -314,12 +401,12 @@ final class MemoryStore: StorageSession {
             record.leaseDeadline = nil
         }
         let newBucket = record.bucket(at: materializedAt)
-        let old = box.record
         let reindex =
-            newBucket != box.bucket || old.priority != record.priority || old.completionTime != record.completionTime
-            || old.notBefore != record.notBefore || old.leaseDeadline != record.leaseDeadline
+            newBucket != box.bucket || box.priority != record.priority || box.completionTime != record.completionTime
+            || (box.notBefore == UnitBox.none ? nil : box.notBefore) != record.notBefore
+            || box.leaseDeadline != record.leaseDeadline
         if reindex { unindex(box, in: spec) }
-        box.record = record
+        box.assign(record)
         box.bucket = newBucket
         if reindex { index(box, in: spec) }
     }
@@ -331,40 +418,33 @@ final class MemoryStore: StorageSession {
     }
 
     private func index(_ box: UnitBox, in spec: SpecState) {
-        let record = box.record
-        spec.byPriority[Int(box.bucket.rawValue)].insert(
-            PriorityEntry(priority: record.priority, key: record.key.octets, box: box))
+        spec.byPriority[Int(box.bucket.rawValue)].insert(PriorityEntry(priority: box.priority, box: box))
         spec.counts[box.bucket] += 1
         switch box.bucket {
         case .pending:
             queueSequence += 1
-            leaseQueue.push(DeadlineEntry(time: record.leaseDeadline ?? .max, sequence: queueSequence, box: box))
+            leaseQueue.push(DeadlineEntry(time: box.time, sequence: queueSequence, specID: spec.record.id, box: box))
         case .delayed:
             queueSequence += 1
-            delayQueue.push(DeadlineEntry(time: record.notBefore ?? .min, sequence: queueSequence, box: box))
+            delayQueue.push(
+                DeadlineEntry(time: box.notBefore, sequence: queueSequence, specID: spec.record.id, box: box))
         case .finished:
-            spec.finishedByTime.insert(
-                CompletionEntry(time: record.completionTime ?? 0, key: record.key.octets, box: box))
+            spec.finishedByTime.insert(CompletionEntry(time: box.time, box: box))
         case .failed:
-            spec.failedByTime.insert(
-                CompletionEntry(time: record.completionTime ?? 0, key: record.key.octets, box: box))
+            spec.failedByTime.insert(CompletionEntry(time: box.time, box: box))
         case .ready:
             break
         }
     }
 
     private func unindex(_ box: UnitBox, in spec: SpecState) {
-        let record = box.record
-        spec.byPriority[Int(box.bucket.rawValue)].remove(
-            PriorityEntry(priority: record.priority, key: record.key.octets, box: box))
+        spec.byPriority[Int(box.bucket.rawValue)].remove(PriorityEntry(priority: box.priority, box: box))
         spec.counts[box.bucket] -= 1
         switch box.bucket {
         case .finished:
-            spec.finishedByTime.remove(
-                CompletionEntry(time: record.completionTime ?? 0, key: record.key.octets, box: box))
+            spec.finishedByTime.remove(CompletionEntry(time: box.time, box: box))
         case .failed:
-            spec.failedByTime.remove(
-                CompletionEntry(time: record.completionTime ?? 0, key: record.key.octets, box: box))
+            spec.failedByTime.remove(CompletionEntry(time: box.time, box: box))
         default:
             // Deadline queue entries are invalidated lazily: the popped entry no longer matches the unit.
             break
@@ -374,7 +454,7 @@ final class MemoryStore: StorageSession {
     func deleteUnit(_ unit: UnitRecord) throws {
         guard let spec = specsByID[unit.specID], let box = spec.box(for: unit.key) else { return }
         unindex(box, in: spec)
-        spec.byKey.remove(KeyEntry(key: unit.key.octets, box: box))
+        spec.byKey.remove(KeyEntry(box: box))
         forget(box)
     }
 
@@ -382,7 +462,7 @@ final class MemoryStore: StorageSession {
 
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
         guard let state = specsByID[spec] else { return [] }
-        return state.byPriority[Int(UnitBucket.ready.rawValue)].prefix(limit).map(\.box.record)
+        return state.byPriority[Int(UnitBucket.ready.rawValue)].prefix(limit).map { $0.box.record(specID: spec) }
     }
 
     func topReadyPriority(spec: Int64) throws -> Double? {
@@ -398,11 +478,11 @@ final class MemoryStore: StorageSession {
         var result: [UnitRecord] = []
         switch order {
         case .key:
-            state.byKey.forEach(from: { entry in
-                startKey.map { entry.key.lexicographicallyPrecedes($0.octets) } ?? false
-            }) {
+            state.byKey.forEach(from: { entry in startKey.map { entry.box.key.precedes($0.octets) } ?? false }) {
                 entry in
-                if buckets == nil || buckets!.contains(entry.box.bucket) { result.append(entry.box.record) }
+                if buckets == nil || buckets!.contains(entry.box.bucket) {
+                    result.append(entry.box.record(specID: spec))
+                }
                 return result.count < limit
             }
         case .priority:
@@ -412,7 +492,7 @@ final class MemoryStore: StorageSession {
             for bucket in selected {
                 var entries: [PriorityEntry] = []
                 state.byPriority[Int(bucket.rawValue)].forEach { entry in
-                    if let startKey, entry.key.lexicographicallyPrecedes(startKey.octets) { return true }
+                    if let startKey, entry.box.key.precedes(startKey.octets) { return true }
                     entries.append(entry)
                     return entries.count < limit
                 }
@@ -420,7 +500,7 @@ final class MemoryStore: StorageSession {
             }
             var merged = iterators.flatMap { $0 }
             merged.sort()
-            result = merged.prefix(limit).map(\.box.record)
+            result = merged.prefix(limit).map { $0.box.record(specID: spec) }
         }
         return result
     }
@@ -428,8 +508,8 @@ final class MemoryStore: StorageSession {
     func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         guard let state = specsByID[spec] else { return [] }
         switch bucket {
-        case .finished: return state.finishedByTime.prefix(limit).map(\.box.record)
-        case .failed: return state.failedByTime.prefix(limit).map(\.box.record)
+        case .finished: return state.finishedByTime.prefix(limit).map { $0.box.record(specID: spec) }
+        case .failed: return state.failedByTime.prefix(limit).map { $0.box.record(specID: spec) }
         default: return []
         }
     }
@@ -440,13 +520,13 @@ final class MemoryStore: StorageSession {
         if let buckets {
             for bucket in buckets {
                 state.byPriority[Int(bucket.rawValue)].forEach { entry in
-                    doomed.append(entry.box.record)
+                    doomed.append(entry.box.record(specID: spec))
                     return true
                 }
             }
         } else {
             state.byKey.forEach { entry in
-                doomed.append(entry.box.record)
+                doomed.append(entry.box.record(specID: spec))
                 return true
             }
         }
@@ -458,6 +538,13 @@ final class MemoryStore: StorageSession {
 
     func attempt(id: Int64) throws -> AttemptRecord? {
         attemptsByID[id]?.attempts.first { $0.id == id }
+    }
+
+    func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
+        guard let id = unit.latestAttemptID, let last = specsByID[unit.specID]?.box(for: unit.key)?.attempts.last,
+            last.id == id
+        else { return nil }
+        return last
     }
 
     func attempts(of unit: UnitRecord) throws -> [AttemptRecord] {
@@ -478,6 +565,13 @@ final class MemoryStore: StorageSession {
     }
 
     func updateAttempt(_ attempt: AttemptRecord) throws {
+        // Fast path: the attempt being updated is almost always the latest attempt of the unit just looked up.
+        if let box = specsByID[attempt.specID]?.lastBox, let last = box.attempts.indices.last,
+            box.attempts[last].id == attempt.id
+        {
+            box.attempts[last] = attempt
+            return
+        }
         guard let box = attemptsByID[attempt.id], let index = box.attempts.lastIndex(where: { $0.id == attempt.id })
         else {
             throw StorageError.corrupt("no attempt \(attempt.id)")
@@ -534,13 +628,13 @@ final class MemoryStore: StorageSession {
         // Ancestors (and the path itself): every prefix ending at a label terminator.
         for end in LockPath.labelBoundaries(of: pathKey) {
             let prefix = Array(pathKey[..<end])
-            chunks.forEach(from: { $0.record.pathKey.lexicographicallyPrecedes(prefix) }) { entry in
+            chunks.forEach(from: { octetsPrecede($0.record.pathKey, prefix) }) { entry in
                 if entry.record.pathKey == prefix { result.append(entry.record) }
                 return false
             }
         }
         // Descendants: keys that extend the path.
-        chunks.forEach(from: { $0.record.pathKey.lexicographicallyPrecedes(pathKey) }) { entry in
+        chunks.forEach(from: { octetsPrecede($0.record.pathKey, pathKey) }) { entry in
             guard entry.record.pathKey.starts(with: pathKey) else { return false }
             if entry.record.pathKey != pathKey { result.append(entry.record) }
             return true
@@ -550,7 +644,7 @@ final class MemoryStore: StorageSession {
 
     func lock(namespace: Int64, pathKey: [UInt8]) throws -> LockRecord? {
         var found: LockRecord?
-        locks[namespace]?.forEach(from: { $0.record.pathKey.lexicographicallyPrecedes(pathKey) }) { entry in
+        locks[namespace]?.forEach(from: { octetsPrecede($0.record.pathKey, pathKey) }) { entry in
             if entry.record.pathKey == pathKey { found = entry.record }
             return false
         }
@@ -577,7 +671,7 @@ final class MemoryStore: StorageSession {
     func locks(namespace: Int64, pathKeyPrefix: [UInt8]?) throws -> [LockRecord] {
         var result: [LockRecord] = []
         let prefix = pathKeyPrefix ?? []
-        locks[namespace]?.forEach(from: { $0.record.pathKey.lexicographicallyPrecedes(prefix) }) { entry in
+        locks[namespace]?.forEach(from: { octetsPrecede($0.record.pathKey, prefix) }) { entry in
             guard entry.record.pathKey.starts(with: prefix) else { return false }
             result.append(entry.record)
             return true

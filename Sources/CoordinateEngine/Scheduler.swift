@@ -135,7 +135,8 @@ public enum Scheduler {
     /// Picks the spec a work request draws from, updating the round-robin credits; nil when no spec is
     /// eligible. `specs` must be sorted by name.
     public static func choose(
-        specs: [SchedulerInput], filter: Filter, now: Timestamp, credits: inout SchedulerCredits
+        specs: [SchedulerInput], filter: Filter, now: Timestamp, credits: inout SchedulerCredits,
+        graph cachedGraph: SchedulerGraph? = nil
     ) -> Int? {
         var eligible = [Bool](repeating: false, count: specs.count)
         var topPriority = Int64.min
@@ -151,7 +152,7 @@ public enum Scheduler {
         guard eligible.contains(true) else { return nil }
         let candidate = eligible.indices.map { eligible[$0] && specs[$0].fields.priority == topPriority }
 
-        let graph = SchedulerGraph(specs: specs)
+        let graph = cachedGraph ?? SchedulerGraph(specs: specs)
         let context = ChoiceContext(specs: specs, candidate: candidate)
         if let pick = context.choose(from: graph.paths, pickLast: true, allowEmpty: false) { return pick }
 

@@ -32,14 +32,16 @@ public protocol StorageBackend: Sendable {
     /// A short name for logs and metrics: `memory`, `sqlite`, `postgres`.
     var name: String { get }
 
-    /// Runs `body` as one atomic operation with exclusive use of a session, then calls `completion` with its
-    /// result once the operation's effects are durable (or with the error that prevented that). `body` may run
-    /// on any thread; `completion` may be called on any thread, possibly before `execute` returns.
+    /// Runs `body` as one atomic operation with exclusive use of a session, then calls `completion` once the
+    /// operation's effects are durable: with nil, or with the error that `body` threw or that prevented the
+    /// commit. `body` may run on any thread; `completion` may be called on any thread, possibly before
+    /// `execute` returns. The callee is deliberately not generic: results travel in the caller's closures, so
+    /// the hot path never instantiates generic metadata at run time.
     ///
     /// If `body` throws, none of its effects persist.
-    func execute<T: Sendable>(
-        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> T,
-        completion: @escaping @Sendable (Result<T, any Error>) -> Void)
+    func execute(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void)
 
     /// Reports whether the backend can currently serve requests (for `/healthz` and metrics).
     func health() -> StorageHealth
@@ -94,6 +96,9 @@ public protocol StorageSession: AnyObject {
 
     /// All specs of a namespace in name order.
     func specs(namespace: Int64) throws -> [SpecRecord]
+    /// A number that changes whenever a spec of the namespace is created, updated or deleted; the engine caches
+    /// the scheduler graph under it (storage.md §4.5).
+    func specGeneration(namespace: Int64) throws -> UInt64
     func spec(namespace: Int64, named name: Identifier) throws -> SpecRecord?
     func spec(id: Int64) throws -> SpecRecord?
     /// Inserts a new spec and returns it with its id.
@@ -136,6 +141,8 @@ public protocol StorageSession: AnyObject {
     // MARK: Attempts
 
     func attempt(id: Int64) throws -> AttemptRecord?
+    /// The unit's latest attempt (the one `latestAttemptID` names), or nil.
+    func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord?
     /// The unit's attempts, oldest first.
     func attempts(of unit: UnitRecord) throws -> [AttemptRecord]
     /// Inserts an attempt of `unit` and returns it with its newly allocated, increasing id.

@@ -14,7 +14,7 @@ struct CoordinateBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinate-bench",
         abstract: "Benchmarks for the Coordinate codec, request path and job queue.",
-        subcommands: [CodecBench.self, RequestPathBench.self])
+        subcommands: [CodecBench.self, RequestPathBench.self, JobQueueBench.self, EngineBench.self])
 }
 
 /// Machine facts printed with every report.

@@ -81,7 +81,15 @@ struct DaemonProcessTests {
         let daemon = try DaemonProcess(arguments: ["--config", try Self.emptyModulesConfig(), "--pid", pidFile])
         let connection = try RawConnection(port: daemon.port)
         #expect(try connection.call("nothing").errorMessage == "no such method nothing")
-        let pid = try String(contentsOfFile: pidFile, encoding: .utf8)
+        // The pid file is written right after the listeners open; allow for that moment.
+        var pid = ""
+        for _ in 0..<200 {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), text.hasSuffix("\n") {
+                pid = text
+                break
+            }
+            usleep(10_000)
+        }
         #expect(pid == "\(daemon.process.processIdentifier)\n")
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)

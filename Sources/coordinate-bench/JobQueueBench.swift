@@ -1,0 +1,417 @@
+import ArgumentParser
+import CBOR
+import CoordinateConfig
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Shared counters of one measurement.
+final class CycleStats: Sendable {
+    let measuring = Atomic<Bool>(false)
+    let units = Atomic<Int>(0)
+    let latencies = NIOLockedValueBox<(getWork: [Int64], update: [Int64])>(([], []))
+}
+
+/// Runs the reference cycle (storage.md §1.5) on one connection as a state machine on its event loop: one
+/// `get_work` (max_jobs = batch, lease 900), then `update_work_unit(status 4)` for each granted unit, one request
+/// at a time, exactly as the Python client sends them.
+final class CycleHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let worker: CBORValue
+    private let spec: CBORValue
+    private let batch: Int
+    private let stats: CycleStats
+    private var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 1 << 16)
+    private var buffer: ByteBuffer?
+    private var nextID: UInt64 = 1
+    private var pendingKeys: [CBORValue] = []
+    private var sentAt = NIODeadline.now()
+    private var awaitingGetWork = true
+    private var getWorkSamples: [Int64] = []
+    private var updateSamples: [Int64] = []
+    private var finishedLocally = 0
+
+    init(worker: String, spec: String, batch: Int, stats: CycleStats) {
+        self.worker = .bytes(worker)
+        self.spec = .bytes(spec)
+        self.batch = batch
+        self.stats = stats
+    }
+
+    func channelActive(context: ChannelHandlerContext) { sendGetWork(context: context) }
+
+    private func send(_ method: String, _ params: [CBORValue], context: ChannelHandlerContext) {
+        let bytes = PythonStyle.request(method, params, id: nextID)
+        nextID += 1
+        sentAt = .now()
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+    }
+
+    private func sendGetWork(context: ChannelHandlerContext) {
+        awaitingGetWork = true
+        send(
+            "get_work", [worker, .map(CBORMap([("max_jobs", .int(batch)), ("lease_time", 900)]))], context: context)
+    }
+
+    private func sendUpdate(_ key: CBORValue, context: ChannelHandlerContext) {
+        awaitingGetWork = false
+        send("update_work_unit", [spec, key, .map(CBORMap([("status", 4)]))], context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
+        while var current = buffer, current.readableBytes > 0 {
+            let event = current.withUnsafeReadableBytes { framer.next(in: $0) }
+            guard case .message(let length) = event else { break }
+            let message = current.readSlice(length: length)!
+            buffer = current.readableBytes > 0 ? current : nil
+            framer.reset()
+            handle(message, context: context)
+        }
+    }
+
+    private func handle(_ message: ByteBuffer, context: ChannelHandlerContext) {
+        let elapsed = NIODeadline.now() - sentAt
+        let measuring = stats.measuring.load(ordering: .relaxed)
+        if awaitingGetWork {
+            if measuring { getWorkSamples.append(elapsed.nanoseconds) }
+            let decoded = message.withUnsafeReadableBytes { CBORMessage.decode($0, maxDepth: 1 << 16) }
+            guard case .value(.map(let response), _) = decoded, case .tuple(let parts)? = response["result"],
+                let first = parts.first
+            else { return }
+            switch first {
+            case .tuple(let triple) where triple.count == 3 && !triple[1].isNull:
+                pendingKeys = [triple[1]]
+            case .array(let triples):
+                pendingKeys = triples.compactMap { $0.listElements?[1] }
+            default:
+                pendingKeys = []
+            }
+            if pendingKeys.isEmpty {
+                // The queue is momentarily empty (the refiller tops it up): try again shortly.
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(2)) { [self] in
+                    sendGetWork(context: context)
+                }
+                return
+            }
+            sendUpdate(pendingKeys.removeFirst(), context: context)
+        } else {
+            if measuring {
+                updateSamples.append(elapsed.nanoseconds)
+                finishedLocally += 1
+                if finishedLocally >= 16 {
+                    stats.units.add(finishedLocally, ordering: .relaxed)
+                    finishedLocally = 0
+                }
+            }
+            if let next = pendingKeys.first {
+                pendingKeys.removeFirst()
+                sendUpdate(next, context: context)
+            } else {
+                sendGetWork(context: context)
+            }
+        }
+        if !measuring, !getWorkSamples.isEmpty || !updateSamples.isEmpty || finishedLocally > 0 {
+            flushSamples()
+        }
+    }
+
+    func flushSamples() {
+        let gets = getWorkSamples
+        let updates = updateSamples
+        stats.units.add(finishedLocally, ordering: .relaxed)
+        finishedLocally = 0
+        getWorkSamples.removeAll()
+        updateSamples.removeAll()
+        stats.latencies.withLockedValue {
+            $0.getWork += gets
+            $0.update += updates
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { flushSamples() }
+}
+
+struct JobQueueBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobqueue",
+        abstract: "The get+finish cycle workload of storage.md §1.5, bulk add, and memory per queued unit.")
+
+    @Option(help: "Target an existing server (host:port) instead of spawning coordinated.")
+    var address: String?
+
+    @Option(help: "Path of the coordinated executable to spawn (default: next to this benchmark).")
+    var daemon: String?
+
+    @Option(help: "Storage backend of the spawned daemon.")
+    var storage: String = "memory"
+
+    @Option(parsing: .upToNextOption, help: "Queued-unit counts N.")
+    var units: [Int] = [10_000, 100_000]
+
+    @Option(parsing: .upToNextOption, help: "Concurrent connections W.")
+    var workers: [Int] = [1, 8, 64]
+
+    @Option(parsing: .upToNextOption, help: "Units per get_work (max_jobs).")
+    var batches: [Int] = [1]
+
+    @Option(help: "Seconds of warm-up per case.")
+    var warmup: Double = 2
+
+    @Option(help: "Seconds measured per case.")
+    var duration: Double = 5
+
+    @Option(help: "Runs per case; the median is reported.")
+    var repeats: Int = 1
+
+    @Flag(help: "The full matrix: N = 10^4, 10^5, 10^6; W = 1, 8, 64; batches 1, 10, 100; 5 s + 30 s; median of 3.")
+    var full = false
+
+    @Flag(help: "Skip the bulk-add and memory measurements.")
+    var skipLoad = false
+
+    @Option(help: "Extra arguments for the spawned daemon (space separated).")
+    var daemonArguments: String = ""
+
+    func run() async throws {
+        var units = self.units
+        var workers = self.workers
+        var batches = self.batches
+        var warmup = self.warmup
+        var duration = self.duration
+        var repeats = self.repeats
+        if full {
+            units = [10_000, 100_000, 1_000_000]
+            workers = [1, 8, 64]
+            batches = [1, 10, 100]
+            warmup = 5
+            duration = 30
+            repeats = 3
+        }
+        print("# job-queue workload (\(MachineInfo.describe()), storage \(address == nil ? storage : "external"))")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+        if !skipLoad {
+            try await measureLoad(group: group)
+        }
+
+        print("| N queued | W | batch | units/s (median) | get_work p50 / p99 ms | update p50 / p99 ms |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for n in units {
+            for w in workers {
+                for batch in batches {
+                    var rates: [Double] = []
+                    var gets: [Int64] = []
+                    var updates: [Int64] = []
+                    for _ in 0..<repeats {
+                        let server = try await DaemonUnderTest.start(
+                            address: address, executable: daemon, storage: storage, extra: daemonArguments)
+                        let result = try await measureCycles(
+                            server: server, queued: n, workers: w, batch: batch, warmup: warmup, duration: duration,
+                            group: group)
+                        await server.stop()
+                        rates.append(result.rate)
+                        gets = result.getWork
+                        updates = result.update
+                    }
+                    let median = rates.sorted()[rates.count / 2]
+                    print(
+                        String(
+                            format: "| %d | %d | %d | %.0f | %.3f / %.3f | %.3f / %.3f |", n, w, batch, median,
+                            LatencyRecorder.percentile(gets, 0.5), LatencyRecorder.percentile(gets, 0.99),
+                            LatencyRecorder.percentile(updates, 0.5), LatencyRecorder.percentile(updates, 0.99)))
+                }
+            }
+        }
+        try await group.shutdownGracefully()
+    }
+
+    /// Bulk add of 10^6 units in calls of 10 000 over one connection, and VmRSS per queued unit.
+    func measureLoad(group: any EventLoopGroup) async throws {
+        let server = try await DaemonUnderTest.start(
+            address: address, executable: daemon, storage: storage, extra: daemonArguments)
+        let connection = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
+        let spec = "bench-load"
+        _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
+        let before = server.residentBytes()
+        let total = 1_000_000
+        let start = ContinuousClock.now
+        var next = 0
+        while next < total {
+            let items = (next..<min(next + 10_000, total)).map { index -> CBORValue in
+                .tuple([.bytes(ReferenceKeys.key(index)), .map(CBORMap([("x", 1)]))])
+            }
+            _ = try await connection.call("add_work_units", [.bytes(spec), .array(items)])
+            next += items.count
+        }
+        let elapsed = seconds(ContinuousClock.now - start)
+        let after = server.residentBytes()
+        await connection.close()
+        await server.stop()
+        print(
+            String(
+                format: "bulk add: %d units in calls of 10 000: %.2f s, %.0f units/s", total, elapsed,
+                Double(total) / elapsed))
+        if let before, let after {
+            print(
+                String(
+                    format: "memory: VmRSS %.1f MiB before, %.1f MiB after 10^6 units: %.0f bytes per queued unit",
+                    Double(before) / 1_048_576, Double(after) / 1_048_576, Double(after - before) / Double(total)))
+        }
+    }
+
+    func measureCycles(
+        server: DaemonUnderTest, queued: Int, workers: Int, batch: Int, warmup: Double, duration: Double,
+        group: any EventLoopGroup
+    ) async throws -> (rate: Double, getWork: [Int64], update: [Int64]) {
+        let spec = "bench"
+        let setup = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
+        _ = try await setup.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
+        let refill = Refiller(connection: setup, spec: spec, target: queued)
+        try await refill.fill()
+        let stats = CycleStats()
+        var channels: [any Channel] = []
+        for index in 0..<workers {
+            let channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            CycleHandler(worker: "worker-\(index)", spec: spec, batch: batch, stats: stats))
+                    }
+                }
+                .connect(host: server.host, port: server.port).get()
+            channels.append(channel)
+        }
+        let refillTask = Task { try await refill.keepFilled() }
+        try await Task.sleep(for: .seconds(warmup))
+        stats.measuring.store(true, ordering: .relaxed)
+        let start = ContinuousClock.now
+        try await Task.sleep(for: .seconds(duration))
+        stats.measuring.store(false, ordering: .relaxed)
+        let elapsed = seconds(ContinuousClock.now - start)
+        refillTask.cancel()
+        for channel in channels { try? await channel.close() }
+        _ = try? await refillTask.value
+        await setup.close()
+        let latencies = stats.latencies.withLockedValue { $0 }
+        return (Double(stats.units.load(ordering: .relaxed)) / elapsed, latencies.getWork, latencies.update)
+    }
+}
+
+/// Keeps N units available in the benchmark spec by adding fresh reference units (keys `u%07d`, data `{x: 1}`)
+/// in calls of at most 10 000 whenever the available count drops.
+final class Refiller: @unchecked Sendable {
+    // @unchecked Sendable: used by one task at a time (fill, then keepFilled).
+    let connection: BenchConnection
+    let spec: String
+    let target: Int
+    private var nextKey = 0
+
+    init(connection: BenchConnection, spec: String, target: Int) {
+        self.connection = connection
+        self.spec = spec
+        self.target = target
+    }
+
+    func available() async throws -> Int {
+        let result = try await connection.call("count_work_units", [.bytes(spec)])
+        guard case .tuple(let parts) = result, case .map(let counts) = parts.first else { return 0 }
+        return Int(counts.pairs.first { $0.key == .int(1) }?.value.int64Value ?? 0)
+    }
+
+    func add(_ count: Int) async throws {
+        var remaining = count
+        while remaining > 0 {
+            let chunk = min(10_000, remaining)
+            let items = (nextKey..<nextKey + chunk).map { index -> CBORValue in
+                .tuple([.bytes(ReferenceKeys.key(index)), .map(CBORMap([("x", 1)]))])
+            }
+            nextKey += chunk
+            remaining -= chunk
+            _ = try await connection.call("add_work_units", [.bytes(spec), .array(items)])
+        }
+    }
+
+    func fill() async throws { try await add(target) }
+
+    func keepFilled() async throws {
+        while !Task.isCancelled {
+            let missing = target - (try await available())
+            if missing >= max(1, target / 10) || missing >= 10_000 { try await add(missing) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// The server being measured: a spawned `coordinated` or an external address.
+final class DaemonUnderTest: @unchecked Sendable {
+    // @unchecked Sendable: the process handle is only used by the benchmark's main task.
+    let host: String
+    let port: Int
+    let process: Process?
+
+    init(host: String, port: Int, process: Process?) {
+        self.host = host
+        self.port = port
+        self.process = process
+    }
+
+    static func executablePath(_ explicit: String?) -> String {
+        if let explicit { return explicit }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("coordinated").path
+    }
+
+    static func start(
+        address: String?, executable: String?, storage: String, extra: String
+    ) async throws -> DaemonUnderTest {
+        if let address {
+            guard let (host, port) = CoordinateConfiguration.splitAddress(address) else {
+                throw BenchError("bad address \(address)")
+            }
+            return DaemonUnderTest(host: host, port: port, process: nil)
+        }
+        let port = Int.random(in: 20000...40000)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executablePath(executable))
+        var arguments = ["--port", String(port), "--http-port", "0", "--storage", storage, "-q"]
+        arguments += extra.split(separator: " ").map(String.init)
+        process.arguments = arguments
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get()
+            {
+                try? await channel.close()
+                return DaemonUnderTest(host: "127.0.0.1", port: port, process: process)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.terminate()
+        throw BenchError("coordinated did not start")
+    }
+
+    /// VmRSS of the spawned daemon, from /proc/PID/status.
+    func residentBytes() -> Int? {
+        guard let process,
+            let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        else { return nil }
+        let digits = line.filter(\.isNumber)
+        return Int(digits).map { $0 * 1024 }
+    }
+
+    func stop() async {
+        guard let process, process.isRunning else { return }
+        process.terminate()
+        for _ in 0..<200 where process.isRunning { try? await Task.sleep(for: .milliseconds(25)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
