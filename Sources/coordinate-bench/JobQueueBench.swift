@@ -175,6 +175,9 @@ struct JobQueueBench: AsyncParsableCommand {
     @Flag(help: "Skip the bulk-add and memory measurements.")
     var skipLoad = false
 
+    @Flag(help: "Also measure the socket ceiling: the same cycle against a bare NIO server that answers without doing any work.")
+    var ceiling = false
+
     @Option(help: "Extra arguments for the spawned daemon (space separated).")
     var daemonArguments: String = ""
 
@@ -198,6 +201,20 @@ struct JobQueueBench: AsyncParsableCommand {
 
         if !skipLoad {
             try await measureLoad(group: group)
+        }
+
+        if ceiling {
+            let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+            let (channel, port) = try await CeilingServer.start(group: serverGroup)
+            print("socket ceiling (bare NIO server answering the cycle with fixed replies, batch 1):")
+            for w in workers {
+                let result = try await measureCycles(
+                    server: DaemonUnderTest(host: "127.0.0.1", port: port, process: nil), queued: 0, workers: w, batch: 1,
+                    warmup: warmup, duration: duration, group: group, setUp: false)
+                print(String(format: "  W = %d: %.0f cycles/s", w, result.rate))
+            }
+            try await channel.close()
+            try await serverGroup.shutdownGracefully()
         }
 
         print("| N queued | W | batch | units/s (median) | get_work p50 / p99 ms | update p50 / p99 ms |")
@@ -267,13 +284,19 @@ struct JobQueueBench: AsyncParsableCommand {
 
     func measureCycles(
         server: DaemonUnderTest, queued: Int, workers: Int, batch: Int, warmup: Double, duration: Double,
-        group: any EventLoopGroup
+        group: any EventLoopGroup, setUp: Bool = true
     ) async throws -> (rate: Double, getWork: [Int64], update: [Int64]) {
         let spec = "bench"
-        let setup = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
-        _ = try await setup.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
-        let refill = Refiller(connection: setup, spec: spec, target: queued)
-        try await refill.fill()
+        var setup: BenchConnection?
+        var refill: Refiller?
+        if setUp {
+            let connection = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
+            _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
+            let filler = Refiller(connection: connection, spec: spec, target: queued)
+            try await filler.fill()
+            setup = connection
+            refill = filler
+        }
         let stats = CycleStats()
         var channels: [any Channel] = []
         for index in 0..<workers {
@@ -288,7 +311,7 @@ struct JobQueueBench: AsyncParsableCommand {
                 .connect(host: server.host, port: server.port).get()
             channels.append(channel)
         }
-        let refillTask = Task { try await refill.keepFilled() }
+        let refillTask = Task { try await refill?.keepFilled() }
         try await Task.sleep(for: .seconds(warmup))
         stats.measuring.store(true, ordering: .relaxed)
         let start = ContinuousClock.now
@@ -298,7 +321,7 @@ struct JobQueueBench: AsyncParsableCommand {
         refillTask.cancel()
         for channel in channels { try? await channel.close() }
         _ = try? await refillTask.value
-        await setup.close()
+        await setup?.close()
         let latencies = stats.latencies.withLockedValue { $0 }
         return (Double(stats.units.load(ordering: .relaxed)) / elapsed, latencies.getWork, latencies.update)
     }

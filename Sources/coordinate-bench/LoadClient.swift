@@ -138,3 +138,59 @@ enum EchoServer {
         return (channel, channel.localAddress!.port!)
     }
 }
+
+/// The socket-layer ceiling for the get+finish cycle: a bare NIO server with the daemon's framing that answers
+/// the i-th message of a connection with a fixed `get_work` reply when i is even and a fixed `(true, None)`
+/// when i is odd, doing no job-queue work at all.
+final class AlternatingReplyHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let replies: [ByteBuffer]
+    private var framer = CBORStreamFramer(maxMessageBytes: 64 << 20, maxDepth: 256)
+    private var buffer: ByteBuffer?
+    private var count = 0
+    private var wrote = false
+
+    init(replies: [[UInt8]]) { self.replies = replies.map { ByteBuffer(bytes: $0) } }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
+        while var current = buffer, current.readableBytes > 0 {
+            let event = current.withUnsafeReadableBytes { framer.next(in: $0) }
+            guard case .message(let length) = event else { break }
+            current.moveReaderIndex(forwardBy: length)
+            buffer = current.readableBytes > 0 ? current : nil
+            framer.reset()
+            context.write(wrapOutboundOut(replies[count % replies.count]), promise: nil)
+            count += 1
+            wrote = true
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if wrote {
+            wrote = false
+            context.flush()
+        }
+    }
+}
+
+enum CeilingServer {
+    static func start(group: any EventLoopGroup) async throws -> (any Channel, Int) {
+        let getWork = CBOREncoder.encodeEnvelope(
+            .map(CBORMap([("id", 1), ("result", .tuple([.tuple(["bench", "u0000000", .map(CBORMap([("x", 1)]))]), .null]))])))
+        let done = CBOREncoder.encodeEnvelope(.map(CBORMap([("id", 2), ("result", .tuple([true, .null]))])))
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AlternatingReplyHandler(replies: [getWork, done]))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return (channel, channel.localAddress!.port!)
+    }
+}
