@@ -160,3 +160,39 @@ extension EngineTransaction {
         return .applied
     }
 }
+
+/// One record of a summary (semantics.md §13): live units of one status in one spec.
+public struct SummaryRecord: Sendable, Equatable {
+    public var namespace: Identifier
+    public var spec: Identifier
+    public var bucket: UnitBucket
+    public var count: Int
+}
+
+extension EngineTransaction {
+    /// Live unit counts by (namespace, spec, status) with count > 0, sorted by namespace, spec and status in the
+    /// order available, pending, finished, failed, delayed (semantics.md §13). `namespace` nil: all namespaces;
+    /// `spec` restricts to one spec.
+    public func summary(namespace name: Identifier?, spec specName: Identifier? = nil) throws -> [SummaryRecord] {
+        let namespaces: [NamespaceRecord]
+        if let name {
+            guard let namespace = try session.namespace(named: name) else { return [] }
+            namespaces = [namespace]
+        } else {
+            namespaces = try session.allNamespaces()
+        }
+        let order: [UnitBucket] = [.ready, .pending, .finished, .failed, .delayed]
+        var records: [SummaryRecord] = []
+        for namespace in namespaces {
+            for spec in try session.specs(namespace: namespace.id) where specName == nil || spec.name == specName {
+                let counts = try session.unitCounts(spec: spec.id)
+                for bucket in order where counts[bucket] > 0 {
+                    records.append(
+                        SummaryRecord(namespace: namespace.name, spec: spec.name, bucket: bucket, count: counts[bucket])
+                    )
+                }
+            }
+        }
+        return records
+    }
+}

@@ -175,7 +175,10 @@ struct JobQueueBench: AsyncParsableCommand {
     @Flag(help: "Skip the bulk-add and memory measurements.")
     var skipLoad = false
 
-    @Flag(help: "Also measure the socket ceiling: the same cycle against a bare NIO server that answers without doing any work.")
+    @Flag(
+        help:
+            "Also measure the socket ceiling: the same cycle against a bare NIO server that answers without doing any work."
+    )
     var ceiling = false
 
     @Option(help: "Extra arguments for the spawned daemon (space separated).")
@@ -209,7 +212,8 @@ struct JobQueueBench: AsyncParsableCommand {
             print("socket ceiling (bare NIO server answering the cycle with fixed replies, batch 1):")
             for w in workers {
                 let result = try await measureCycles(
-                    server: DaemonUnderTest(host: "127.0.0.1", port: port, process: nil), queued: 0, workers: w, batch: 1,
+                    server: DaemonUnderTest(host: "127.0.0.1", port: port, process: nil), queued: 0, workers: w,
+                    batch: 1,
                     warmup: warmup, duration: duration, group: group, setUp: false)
                 print(String(format: "  W = %d: %.0f cycles/s", w, result.rate))
             }

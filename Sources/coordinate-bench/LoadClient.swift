@@ -180,7 +180,10 @@ final class AlternatingReplyHandler: ChannelInboundHandler {
 enum CeilingServer {
     static func start(group: any EventLoopGroup) async throws -> (any Channel, Int) {
         let getWork = CBOREncoder.encodeEnvelope(
-            .map(CBORMap([("id", 1), ("result", .tuple([.tuple(["bench", "u0000000", .map(CBORMap([("x", 1)]))]), .null]))])))
+            .map(
+                CBORMap([
+                    ("id", 1), ("result", .tuple([.tuple(["bench", "u0000000", .map(CBORMap([("x", 1)]))]), .null])),
+                ])))
         let done = CBOREncoder.encodeEnvelope(.map(CBORMap([("id", 2), ("result", .tuple([true, .null]))])))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)

@@ -224,3 +224,60 @@ struct ChainingAndSpecTests {
         #expect(granted.first?.unit.data.decoded() == data)
     }
 }
+
+@Suite("Summaries and binary keys")
+struct SummaryTests {
+    @Test("summaries list non-zero counts in namespace, spec, status order", arguments: BackendKind.allCases)
+    func summary(backend: BackendKind) async throws {
+        let h = try EngineHarness(backend)
+        try await h.spec("b")
+        try await h.spec("a")
+        try await h.add("a", ["x", "y", "z"])
+        try await h.add("b", ["late"], delay: 60)
+        _ = try await h.getWork(names: ["a"])
+        try await h.update("a", "y", status: 5)
+        let records = try await h.run { tx in try tx.summary(namespace: nil) }
+        #expect(
+            records.map { "\($0.spec):\($0.bucket.restName):\($0.count)" } == [
+                "a:available:1", "a:pending:1", "a:failed:1", "b:delayed:1",
+            ])
+    }
+
+    @Test(
+        "binary keys are listed, granted and finished with their exact octets and kind", arguments: BackendKind.allCases
+    )
+    func binaryKeys(backend: BackendKind) async throws {
+        let h = try EngineHarness(backend)
+        try await h.spec("s")
+        let keys: [Identifier] = [
+            Identifier(octets: [0x00], isText: false), Identifier(octets: [0xff], isText: false),
+            Identifier(octets: [0xff, 0x80], isText: false), Identifier(octets: [0x66, 0xfc], isText: true),
+            Identifier(octets: [0x66, 0xc3, 0xbc], isText: false),
+            Identifier(octets: [0xff, 0xfe, 0x41, 0x00], isText: false),
+        ]
+        let namespace = h.namespace
+        let items = keys.map { UnitItem(key: $0, data: .emptyMap) }
+        _ = try await h.run { tx in
+            try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: "s"), items: .success(items), itemCount: items.count)
+        }
+        let listed = try await h.run { tx in
+            try tx.workUnits(namespace: namespace, spec: Identifier(bytes: "s"), buckets: nil, start: nil, limit: 100)!
+                .map(\.key)
+        }
+        #expect(listed.map(\.octets) == keys.map(\.octets).sorted { $0.lexicographicallyPrecedes($1) })
+        #expect(listed.map(\.isText) == listed.map { key in keys.first { $0 == key }!.isText })
+        var granted: [Identifier] = []
+        while let unit = try await h.getWork().first?.unit {
+            granted.append(unit.key)
+            let key = unit.key
+            _ = try await h.run { tx in
+                try tx.updateWorkUnit(
+                    namespace: namespace, spec: Identifier(bytes: "s"), key: key, UnitUpdate(status: 4))
+            }
+        }
+        #expect(granted.map(\.octets) == listed.map(\.octets))
+        #expect(granted.map(\.isText) == listed.map(\.isText))
+        #expect(try await h.counts("s").finished == keys.count)
+    }
+}

@@ -398,3 +398,32 @@ struct MethodTests {
         #expect(try c.result("now").int64Value != nil)
     }
 }
+
+@Suite("Automatic archiving")
+struct AutomaticArchiveTests {
+    @Test("the daemon archives on its own when a limit is configured")
+    func automaticArchive() async throws {
+        let daemon = try await TestDaemon.start {
+            $0.jobQueue.limitCompletedCount = 0
+            $0.jobQueue.archiveInterval = .int(1)
+        }
+        defer { Task { await daemon.stop() } }
+        let maintenance = Task { await daemon.daemon.runMaintenance() }
+        defer { maintenance.cancel() }
+        let c = try daemon.connect()
+        _ = try c.result("set_work_spec", [map([("name", "s")])])
+        _ = try c.result("add_work_units", ["s", ["a", "b"]])
+        _ = try c.result("update_work_unit", ["s", "a", map([("status", 4)])])
+        var archived = false
+        for _ in 0..<40 {
+            try await Task.sleep(for: .milliseconds(100))
+            if try c.result("get_work_units", ["s", map([("state", 4)])]) == .tuple([[], .null]) {
+                archived = true
+                break
+            }
+        }
+        #expect(archived)
+        // The archived unit still counts.
+        #expect(try c.result("count_work_units", ["s"]) == .tuple([map([(1, 1), (4, 1)]), .null]))
+    }
+}
