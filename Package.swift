@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
@@ -38,6 +39,17 @@ let package = Package(
         .target(
             name: "CoordinateEngine",
             dependencies: ["CBOR", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift6),
+
+        // The SQLite storage backend (the default): GRDB connection management, raw statements on the hot path.
+        .target(
+            name: "CoordinateSQLite",
+            dependencies: [
+                "CBOR", "CoordinateEngine",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift6),
 
         // RPC module abstraction: method tables, parameter binding, protocol-level errors, dispatch.
@@ -59,6 +71,7 @@ let package = Package(
             name: "CoordinateServer",
             dependencies: [
                 "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine", "CoordinateJobQueue",
+                "CoordinateSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -97,7 +110,7 @@ let package = Package(
         .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateEngineTests",
-            dependencies: ["CoordinateEngine", "CBOR", "TestSupport"],
+            dependencies: ["CoordinateEngine", "CoordinateSQLite", "CBOR", "TestSupport"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateRPCTests",

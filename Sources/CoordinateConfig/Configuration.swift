@@ -70,8 +70,8 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var httpHost: String?
         public var httpPort = 5980
         public var modules = ["JobQueue", "LockService"]
-        /// The built-in default; the spec's default is `sqlite`, see docs/deviations.md while this build lacks it.
-        public var storage: StorageKind = .memory
+        /// The built-in default is the durable embedded SQLite backend.
+        public var storage: StorageKind = .sqlite
         public var dataDir: String?
         public var sqlitePath: String?
         public var sqliteGroupCommit = true

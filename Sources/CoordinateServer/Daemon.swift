@@ -2,6 +2,8 @@ import CBOR
 import CoordinateConfig
 import CoordinateEngine
 import CoordinateRPC
+import CoordinateSQLite
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -30,7 +32,11 @@ public final class Daemon: Sendable {
     public let group: MultiThreadedEventLoopGroup
     /// The engine behind the built-in modules (nil when the daemon serves only injected modules).
     public let engine: Engine?
-    private let logger: Logger
+    /// The SQLite backend, when the daemon runs on one.
+    public let sqlite: SQLiteBackend?
+    let logger: Logger
+    /// The descriptor holding `<sqlite_path>.lock` for the life of the process.
+    private let lockFileDescriptor: Int32
 
     /// Builds the daemon from its configuration: storage backend, engine and the enabled built-in modules.
     public convenience init(
@@ -40,7 +46,29 @@ public final class Daemon: Sendable {
         guard catalog.availableStorage.contains(configuration.server.storage) else {
             throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
         }
-        let backend: any StorageBackend = MemoryBackend()
+        let backend: any StorageBackend
+        var sqlite: SQLiteBackend?
+        var lockDescriptor: Int32 = -1
+        switch configuration.server.storage {
+        case .sqlite:
+            let path = configuration.resolvedSQLitePath()
+            do {
+                lockDescriptor = try SQLiteBackend.acquireLockFile(for: path)
+            } catch {
+                throw .other(error.description)
+            }
+            let environment = ProcessInfo.processInfo.environment
+            let pageLimit =
+                environment["COORDINATE_TESTING"] == "1"
+                ? environment["COORDINATE_TEST_SQLITE_MAX_PAGE_COUNT"].flatMap(Int.init) : nil
+            let created = SQLiteBackend(
+                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger, maxPageCount: pageLimit
+            )
+            sqlite = created
+            backend = created
+        default:
+            backend = MemoryBackend()
+        }
         let jobQueue = configuration.jobQueue
         let engine = Engine(
             backend: backend, clock: clock,
@@ -57,19 +85,22 @@ public final class Daemon: Sendable {
             logger: logger)
         let modules = try catalog.modules(for: configuration, context: context)
         try self.init(
-            configuration: configuration, modules: modules, engine: engine, logger: logger,
-            eventLoopThreads: eventLoopThreads)
+            configuration: configuration, modules: modules, engine: engine, sqlite: sqlite,
+            lockFileDescriptor: lockDescriptor, logger: logger, eventLoopThreads: eventLoopThreads)
     }
 
     /// Builds the daemon with the given RPC modules (already filtered to the enabled ones).
     /// Fails when two modules define the same method name.
     public init(
-        configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil, logger: Logger,
+        configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil,
+        sqlite: SQLiteBackend? = nil, lockFileDescriptor: Int32 = -1, logger: Logger,
         eventLoopThreads: Int = System.coreCount
     ) throws(DaemonStartError) {
         self.configuration = configuration
         self.logger = logger
         self.engine = engine
+        self.sqlite = sqlite
+        self.lockFileDescriptor = lockFileDescriptor
         let table: RPCMethodTable
         do {
             table = try RPCMethodTable(modules: modules)
@@ -89,21 +120,45 @@ public final class Daemon: Sendable {
             logger: logger)
     }
 
-    /// Opens the listeners. Returns the CBOR-RPC address actually bound (useful with port 0).
+    /// Opens the listeners. Returns the CBOR-RPC address actually bound (useful with port 0). Storage that
+    /// needs initialising is initialised afterwards by ``initializeStorage()`` (storage.md §5.2).
     @discardableResult
     public func start() async throws(DaemonStartError) -> SocketAddress {
-        if let engine {
-            // The CBOR-RPC namespace always exists.
-            let namespace = Identifier(text: configuration.namespace)
-            _ = try? await engine.perform(.write) { tx in _ = try tx.namespace(namespace, create: true) }
-        }
         do {
             let address = try await cborServer.start(host: configuration.server.host, port: configuration.server.port)
             logger.info("CBOR-RPC listening on \(address)")
+            if sqlite == nil { await createRPCNamespace() }
             return address
         } catch {
             throw .listen(error)
         }
+    }
+
+    /// Connects and migrates durable storage; until it finishes, storage-backed requests are answered
+    /// `storage unavailable: initialising`. Throws only for the conditions that end the process (a schema newer
+    /// than supported); other problems leave the daemon up with storage unavailable.
+    public func initializeStorage() async throws(DaemonStartError) {
+        guard let sqlite, let engine else { return }
+        let now = engine.clock.now()
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<SQLiteStartError?, Never>) in
+            Thread.detachNewThread {
+                do throws(SQLiteStartError) {
+                    try sqlite.initialize(now: now)
+                    continuation.resume(returning: nil)
+                } catch {
+                    continuation.resume(returning: error)
+                }
+            }
+        }
+        if let result { throw .other(result.description) }
+        await createRPCNamespace()
+    }
+
+    /// The CBOR-RPC namespace always exists.
+    private func createRPCNamespace() async {
+        guard let engine else { return }
+        let namespace = Identifier(text: configuration.namespace)
+        _ = try? await engine.perform(.write) { tx in _ = try tx.namespace(namespace, create: true) }
     }
 
     /// Periodic engine work until cancelled: the expiry sweep (every second), automatic archive passes (every
@@ -115,6 +170,7 @@ public final class Daemon: Sendable {
             configuration.jobQueue.limitCompletedCount != nil || configuration.jobQueue.limitCompletedAge != nil
         var sinceArchive = 0.0
         var sincePurge = 0.0
+        var sinceCheckpoint = 0.0
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: .seconds(1))
@@ -123,6 +179,16 @@ public final class Daemon: Sendable {
             }
             sinceArchive += 1
             sincePurge += 1
+            sinceCheckpoint += 1
+            if let sqlite {
+                // Notice a removed or replaced database file within 5 s (storage.md §6.5).
+                if Int(sincePurge) % 5 == 0 { sqlite.checkFileIdentity() }
+                if sinceCheckpoint >= 30 {
+                    sinceCheckpoint = 0
+                    sqlite.checkpoint()
+                }
+                guard sqlite.health().isAvailable else { continue }
+            }
             do {
                 // An empty operation: every operation first materializes expired leases, delays and locks.
                 try await engine.perform(.write) { _ in }
@@ -154,10 +220,23 @@ public final class Daemon: Sendable {
 /// Runs a started daemon under swift-service-lifecycle until graceful shutdown (SIGTERM/SIGINT).
 public struct DaemonService: Service {
     let daemon: Daemon
+    let pidFile: String?
 
-    public init(daemon: Daemon) { self.daemon = daemon }
+    /// - Parameter pidFile: Written once the service runs: by then the listeners are open and the service group
+    ///   traps SIGTERM/SIGINT, so a supervisor that signals the pid as soon as it appears gets a graceful stop.
+    public init(daemon: Daemon, pidFile: String? = nil) {
+        self.daemon = daemon
+        self.pidFile = pidFile
+    }
 
     public func run() async throws {
+        if let pidFile {
+            do {
+                try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            } catch {
+                daemon.logger.error("cannot write pid file \(pidFile): \(error)")
+            }
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await daemon.runMaintenance() }
             try? await gracefulShutdown()

@@ -129,17 +129,19 @@ do {
     fail(error.description)
 }
 
-if let pidFile = command.pid {
+// Storage initialises in the background while the listeners already answer (storage.md §5.2).
+Task {
     do {
-        try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        try await daemon.initializeStorage()
     } catch {
-        logger.error("cannot write pid file \(pidFile): \(error)")
+        FileHandle.standardError.write(Data("coordinated: \(error)\n".utf8))
+        exit(2)
     }
 }
 
 let serviceGroup = ServiceGroup(
     configuration: ServiceGroupConfiguration(
-        services: [.init(service: DaemonService(daemon: daemon))],
+        services: [.init(service: DaemonService(daemon: daemon, pidFile: command.pid))],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger))
 do {

@@ -1,18 +1,28 @@
 import CBOR
 import CoordinateEngine
+import CoordinateSQLite
 import Foundation
+import Logging
 import TestSupport
 
 /// The storage backends the behaviour suite runs against. Every engine case takes one of these as its argument,
 /// so adding a backend here runs the whole suite against it.
 enum BackendKind: String, CaseIterable, CustomStringConvertible, Sendable {
     case memory
+    case sqlite
 
     var description: String { rawValue }
 
-    func make() throws -> any StorageBackend {
+    func make(clock: ManualClock) throws -> any StorageBackend {
         switch self {
         case .memory: return MemoryBackend()
+        case .sqlite:
+            let directory = NSTemporaryDirectory() + "coordinate-engine-\(UUID().uuidString)"
+            var logger = Logger(label: "test-sqlite")
+            logger.logLevel = .critical
+            let backend = SQLiteBackend(path: directory + "/coordinate.sqlite3", logger: logger)
+            try backend.initialize(now: clock.now())
+            return backend
         }
     }
 }
@@ -25,7 +35,7 @@ struct EngineHarness {
 
     init(_ kind: BackendKind, configuration: EngineConfiguration = EngineConfiguration()) throws {
         clock = ManualClock()
-        engine = Engine(backend: try kind.make(), clock: clock, configuration: configuration)
+        engine = Engine(backend: try kind.make(clock: clock), clock: clock, configuration: configuration)
     }
 
     var now: Timestamp { clock.now() }

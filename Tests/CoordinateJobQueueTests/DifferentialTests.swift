@@ -1,4 +1,5 @@
 import CBOR
+import CoordinateConfig
 import CoordinateEngine
 import Foundation
 import TestSupport
@@ -71,10 +72,12 @@ struct ReferenceModel {
 
 @Suite("Randomized differential test against a reference model")
 struct DifferentialTests {
-    @Test("random operations through the RPC surface agree with the model", arguments: [1, 2, 3] as [UInt64])
-    func differential(seed: UInt64) async throws {
+    @Test(
+        "random operations through the RPC surface agree with the model",
+        arguments: TestDaemon.backends, [1, 2, 3] as [UInt64])
+    func differential(storage: StorageKind, seed: UInt64) async throws {
         let clock = ManualClock()
-        let daemon = try await TestDaemon.start(clock: clock)
+        let daemon = try await TestDaemon.start(storage: storage, clock: clock)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         _ = try c.result("set_work_spec", [map([("name", "s")])])
@@ -132,9 +135,11 @@ struct DifferentialTests {
         }
     }
 
-    @Test("64 connections doing get_work and finish never share a unit; every unit finishes exactly once")
-    func concurrentConnections() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test(
+        "64 connections doing get_work and finish never share a unit; every unit finishes exactly once",
+        arguments: TestDaemon.backends)
+    func concurrentConnections(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let setup = try daemon.connect()
         _ = try setup.result("set_work_spec", [map([("name", "s")])])

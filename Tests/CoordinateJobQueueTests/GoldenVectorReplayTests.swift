@@ -1,4 +1,5 @@
 import CBOR
+import CoordinateConfig
 import Foundation
 import TestSupport
 import Testing
@@ -6,9 +7,11 @@ import Testing
 /// Every golden vector replayed against a running daemon over TCP (wire-protocol.md §13).
 @Suite("Golden vectors against the daemon")
 struct GoldenVectorReplayTests {
-    @Test("each sequence replays byte for byte on one connection", arguments: ["py", "val", "lock", "proto"])
-    func replay(sequence: String) async throws {
-        let daemon = try await TestDaemon.start()
+    @Test(
+        "each sequence replays byte for byte on one connection",
+        arguments: TestDaemon.backends, ["py", "val", "lock", "proto"])
+    func replay(storage: StorageKind, sequence: String) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let connection = try daemon.connect()
         var step14Time: Double?

@@ -1,4 +1,5 @@
 import CBOR
+import CoordinateConfig
 import CoordinateEngine
 import Foundation
 import TestSupport
@@ -9,9 +10,9 @@ func map(_ pairs: [(CBORValue, CBORValue)]) -> CBORValue { .map(CBORMap(pairs)) 
 /// Method-level tests of the JobQueue and LockService modules over TCP: result shapes, messages, type errors.
 @Suite("JobQueue and LockService methods over TCP")
 struct MethodTests {
-    @Test("spec methods: shapes and messages")
-    func specMethods() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test("spec methods: shapes and messages", arguments: TestDaemon.backends)
+    func specMethods(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         #expect(try c.result("set_work_spec", [map([("name", "b"), ("weight", 5)])]) == .tuple([true, .null]))
@@ -63,9 +64,9 @@ struct MethodTests {
         #expect(try c.result("list_work_specs", [map([])]) == .tuple([[], .null]))
     }
 
-    @Test("unit methods: add item errors, listings, status, prioritize, delete")
-    func unitMethods() async throws {
-        let daemon = try await TestDaemon.start {
+    @Test("unit methods: add item errors, listings, status, prioritize, delete", arguments: TestDaemon.backends)
+    func unitMethods(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage) {
             $0.server.maxUnitsPerCall = 5; $0.server.maxUnitDataBytes = 100
         }
         defer { Task { await daemon.stop() } }
@@ -144,9 +145,9 @@ struct MethodTests {
             try c.result("del_work_units", ["nope", map([("all", true)])]) == .tuple([0, "no such work_spec 'nope'"]))
     }
 
-    @Test("get_work shapes for max_jobs absent, 1, 0, -1, 2 with and without work")
-    func getWorkShapes() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test("get_work shapes for max_jobs absent, 1, 0, -1, 2 with and without work", arguments: TestDaemon.backends)
+    func getWorkShapes(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         let noWorkTriple = CBORValue.tuple([.tuple([.null, .null, .null]), .null])
@@ -174,10 +175,10 @@ struct MethodTests {
         )
     }
 
-    @Test("update_work_unit messages and lease semantics")
-    func updateMessages() async throws {
+    @Test("update_work_unit messages and lease semantics", arguments: TestDaemon.backends)
+    func updateMessages(storage: StorageKind) async throws {
         let clock = ManualClock()
-        let daemon = try await TestDaemon.start(clock: clock)
+        let daemon = try await TestDaemon.start(storage: storage, clock: clock)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         _ = try c.result("set_work_spec", [map([("name", "s")])])
@@ -213,9 +214,9 @@ struct MethodTests {
                 == "bad parameter options.lease_time for update_work_unit: expected number or null")
     }
 
-    @Test("worker methods: heartbeat messages, modes, counts, stats, info, unregister")
-    func workerMethods() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test("worker methods: heartbeat messages, modes, counts, stats, info, unregister", arguments: TestDaemon.backends)
+    func workerMethods(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         #expect(
@@ -253,10 +254,12 @@ struct MethodTests {
         #expect(try c.result("get_child_work_units", ["p2"]) == .tuple([map([("c2", [])]), .null]))
     }
 
-    @Test("get_child_work_units names an expired child until another worker is granted the unit")
-    func childAfterExpiry() async throws {
+    @Test(
+        "get_child_work_units names an expired child until another worker is granted the unit",
+        arguments: TestDaemon.backends)
+    func childAfterExpiry(storage: StorageKind) async throws {
         let clock = ManualClock()
-        let daemon = try await TestDaemon.start(clock: clock)
+        let daemon = try await TestDaemon.start(storage: storage, clock: clock)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         _ = try c.result("worker_heartbeat", ["parent", "RUN", 600, .null, .null])
@@ -288,9 +291,9 @@ struct MethodTests {
         #expect(try c.result("count_work_units", ["s"]) == .tuple([map([(5, 1)]), .null]))
     }
 
-    @Test("lock service messages")
-    func lockMessages() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test("lock service messages", arguments: TestDaemon.backends)
+    func lockMessages(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         #expect(try c.result("lock", ["L1", .null, [.tuple(["a"])]]) == .tuple([true, .null]))
@@ -348,9 +351,11 @@ struct MethodTests {
         #expect(abs(now - Int64(Date().timeIntervalSince1970)) <= 2)
     }
 
-    @Test("E-NUM: non-finite and out-of-range numbers are clear errors or clamps, never crashes")
-    func numericCoercions() async throws {
-        let daemon = try await TestDaemon.start()
+    @Test(
+        "E-NUM: non-finite and out-of-range numbers are clear errors or clamps, never crashes",
+        arguments: TestDaemon.backends)
+    func numericCoercions(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
         _ = try c.result("set_work_spec", [map([("name", "s")])])
@@ -401,9 +406,9 @@ struct MethodTests {
 
 @Suite("Automatic archiving")
 struct AutomaticArchiveTests {
-    @Test("the daemon archives on its own when a limit is configured")
-    func automaticArchive() async throws {
-        let daemon = try await TestDaemon.start {
+    @Test("the daemon archives on its own when a limit is configured", arguments: TestDaemon.backends)
+    func automaticArchive(storage: StorageKind) async throws {
+        let daemon = try await TestDaemon.start(storage: storage) {
             $0.jobQueue.limitCompletedCount = 0
             $0.jobQueue.archiveInterval = .int(1)
         }

@@ -2,6 +2,7 @@ import CBOR
 import CoordinateConfig
 import CoordinateEngine
 import CoordinateServer
+import Foundation
 import Logging
 import TestSupport
 
@@ -10,17 +11,23 @@ struct TestDaemon {
     let daemon: Daemon
     let port: Int
 
+    /// The storage backends every protocol test runs against.
+    static let backends: [StorageKind] = [.memory, .sqlite]
+
     static func start(
-        clock: any EngineClock = SystemClock(), configure: (inout CoordinateConfiguration) -> Void = { _ in }
+        storage: StorageKind = .memory, clock: any EngineClock = SystemClock(),
+        configure: (inout CoordinateConfiguration) -> Void = { _ in }
     ) async throws -> TestDaemon {
         var configuration = CoordinateConfiguration()
         configuration.server.port = 0
-        configuration.server.storage = .memory
+        configuration.server.storage = storage
+        configuration.server.dataDir = NSTemporaryDirectory() + "coordinate-test-\(UUID().uuidString)"
         configure(&configuration)
         var logger = Logger(label: "test-daemon")
         logger.logLevel = .critical
         let daemon = try Daemon(configuration: configuration, logger: logger, clock: clock, eventLoopThreads: 2)
         let address = try await daemon.start()
+        try await daemon.initializeStorage()
         return TestDaemon(daemon: daemon, port: address.port!)
     }
 

@@ -76,6 +76,10 @@ public final class DaemonProcess: @unchecked Sendable {
         var full = arguments
         if !arguments.contains("--port") && !arguments.contains("-p") { full += ["--port", String(self.port)] }
         if !arguments.contains("--http-port") { full += ["--http-port", "0"] }
+        // Never touch the user's default data directory: each daemon gets its own unless told otherwise.
+        if !arguments.contains("--data-dir") && !arguments.contains("--storage") {
+            full += ["--data-dir", NSTemporaryDirectory() + "coordinate-daemon-\(UUID().uuidString)"]
+        }
         self.arguments = full
         process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable("coordinated"))

@@ -1,0 +1,338 @@
+import CoordinateEngine
+import Foundation
+import GRDB
+import GRDBSQLite
+import Logging
+import Synchronization
+
+/// The `sqlite` backend (storage.md §3): one SQLite file in WAL mode with `synchronous=FULL`, written by one
+/// connection on one queue, with group commit.
+///
+/// Operations queue up in arrival order. The writer takes the longest run of queued operations of the same
+/// access mode as one group:
+/// * a group of writes runs inside `BEGIN IMMEDIATE … COMMIT`, each operation inside its own savepoint, so a
+///   failing operation is rolled back alone; every completion waits for the commit, and a failed commit fails
+///   every operation of the group and restores the in-memory cache to the last committed state
+///   (storage.md §1.2.3);
+/// * a group of reads runs in a transaction that is rolled back: reads change nothing durable (expiry they
+///   materialize is derived from the clock and happens again later), so they keep working while the disk is
+///   full. Because groups run in arrival order, a read always sees every write queued before it, committed.
+public final class SQLiteBackend: StorageBackend {
+    public let name = "sqlite"
+    public let path: String
+    private let groupCommit: Bool
+    private let logger: Logger
+    private let maxPageCount: Int?
+
+    private struct Operation {
+        let mode: AccessMode
+        let body: @Sendable (any StorageSession) throws -> Void
+        let completion: @Sendable ((any Error)?) -> Void
+    }
+
+    private enum Phase {
+        case initialising
+        case ready
+        case unavailable(String)
+        case closed
+    }
+
+    private struct State {
+        var phase: Phase = .initialising
+        var queue: [Operation] = []
+        var writerRunning = false
+    }
+
+    private let state = Mutex(State())
+    /// The database connection and its store; set once initialisation succeeds.
+    private let connection = Mutex<(queue: DatabaseQueue, store: SQLiteStore, identity: FileIdentity?)?>(nil)
+
+    /// - Parameters:
+    ///   - path: The database file.
+    ///   - groupCommit: `coordinate.server.sqlite_group_commit`.
+    ///   - maxPageCount: Test-only cap on the database size (`PRAGMA max_page_count`), to provoke `SQLITE_FULL`
+    ///     where mounting a small filesystem is not permitted.
+    public init(path: String, groupCommit: Bool = true, logger: Logger, maxPageCount: Int? = nil) {
+        self.path = path
+        self.groupCommit = groupCommit
+        self.logger = logger
+        self.maxPageCount = maxPageCount
+    }
+
+    // MARK: - Lock file
+
+    /// Takes the exclusive advisory lock on `<path>.lock` that makes one daemon own one file (storage.md §3.2).
+    /// Returns the descriptor to keep open for the process lifetime, or throws with the spec's message.
+    public static func acquireLockFile(for path: String) throws(SQLiteStartError) -> Int32 {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            try? FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let descriptor = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            // An unwritable directory: the daemon still starts (storage stays unavailable); nothing to lock.
+            return -1
+        }
+        if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            Foundation.close(descriptor)
+            throw .inUse(path)
+        }
+        return descriptor
+    }
+
+    // MARK: - Initialisation
+
+    /// Opens the database and applies missing migrations (storage.md §5). Until this finishes, every operation
+    /// fails with `storage unavailable: initialising`. A schema newer than supported throws
+    /// ``SQLiteStartError/schemaTooNew(_:)`` and leaves the file untouched; any other problem leaves the backend
+    /// unavailable with a clear detail and is only logged.
+    public func initialize(now: Int64) throws(SQLiteStartError) {
+        do {
+            let existed = FileManager.default.fileExists(atPath: path)
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
+            var configuration = Configuration()
+            configuration.journalMode = .wal
+            configuration.busyMode = .timeout(5)
+            configuration.foreignKeysEnabled = true
+            configuration.label = "coordinate.sqlite"
+            let pageLimit = maxPageCount
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                if let pageLimit { try db.execute(sql: "PRAGMA max_page_count = \(pageLimit)") }
+            }
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            let store = try queue.inDatabase { db -> SQLiteStore in
+                // A corrupt file fails here, before anything is written to it.
+                _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
+                try SQLiteSchema.migrate(db, now: now)
+                let store = SQLiteStore(database: db)
+                try store.loadCache()
+                return store
+            }
+            if !existed { logger.info("created new database \(path)") }
+            connection.withLock { $0 = (queue, store, FileIdentity(path: path)) }
+            state.withLock { $0.phase = .ready }
+            logger.info("storage ready: \(path)")
+        } catch let error as SQLiteSchema.MigrationError {
+            let detail = error.description
+            logger.error("\(detail)")
+            state.withLock { $0.phase = .unavailable(detail) }
+            throw .schemaTooNew(detail)
+        } catch {
+            let detail = "cannot open database \(path): \(Self.describe(error))"
+            logger.error("\(detail)")
+            state.withLock { $0.phase = .unavailable(detail) }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
+        if let error = error as? SQLiteFailure { return error.message }
+        if let error = error as? CocoaError, let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        return "\(error)"
+    }
+
+    // MARK: - Health
+
+    public func health() -> StorageHealth {
+        switch state.withLock({ $0.phase }) {
+        case .ready: return .available
+        case .initialising: return StorageHealth(isAvailable: false, detail: "initialising")
+        case .unavailable(let detail): return StorageHealth(isAvailable: false, detail: detail)
+        case .closed: return StorageHealth(isAvailable: false, detail: "closed")
+        }
+    }
+
+    /// Compares the open file's identity with the path (storage.md §6.5). A removed or replaced file makes the
+    /// backend unavailable for good: recreating it would silently lose all state.
+    public func checkFileIdentity() {
+        guard let expected = connection.withLock({ $0?.identity }) else { return }
+        let current = FileIdentity(path: path)
+        if current != expected {
+            let detail = "database file removed or replaced"
+            let changed = state.withLock { state -> Bool in
+                if case .ready = state.phase {
+                    state.phase = .unavailable(detail)
+                    return true
+                }
+                return false
+            }
+            if changed { logger.error("\(detail): \(path)") }
+        }
+    }
+
+    // MARK: - Execution
+
+    public func execute(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        let operation = Operation(mode: mode, body: body, completion: completion)
+        let (accepted, startWriter, refusal) = state.withLock { state -> (Bool, Bool, StorageError?) in
+            switch state.phase {
+            case .ready:
+                state.queue.append(operation)
+                if state.writerRunning { return (true, false, nil) }
+                state.writerRunning = true
+                return (true, true, nil)
+            case .initialising: return (false, false, .unavailable("initialising"))
+            case .unavailable(let detail): return (false, false, .unavailable(detail))
+            case .closed: return (false, false, .unavailable("closed"))
+            }
+        }
+        guard accepted else {
+            completion(refusal)
+            return
+        }
+        if startWriter, let queue = connection.withLock({ $0?.queue }) {
+            queue.asyncWriteWithoutTransaction { [self] db in drain(db) }
+        }
+    }
+
+    /// Runs queued groups until the queue is empty. Runs on the database queue.
+    private func drain(_ db: Database) {
+        guard let store = connection.withLock({ $0?.store }) else { return }
+        while true {
+            let group = state.withLock { state -> [Operation] in
+                guard let first = state.queue.first else {
+                    state.writerRunning = false
+                    return []
+                }
+                if case .ready = state.phase {
+                } else {
+                    // Storage went away: fail everything still queued.
+                    let all = state.queue
+                    state.queue.removeAll()
+                    state.writerRunning = false
+                    return all
+                }
+                var count = 1
+                if groupCommit || first.mode == .read {
+                    while count < state.queue.count, state.queue[count].mode == first.mode, count < 4096 { count += 1 }
+                }
+                let group = Array(state.queue.prefix(count))
+                state.queue.removeFirst(count)
+                return group
+            }
+            guard !group.isEmpty else { return }
+            if case .ready = state.withLock({ $0.phase }) {
+                run(group, db: db, store: store)
+            } else {
+                let detail = health().detail ?? "unavailable"
+                for operation in group { operation.completion(StorageError.unavailable(detail)) }
+            }
+        }
+    }
+
+    private func run(_ group: [Operation], db: Database, store: SQLiteStore) {
+        let committed = store.cache
+        var outcomes: [(any Error)?] = []
+        outcomes.reserveCapacity(group.count)
+        let isWrite = group[0].mode == .write
+        do {
+            try db.execute(sql: isWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
+        } catch {
+            fail(group, error, store: store, restoring: committed)
+            return
+        }
+        for operation in group {
+            let before = store.cache
+            do {
+                try db.execute(sql: "SAVEPOINT operation")
+                do {
+                    try operation.body(store)
+                    try db.execute(sql: "RELEASE operation")
+                    outcomes.append(nil)
+                } catch {
+                    try db.execute(sql: "ROLLBACK TO operation")
+                    try db.execute(sql: "RELEASE operation")
+                    store.cache = before
+                    outcomes.append(Self.storageError(error))
+                }
+            } catch {
+                // The savepoint machinery itself failed: the transaction cannot be trusted.
+                try? db.execute(sql: "ROLLBACK")
+                fail(group, error, store: store, restoring: committed)
+                return
+            }
+        }
+        if isWrite {
+            do {
+                try store.flushCounts()
+                try db.execute(sql: "COMMIT")
+            } catch {
+                try? db.execute(sql: "ROLLBACK")
+                fail(group, error, store: store, restoring: committed)
+                return
+            }
+        } else {
+            // Reads change nothing durable; discard what they materialized.
+            try? db.execute(sql: "ROLLBACK")
+            store.cache = committed
+        }
+        for (operation, outcome) in zip(group, outcomes) { operation.completion(outcome) }
+    }
+
+    /// Every operation of a failed group is answered `storage unavailable`, and the cache returns to the last
+    /// committed state.
+    private func fail(_ group: [Operation], _ error: any Error, store: SQLiteStore, restoring committed: SQLiteCache) {
+        store.cache = committed
+        let detail = Self.describe(error)
+        logger.warning("storage commit failed: \(detail)")
+        checkFileIdentity()
+        for operation in group { operation.completion(StorageError.unavailable(detail)) }
+    }
+
+    /// Engine refusals pass through; SQLite failures become `storage unavailable`.
+    static func storageError(_ error: any Error) -> any Error {
+        switch error {
+        case is EngineError, is StorageError: return error
+        case let error as DatabaseError: return StorageError.unavailable(error.message ?? "\(error.resultCode)")
+        case let error as SQLiteFailure: return StorageError.unavailable(error.message)
+        default: return error
+        }
+    }
+
+    // MARK: - Maintenance
+
+    /// Checkpoints the WAL so it does not grow without bound (storage.md §3.2).
+    public func checkpoint() {
+        guard let queue = connection.withLock({ $0?.queue }), case .ready = state.withLock({ $0.phase }) else { return }
+        queue.asyncWriteWithoutTransaction { db in
+            _ = try? db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)")
+        }
+    }
+
+    public func close() async {
+        let queue = connection.withLock { $0?.queue }
+        state.withLock { $0.phase = .closed }
+        guard let queue else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.asyncWriteWithoutTransaction { db in
+                _ = try? db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+                continuation.resume()
+            }
+        }
+        try? queue.close()
+    }
+}
+
+/// Startup failures of the SQLite backend that end the process with status 2 (storage.md §3.2, §5.4).
+public enum SQLiteStartError: Error, CustomStringConvertible, Sendable {
+    case inUse(String)
+    case schemaTooNew(String)
+
+    public var description: String {
+        switch self {
+        case .inUse(let path): return "database \(path) is in use by another coordinated"
+        case .schemaTooNew(let detail): return detail
+        }
+    }
+}
