@@ -125,6 +125,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
         .testTarget(
+            name: "CoordinateSQLiteTests",
+            dependencies: ["CoordinateSQLite", "CoordinateEngine", "CBOR", "TestSupport", "coordinated"],
+            swiftSettings: strictSwift6),
+        .testTarget(
             name: "CoordinateConfigTests",
             dependencies: ["CoordinateConfig"],
             swiftSettings: strictSwift6),

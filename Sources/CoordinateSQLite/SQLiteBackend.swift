@@ -95,6 +95,22 @@ public final class SQLiteBackend: StorageBackend {
                 try FileManager.default.createDirectory(
                     atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
+            if existed {
+                // Inspect an existing file read-only first: a corrupt file or a newer schema must be refused
+                // without a single write (opening in WAL mode may write to the file).
+                var inspection = Configuration()
+                inspection.readonly = true
+                let reader = try DatabaseQueue(path: path, configuration: inspection)
+                let found = try reader.inDatabase { db -> Int in
+                    _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
+                    return try SQLiteSchema.version(of: db)
+                }
+                try reader.close()
+                if found > SQLiteSchema.currentVersion {
+                    throw SQLiteSchema.MigrationError.newerThanSupported(
+                        found: found, supported: SQLiteSchema.currentVersion)
+                }
+            }
             var configuration = Configuration()
             configuration.journalMode = .wal
             configuration.busyMode = .timeout(5)
@@ -103,6 +119,9 @@ public final class SQLiteBackend: StorageBackend {
             let pageLimit = maxPageCount
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Checkpoints run on a separate connection in the background (``checkpoint()``), so commits
+                // never pay for copying the WAL back into the database.
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
                 if let pageLimit { try db.execute(sql: "PRAGMA max_page_count = \(pageLimit)") }
             }
             let queue = try DatabaseQueue(path: path, configuration: configuration)
@@ -231,13 +250,18 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
+    /// Runs one transaction-control statement from the statement cache (compiled once per connection).
+    private func control(_ db: Database, _ sql: String) throws {
+        try SQLStatement(db, sql).run()
+    }
+
     private func run(_ group: [Operation], db: Database, store: SQLiteStore) {
         let committed = store.cache
         var outcomes: [(any Error)?] = []
         outcomes.reserveCapacity(group.count)
         let isWrite = group[0].mode == .write
         do {
-            try db.execute(sql: isWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
+            try control(db, isWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
         } catch {
             fail(group, error, store: store, restoring: committed)
             return
@@ -245,20 +269,20 @@ public final class SQLiteBackend: StorageBackend {
         for operation in group {
             let before = store.cache
             do {
-                try db.execute(sql: "SAVEPOINT operation")
+                try control(db, "SAVEPOINT operation")
                 do {
                     try operation.body(store)
-                    try db.execute(sql: "RELEASE operation")
+                    try control(db, "RELEASE operation")
                     outcomes.append(nil)
                 } catch {
-                    try db.execute(sql: "ROLLBACK TO operation")
-                    try db.execute(sql: "RELEASE operation")
+                    try control(db, "ROLLBACK TO operation")
+                    try control(db, "RELEASE operation")
                     store.cache = before
                     outcomes.append(Self.storageError(error))
                 }
             } catch {
                 // The savepoint machinery itself failed: the transaction cannot be trusted.
-                try? db.execute(sql: "ROLLBACK")
+                try? control(db, "ROLLBACK")
                 fail(group, error, store: store, restoring: committed)
                 return
             }
@@ -266,15 +290,15 @@ public final class SQLiteBackend: StorageBackend {
         if isWrite {
             do {
                 try store.flushCounts()
-                try db.execute(sql: "COMMIT")
+                try control(db, "COMMIT")
             } catch {
-                try? db.execute(sql: "ROLLBACK")
+                try? control(db, "ROLLBACK")
                 fail(group, error, store: store, restoring: committed)
                 return
             }
         } else {
             // Reads change nothing durable; discard what they materialized.
-            try? db.execute(sql: "ROLLBACK")
+            try? control(db, "ROLLBACK")
             store.cache = committed
         }
         for (operation, outcome) in zip(group, outcomes) { operation.completion(outcome) }
@@ -302,12 +326,19 @@ public final class SQLiteBackend: StorageBackend {
 
     // MARK: - Maintenance
 
-    /// Checkpoints the WAL so it does not grow without bound (storage.md §3.2).
+    /// Copies the WAL back into the database so the WAL does not grow without bound (storage.md §3.2). Runs a
+    /// PASSIVE checkpoint on its own short-lived connection: it never blocks the writer, and its fsync of the
+    /// database file stays off the commit path.
     public func checkpoint() {
-        guard let queue = connection.withLock({ $0?.queue }), case .ready = state.withLock({ $0.phase }) else { return }
-        queue.asyncWriteWithoutTransaction { db in
-            _ = try? db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)")
+        guard case .ready = state.withLock({ $0.phase }) else { return }
+        var handle: OpaquePointer?
+        guard sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK, let handle else {
+            if let handle { sqlite3_close(handle) }
+            return
         }
+        sqlite3_busy_timeout(handle, 1000)
+        sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        sqlite3_close(handle)
     }
 
     public func close() async {

@@ -183,9 +183,9 @@ public final class Daemon: Sendable {
             if let sqlite {
                 // Notice a removed or replaced database file within 5 s (storage.md §6.5).
                 if Int(sincePurge) % 5 == 0 { sqlite.checkFileIdentity() }
-                if sinceCheckpoint >= 30 {
+                if sinceCheckpoint >= 10 {
                     sinceCheckpoint = 0
-                    sqlite.checkpoint()
+                    await Task.detached { sqlite.checkpoint() }.value
                 }
                 guard sqlite.health().isAvailable else { continue }
             }

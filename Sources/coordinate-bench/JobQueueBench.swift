@@ -184,6 +184,9 @@ struct JobQueueBench: AsyncParsableCommand {
     @Option(help: "Extra arguments for the spawned daemon (space separated).")
     var daemonArguments: String = ""
 
+    @Flag(help: "With --storage sqlite: measure restart time (exec until the first get_work succeeds) with 10^6 units.")
+    var restart = false
+
     func run() async throws {
         var units = self.units
         var workers = self.workers
@@ -204,6 +207,10 @@ struct JobQueueBench: AsyncParsableCommand {
 
         if !skipLoad {
             try await measureLoad(group: group)
+        }
+        if storage == "sqlite", address == nil {
+            try measureSync()
+            if restart { try await measureRestart(group: group) }
         }
 
         if ceiling {
@@ -250,6 +257,66 @@ struct JobQueueBench: AsyncParsableCommand {
             }
         }
         try await group.shutdownGracefully()
+    }
+
+    /// p50/p99 of writing 4 KiB and `fdatasync` on the filesystem the daemon's data directory is on.
+    func measureSync() throws {
+        let path = NSTemporaryDirectory() + "coordinate-bench-fsync-\(UUID().uuidString)"
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { throw BenchError("cannot create \(path)") }
+        defer {
+            close(descriptor)
+            unlink(path)
+        }
+        let block = [UInt8](repeating: 0x5a, count: 4096)
+        var samples: [Int64] = []
+        for index in 0..<500 {
+            let start = ContinuousClock.now
+            _ = block.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, off_t(index % 64) * 4096) }
+            fdatasync(descriptor)
+            let elapsed = ContinuousClock.now - start
+            samples.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        }
+        print(
+            String(
+                format: "fdatasync (4 KiB write + fdatasync, 500 samples, %@): p50 %.3f ms, p99 %.3f ms",
+                NSTemporaryDirectory(), LatencyRecorder.percentile(samples, 0.5),
+                LatencyRecorder.percentile(samples, 0.99)))
+    }
+
+    /// Loads 10^6 units, stops the daemon (SIGTERM), starts it again on the same file and measures the time from
+    /// exec until a `get_work` succeeds.
+    func measureRestart(group: any EventLoopGroup) async throws {
+        let directory = NSTemporaryDirectory() + "coordinate-bench-restart-\(UUID().uuidString)"
+        let first = try await DaemonUnderTest.start(
+            address: nil, executable: daemon, storage: storage, extra: daemonArguments, dataDirectory: directory)
+        let connection = try await BenchConnection.connect(host: first.host, port: first.port, group: group)
+        _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", "restart")]))])
+        for chunk in stride(from: 0, to: 1_000_000, by: 10_000) {
+            let items = (chunk..<chunk + 10_000).map { index -> CBORValue in
+                .tuple([.bytes(ReferenceKeys.key(index)), .map(CBORMap([("x", 1)]))])
+            }
+            _ = try await connection.call("add_work_units", ["restart", .array(items)])
+        }
+        await connection.close()
+        await first.stop()
+        let start = ContinuousClock.now
+        let second = try await DaemonUnderTest.start(
+            address: nil, executable: daemon, storage: storage, extra: daemonArguments, dataDirectory: directory)
+        let probe = try await BenchConnection.connect(host: second.host, port: second.port, group: group)
+        var granted = false
+        while !granted {
+            let result = try await probe.call("get_work", [.bytes("probe"), .map(CBORMap([("lease_time", 900)]))])
+            if case .tuple(let parts) = result, case .tuple(let triple)? = parts.first, triple.count == 3,
+                !triple[1].isNull
+            {
+                granted = true
+            }
+        }
+        let elapsed = seconds(ContinuousClock.now - start)
+        await probe.close()
+        await second.stop()
+        print(String(format: "restart with 10^6 units: %.2f s from exec until the first get_work succeeded", elapsed))
     }
 
     /// Bulk add of 10^6 units in calls of 10 000 over one connection, and VmRSS per queued unit.
@@ -378,7 +445,8 @@ final class Refiller: @unchecked Sendable {
 
 /// The server being measured: a spawned `coordinated` or an external address.
 final class DaemonUnderTest: @unchecked Sendable {
-    // @unchecked Sendable: the process handle is only used by the benchmark's main task.
+    // @unchecked Sendable: the process handle is only used by the benchmark's main task; dataDirectory is set
+    // once, right after creation, before the object is shared.
     let host: String
     let port: Int
     let process: Process?
@@ -395,8 +463,11 @@ final class DaemonUnderTest: @unchecked Sendable {
         return me.deletingLastPathComponent().appendingPathComponent("coordinated").path
     }
 
+    /// The data directory of the spawned daemon (a fresh temporary directory per start unless given).
+    var dataDirectory: String?
+
     static func start(
-        address: String?, executable: String?, storage: String, extra: String
+        address: String?, executable: String?, storage: String, extra: String, dataDirectory: String? = nil
     ) async throws -> DaemonUnderTest {
         if let address {
             guard let (host, port) = CoordinateConfiguration.splitAddress(address) else {
@@ -407,7 +478,10 @@ final class DaemonUnderTest: @unchecked Sendable {
         let port = Int.random(in: 20000...40000)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executablePath(executable))
-        var arguments = ["--port", String(port), "--http-port", "0", "--storage", storage, "-q"]
+        let directory = dataDirectory ?? NSTemporaryDirectory() + "coordinate-bench-\(UUID().uuidString)"
+        var arguments = [
+            "--port", String(port), "--http-port", "0", "--storage", storage, "--data-dir", directory, "-q",
+        ]
         arguments += extra.split(separator: " ").map(String.init)
         process.arguments = arguments
         try process.run()
@@ -417,12 +491,31 @@ final class DaemonUnderTest: @unchecked Sendable {
                 .connect(host: "127.0.0.1", port: port).get()
             {
                 try? await channel.close()
-                return DaemonUnderTest(host: "127.0.0.1", port: port, process: process)
+                let server = DaemonUnderTest(host: "127.0.0.1", port: port, process: process)
+                server.dataDirectory = directory
+                try await server.waitForStorage()
+                return server
             }
             try await Task.sleep(for: .milliseconds(50))
         }
         process.terminate()
         throw BenchError("coordinated did not start")
+    }
+
+    /// Waits until storage-backed requests succeed (durable backends initialise after the listener opens).
+    func waitForStorage() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let connection = try await BenchConnection.connect(host: host, port: port, group: group)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if (try? await connection.call("list_work_specs", [.map(CBORMap())])) != nil {
+                await connection.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        await connection.close()
+        throw BenchError("storage did not become available")
     }
 
     /// VmRSS of the spawned daemon, from /proc/PID/status.
