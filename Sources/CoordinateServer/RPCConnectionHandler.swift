@@ -3,6 +3,12 @@ import CoordinateRPC
 import Logging
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Limits applied to one CBOR-RPC connection.
 public struct ConnectionLimits: Sendable {
     public var maxMessageBytes: Int
@@ -113,6 +119,18 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         if event is ChannelShouldQuiesceEvent {
             // Daemon shutdown: answer what was already dispatched, take nothing new, then close.
             cumulation = nil
+            let idle = nextSequence == nextToWrite && outbound.readableBytes == 0 && inFlight == 0
+                && context.channel.isWritable
+            if idle, let provider = context.channel as? any SocketOptionProvider {
+                // Nothing is owed on this connection: reset it instead of a FIN. The Python client only retries on
+                // socket errors; after a FIN its next call would read end-of-stream and fail, while after a
+                // reset its send fails, it reconnects and the call goes through (to the restarted daemon).
+                stopped = true
+                provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+                return
+            }
             if closeAfterSequence == nil { closeAfterPendingResponses(context: context) }
             flushOutbound(context: context)
         } else {

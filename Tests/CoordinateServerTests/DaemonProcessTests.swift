@@ -97,6 +97,18 @@ struct DaemonProcessTests {
         try? FileManager.default.removeItem(atPath: pidFile)
     }
 
+    @Test("on shutdown an idle connection is reset, so clients that retry on socket errors reconnect")
+    func idleConnectionsResetOnShutdown() throws {
+        // The Python client retries a call only on a socket error; end-of-stream surfaces as EOFError. A reset
+        // is what lets its next call reach a restarted daemon.
+        let daemon = try DaemonProcess(arguments: ["--config", try Self.emptyModulesConfig()])
+        let idle = try RawConnection(port: daemon.port)
+        #expect(try idle.call("nothing").errorMessage == "no such method nothing")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+        #expect(idle.resetByPeer())
+    }
+
     /// A configuration serving no modules, so the executable can start before any module exists.
     static func emptyModulesConfig() throws -> String {
         let path = NSTemporaryDirectory() + "coordinate-empty-\(UUID().uuidString).yaml"

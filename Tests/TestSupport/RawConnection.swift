@@ -105,6 +105,14 @@ public final class RawConnection: @unchecked Sendable {
         (try? receiveMessage()) == .some(nil)
     }
 
+    /// Whether the server reset the connection (rather than closing it with end-of-stream) within the receive
+    /// timeout, without sending anything further.
+    public func resetByPeer() -> Bool {
+        var byte: UInt8 = 0
+        let received = recv(descriptor, &byte, 1, 0)
+        return received < 0 && errno == ECONNRESET
+    }
+
     /// Builds a request the way the Python client does: byte-string keys and method, tag-24 envelope.
     public func request(_ method: String, _ params: CBORValue = .array([]), id: UInt64? = nil) -> [UInt8] {
         let requestID = id ?? nextID
