@@ -44,6 +44,10 @@ public final class SQLiteBackend: StorageBackend {
     }
 
     private let state = Mutex(State())
+    private let walTrigger = WALCheckpointTrigger()
+    /// The background checkpoints' own connection, opened on first use. The mutex also keeps the periodic and
+    /// the WAL-triggered checkpoints from running at once.
+    private let checkpointConnection = Mutex<OpaquePointer?>(nil)
     /// The database connection and its store; set once initialisation succeeds.
     private let connection = Mutex<(queue: DatabaseQueue, store: SQLiteStore, identity: FileIdentity?)?>(nil)
 
@@ -57,6 +61,7 @@ public final class SQLiteBackend: StorageBackend {
         self.groupCommit = groupCommit
         self.logger = logger
         self.maxPageCount = maxPageCount
+        walTrigger.checkpoint = { [weak self] in self?.checkpoint() }
     }
 
     // MARK: - Lock file
@@ -117,11 +122,13 @@ public final class SQLiteBackend: StorageBackend {
             configuration.foreignKeysEnabled = true
             configuration.label = "coordinate.sqlite"
             let pageLimit = maxPageCount
+            let trigger = walTrigger
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
                 // Checkpoints run on a separate connection in the background (``checkpoint()``), so commits
                 // never pay for copying the WAL back into the database.
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+                trigger.install(on: db.sqliteConnection)
                 if let pageLimit { try db.execute(sql: "PRAGMA max_page_count = \(pageLimit)") }
             }
             let queue = try DatabaseQueue(path: path, configuration: configuration)
@@ -327,23 +334,35 @@ public final class SQLiteBackend: StorageBackend {
     // MARK: - Maintenance
 
     /// Copies the WAL back into the database so the WAL does not grow without bound (storage.md §3.2). Runs a
-    /// PASSIVE checkpoint on its own short-lived connection: it never blocks the writer, and its fsync of the
-    /// database file stays off the commit path.
+    /// PASSIVE checkpoint on a connection of its own: it never blocks the writer, and its fsync of the database
+    /// file stays off the commit path.
     public func checkpoint() {
         guard case .ready = state.withLock({ $0.phase }) else { return }
-        var handle: OpaquePointer?
-        guard sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK, let handle else {
-            if let handle { sqlite3_close(handle) }
-            return
+        checkpointConnection.withLock { handle in
+            if handle == nil {
+                var opened: OpaquePointer?
+                // A fresh connection does not know the file is in WAL mode until it has read it; without this
+                // read the checkpoint silently does nothing.
+                guard sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK,
+                    sqlite3_exec(opened, "PRAGMA schema_version", nil, nil, nil) == SQLITE_OK
+                else {
+                    sqlite3_close(opened)
+                    return
+                }
+                sqlite3_busy_timeout(opened, 1000)
+                handle = opened
+            }
+            sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
         }
-        sqlite3_busy_timeout(handle, 1000)
-        sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-        sqlite3_close(handle)
     }
 
     public func close() async {
         let queue = connection.withLock { $0?.queue }
         state.withLock { $0.phase = .closed }
+        checkpointConnection.withLock { handle in
+            sqlite3_close(handle)
+            handle = nil
+        }
         guard let queue else { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             queue.asyncWriteWithoutTransaction { db in
@@ -364,6 +383,62 @@ public enum SQLiteStartError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .inUse(let path): return "database \(path) is in use by another coordinated"
         case .schemaTooNew(let detail): return detail
+        }
+    }
+}
+
+/// Keeps the WAL small: a background checkpoint once it passes ``backgroundFrames`` after a commit, and a
+/// checkpoint on the writer itself once it passes ``writerFrames``.
+///
+/// A small WAL that SQLite keeps rewriting from the start stays in the page cache with its blocks allocated;
+/// one that grows for the ten seconds between periodic checkpoints makes every commit extend the file, and the
+/// filesystem zeroes each newly allocated block first. SQLite restarts the WAL from the beginning only when a
+/// write starts after a checkpoint has copied every frame, which a background checkpoint never achieves while
+/// writes keep arriving; so past ``writerFrames`` the writer, between two commits, copies the few frames the
+/// background checkpoints have not (the same place SQLite's own auto-checkpoint runs).
+final class WALCheckpointTrigger: Sendable {
+    static let backgroundFrames: Int32 = 1000
+    static let writerFrames: Int32 = 4000
+
+    /// Set once, right after initialisation and before any connection exists.
+    nonisolated(unsafe) var checkpoint: @Sendable () -> Void = {}
+    private let running = Atomic<Bool>(false)
+    private let requested = Atomic<Bool>(false)
+
+    func install(on handle: OpaquePointer?) {
+        sqlite3_wal_hook(
+            handle,
+            { context, connection, _, frames in
+                guard frames >= WALCheckpointTrigger.backgroundFrames, let context else { return SQLITE_OK }
+                if frames >= WALCheckpointTrigger.writerFrames {
+                    // RESTART waits (busy timeout) for a background pass to release the checkpoint lock, copies
+                    // every frame, and waits out readers of the WAL, so the next write starts it from the beginning.
+                    sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_RESTART, nil, nil)
+                } else {
+                    Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue().start()
+                }
+                return SQLITE_OK
+            },
+            // Retained for good: GRDB may finish work on the connection after the backend is gone, and the hook
+            // must never see a freed context. One small object per opened database.
+            Unmanaged.passRetained(self).toOpaque())
+    }
+
+    /// Runs at most one background checkpoint at a time. Commits during a checkpoint leave a request behind,
+    /// so the frames they added are copied by another pass as soon as this one ends.
+    private func start() {
+        requested.store(true, ordering: .releasing)
+        guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        DispatchQueue.global(qos: .utility).async {
+            repeat {
+                while self.requested.exchange(false, ordering: .acquiringAndReleasing) { self.checkpoint() }
+                self.running.store(false, ordering: .releasing)
+                // A request that arrived after the last pass but before `running` cleared would otherwise wait
+                // for the next commit.
+            } while self.requested.load(ordering: .acquiring)
+                && self.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
+                    .exchanged
         }
     }
 }

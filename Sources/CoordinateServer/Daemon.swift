@@ -217,19 +217,25 @@ public final class Daemon: Sendable {
     }
 }
 
-/// Runs a started daemon under swift-service-lifecycle until graceful shutdown (SIGTERM/SIGINT).
+/// Starts the daemon's listeners and runs it under swift-service-lifecycle until graceful shutdown
+/// (SIGTERM/SIGINT).
+///
+/// The listeners open inside the service, after the service group traps the shutdown signals: a client that
+/// has seen the daemon answer can rely on a SIGTERM being a graceful stop, never the default kill.
 public struct DaemonService: Service {
     let daemon: Daemon
     let pidFile: String?
 
-    /// - Parameter pidFile: Written once the service runs: by then the listeners are open and the service group
-    ///   traps SIGTERM/SIGINT, so a supervisor that signals the pid as soon as it appears gets a graceful stop.
+    /// - Parameter pidFile: Written once the listeners are open, so a supervisor that signals the pid as soon as
+    ///   it appears gets a graceful stop.
     public init(daemon: Daemon, pidFile: String? = nil) {
         self.daemon = daemon
         self.pidFile = pidFile
     }
 
+    /// Throws ``DaemonStartError`` when a listener cannot open.
     public func run() async throws {
+        try await daemon.start()
         if let pidFile {
             do {
                 try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)

@@ -119,7 +119,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         if event is ChannelShouldQuiesceEvent {
             // Daemon shutdown: answer what was already dispatched, take nothing new, then close.
             cumulation = nil
-            let idle = nextSequence == nextToWrite && outbound.readableBytes == 0 && inFlight == 0
+            let idle =
+                nextSequence == nextToWrite && outbound.readableBytes == 0 && inFlight == 0
                 && context.channel.isWritable
             if idle, let provider = context.channel as? any SocketOptionProvider {
                 // Nothing is owed on this connection: reset it instead of a FIN. The Python client only retries on

@@ -124,7 +124,6 @@ for warning in warnings { logger.warning("\(warning)") }
 let daemon: Daemon
 do {
     daemon = try Daemon(configuration: configuration, logger: logger)
-    try await daemon.start()
 } catch {
     fail(error.description)
 }
@@ -146,6 +145,8 @@ let serviceGroup = ServiceGroup(
         logger: logger))
 do {
     try await serviceGroup.run()
+} catch let error as DaemonStartError {
+    fail(error.description)
 } catch {
     logger.error("service group failed: \(error)")
 }
