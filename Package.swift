@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "CBOR", targets: ["CBOR"]),
         .library(name: "CoordinateEngine", targets: ["CoordinateEngine"]),
+        .library(name: "CoordinateClient", targets: ["CoordinateClient"]),
         .executable(name: "coordinated", targets: ["coordinated"]),
         .executable(name: "coordinate-bench", targets: ["CoordinateBench"]),
     ],
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
@@ -80,6 +82,17 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
+        // The Swift client library: pipelined CBOR-RPC connection with retries, and the typed TaskMaster-style API.
+        .target(
+            name: "CoordinateClient",
+            dependencies: [
+                "CBOR", "CoordinateConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strictSwift6),
+
         .executableTarget(
             name: "coordinated",
             dependencies: [
@@ -131,6 +144,10 @@ let package = Package(
         .testTarget(
             name: "CoordinateConfigTests",
             dependencies: ["CoordinateConfig"],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateClientTests",
+            dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateServerTests",

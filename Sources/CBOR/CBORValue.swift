@@ -329,3 +329,12 @@ extension CBORValue: ExpressibleByIntegerLiteral, ExpressibleByNilLiteral, Expre
     /// String literals build **byte** strings: that is what the Python client sends for keys and names.
     public init(stringLiteral value: String) { self = .bytes(Array(value.utf8)) }
 }
+
+extension CBORMap: ExpressibleByDictionaryLiteral {
+    /// Pairs in the order written; string-literal keys are byte strings, as the Python client sends them.
+    public init(dictionaryLiteral elements: (CBORValue, CBORValue)...) { self.init(elements) }
+}
+
+extension CBORValue: ExpressibleByDictionaryLiteral {
+    public init(dictionaryLiteral elements: (CBORValue, CBORValue)...) { self = .map(CBORMap(elements)) }
+}

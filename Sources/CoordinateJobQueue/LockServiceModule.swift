@@ -121,7 +121,7 @@ public struct LockServiceModule: RPCModule {
     }
 
     func listLocks(_ call: RPCCall) throws(RPCError) -> RPCReply {
-        let prefix = call[0].flatMap { $0.isNull ? nil : $0 }
+        let prefix: CBORValue? = call[0].flatMap { $0.isNull ? CBORValue?.none : $0 }
         let namespace = self.namespace
         return try bridge.run(call, .read, { tx in try tx.listLocks(namespace: namespace, prefix: prefix) }) { locks in
             .array(locks.map { .tuple([.encoded($0.path), $0.owner.value, .float(Time.seconds($0.deadline))]) })
