@@ -82,6 +82,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
+        // The JSON mapping of Coordinate values (rest-api.md §1): JSON values with int/float kept apart, data
+        // dictionaries, names, base64 and RFC 3339 times. Shared by the HTTP API, the CLI and the worker.
+        .target(name: "CoordinateJSON", dependencies: ["CBOR"], swiftSettings: strictSwift6),
+
         // The Swift client library: pipelined CBOR-RPC connection with retries, and the typed TaskMaster-style API.
         .target(
             name: "CoordinateClient",
@@ -145,6 +149,7 @@ let package = Package(
             name: "CoordinateConfigTests",
             dependencies: ["CoordinateConfig"],
             swiftSettings: strictSwift6),
+        .testTarget(name: "CoordinateJSONTests", dependencies: ["CoordinateJSON", "CBOR"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateClientTests",
             dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],
