@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "CoordinateClient", targets: ["CoordinateClient"]),
         .executable(name: "coordinated", targets: ["coordinated"]),
         .executable(name: "coordinate-bench", targets: ["CoordinateBench"]),
+        .executable(name: "coordinate-worker", targets: ["CoordinateWorkerTool"]),
+        .library(name: "CoordinateWorker", targets: ["CoordinateWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -97,6 +99,25 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
+        // The worker runtime: parent and child workers, bounded concurrent tasks, lease renewal, drain, and
+        // shell-command tasks.
+        .target(
+            name: "CoordinateWorker",
+            dependencies: [
+                "CBOR", "CoordinateClient", "CoordinateJSON", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift6),
+
+        .executableTarget(
+            name: "CoordinateWorkerTool",
+            dependencies: [
+                "CoordinateWorker", "CoordinateClient", "CoordinateConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/coordinate-worker",
+            swiftSettings: strictSwift6),
+
         .executableTarget(
             name: "coordinated",
             dependencies: [
@@ -155,9 +176,16 @@ let package = Package(
             dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],
             swiftSettings: strictSwift6),
         .testTarget(
+            name: "CoordinateWorkerTests",
+            dependencies: [
+                "CoordinateWorker", "CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated",
+                "CoordinateWorkerTool", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift6),
+        .testTarget(
             name: "CoordinateServerTests",
             dependencies: [
-                "CoordinateServer", "CoordinateRPC", "CBOR", "TestSupport", "coordinated",
+                "CoordinateServer", "CoordinateRPC", "CoordinateConfig", "CBOR", "TestSupport", "coordinated",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

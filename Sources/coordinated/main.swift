@@ -98,7 +98,7 @@ do {
 }
 
 if command.version {
-    print("coordinated \(coordinateVersion)")
+    print("coordinated \(CoordinateVersion.current)")
     exit(0)
 }
 

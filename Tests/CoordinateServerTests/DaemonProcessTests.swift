@@ -1,3 +1,4 @@
+import CoordinateConfig
 import CoordinateServer
 import Foundation
 import TestSupport
@@ -12,7 +13,7 @@ struct DaemonProcessTests {
         #expect(result.status == 0)
         let file = try String(contentsOf: TestPaths.repositoryRoot.appendingPathComponent("VERSION"), encoding: .utf8)
         #expect(result.stdout == "coordinated \(file.trimmingCharacters(in: .whitespacesAndNewlines))\n")
-        #expect(coordinateVersion == file.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(CoordinateVersion.current == file.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     @Test("--dump-config prints every key with the overrides applied")
