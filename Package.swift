@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "coordinated", targets: ["coordinated"]),
         .executable(name: "coordinate-bench", targets: ["CoordinateBench"]),
         .executable(name: "coordinate-worker", targets: ["CoordinateWorkerTool"]),
+        .executable(name: "coordinate", targets: ["CoordinateCLI"]),
         .library(name: "CoordinateWorker", targets: ["CoordinateWorker"]),
     ],
     dependencies: [
@@ -119,6 +120,15 @@ let package = Package(
             swiftSettings: strictSwift6),
 
         .executableTarget(
+            name: "CoordinateCLI",
+            dependencies: [
+                "CBOR", "CoordinateClient", "CoordinateConfig", "CoordinateJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/coordinate",
+            swiftSettings: strictSwift6),
+
+        .executableTarget(
             name: "coordinated",
             dependencies: [
                 "CoordinateServer", "CoordinateConfig",
@@ -181,6 +191,10 @@ let package = Package(
                 "CoordinateWorker", "CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated",
                 "CoordinateWorkerTool", .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateCLITests",
+            dependencies: ["CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated", "CoordinateCLI"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateServerTests",

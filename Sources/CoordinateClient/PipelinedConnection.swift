@@ -238,7 +238,10 @@ final class PipelinedConnection: @unchecked Sendable {
     }
 
     static func describe(_ error: any Error) -> String {
-        if let error = error as? IOError { return error.description }
+        if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
+            return describe(first.error)
+        }
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
         if let error = error as? ChannelError, case .connectTimeout = error { return "connect timed out" }
         return "\(error)"
     }
