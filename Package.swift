@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "coordinate-bench", targets: ["CoordinateBench"]),
         .executable(name: "coordinate-worker", targets: ["CoordinateWorkerTool"]),
         .executable(name: "coordinate", targets: ["CoordinateCLI"]),
+        .executable(name: "coordinate-example", targets: ["CoordinateExample"]),
         .library(name: "CoordinateWorker", targets: ["CoordinateWorker"]),
     ],
     dependencies: [
@@ -128,6 +129,15 @@ let package = Package(
             path: "Sources/coordinate",
             swiftSettings: strictSwift6),
 
+        // The README's Swift client and worker examples, kept runnable (a test runs them).
+        .executableTarget(
+            name: "CoordinateExample",
+            dependencies: [
+                "CBOR", "CoordinateClient", "CoordinateWorker", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/coordinate-example",
+            swiftSettings: strictSwift6),
+
         .executableTarget(
             name: "coordinated",
             dependencies: [
@@ -194,7 +204,10 @@ let package = Package(
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateCLITests",
-            dependencies: ["CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated", "CoordinateCLI"],
+            dependencies: [
+                "CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated", "CoordinateCLI",
+                "CoordinateExample",
+            ],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateServerTests",

@@ -240,3 +240,20 @@ struct CLITests {
         #expect(try await client.workerStats().workers == 2)
     }
 }
+
+@Suite("README examples")
+struct ExampleTests {
+    @Test("coordinate-example submits 100 units and works them off")
+    func example() async throws {
+        let harness = try CLIHarness()
+        let address = "127.0.0.1:\(harness.daemon.port)"
+        let submit = try runExecutable("coordinate-example", ["submit", address])
+        #expect(submit.status == 0)
+        #expect(submit.stdout == "AVAILABLE 100\n")
+        let work = try runExecutable("coordinate-example", ["work", address])
+        #expect(work.status == 0)
+        #expect(work.stdout == "FINISHED 100\n")
+        let done = try await harness.client.workUnits("thumbnails", keys: ["photo-3"])
+        #expect(done.first?.data == ["width": 192, "thumbnail": .text("thumb-192.png")])
+    }
+}

@@ -105,15 +105,17 @@ struct WorkerExecutableTests {
         let daemon = try DaemonProcess(arguments: ["--storage", "memory", "-q"])
         defer { daemon.stop() }
         let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
-        try await client.setWorkSpec(["name": "naps", "command": ["sleep", "0.5"]])
-        try await client.addWorkUnits("naps", (0..<20).map { WorkUnitSubmission(key: .text("n\($0)")) })
+        // 40 one-second commands on 4 slots would take 10 s: a prompt stop leaves most of them untouched.
+        try await client.setWorkSpec(["name": "naps", "command": ["sleep", "1"]])
+        try await client.addWorkUnits("naps", (0..<40).map { WorkUnitSubmission(key: .text("n\($0)")) })
         let worker = try WorkerProcess(port: daemon.port, arguments: ["-n", "4", "--worker-id", "drainer"])
         #expect(try await eventually { (try await client.countWorkUnits("naps")[.pending] ?? 0) == 4 })
         worker.signal(SIGTERM)
         #expect(worker.waitForExit() == 0)
         let counts = try await client.countWorkUnits("naps")
         #expect(counts[.pending] == nil)
-        #expect((counts[.finished] ?? 0) >= 4 && (counts[.finished] ?? 0) < 20)
+        #expect((counts[.finished] ?? 0) >= 4 && (counts[.finished] ?? 0) < 40)
+        #expect((counts[.finished] ?? 0) + (counts[.available] ?? 0) == 40)
         #expect(try await client.workerModes().isEmpty)
     }
 
