@@ -28,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
@@ -77,7 +81,7 @@ let package = Package(
             name: "CoordinateServer",
             dependencies: [
                 "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine", "CoordinateJobQueue",
-                "CoordinateSQLite",
+                "CoordinateSQLite", "CoordinateHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -89,6 +93,18 @@ let package = Package(
         // The JSON mapping of Coordinate values (rest-api.md §1): JSON values with int/float kept apart, data
         // dictionaries, names, base64 and RFC 3339 times. Shared by the HTTP API, the CLI and the worker.
         .target(name: "CoordinateJSON", dependencies: ["CBOR"], swiftSettings: strictSwift6),
+
+        // The HTTP API on Hummingbird: REST routes, export/import, /healthz, /metrics, the dashboard.
+        .target(
+            name: "CoordinateHTTP",
+            dependencies: [
+                "CBOR", "CoordinateEngine", "CoordinateJSON",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6),
 
         // The Swift client library: pipelined CBOR-RPC connection with retries, and the typed TaskMaster-style API.
         .target(

@@ -1,6 +1,7 @@
 import CBOR
 import CoordinateConfig
 import CoordinateEngine
+import CoordinateHTTP
 import CoordinateRPC
 import CoordinateSQLite
 import Foundation
@@ -34,6 +35,8 @@ public final class Daemon: Sendable {
     public let engine: Engine?
     /// The SQLite backend, when the daemon runs on one.
     public let sqlite: SQLiteBackend?
+    /// The HTTP listener (REST, metrics, health, dashboard); nil when `http_port` is 0 or there is no engine.
+    public let http: HTTPListener?
     let logger: Logger
     /// The descriptor holding `<sqlite_path>.lock` for the life of the process.
     private let lockFileDescriptor: Int32
@@ -118,15 +121,40 @@ public final class Daemon: Sendable {
             dispatcher: RPCDispatcher(table: table), limits: limits, maxConnections: server.maxConnections,
             allowedNetworks: server.cborrpcAllow?.compactMap(CIDR.init), statistics: statistics, group: group,
             logger: logger)
+        if let engine, server.httpPort != 0 {
+            let settings = HTTPSettings(
+                bindHost: server.httpHost ?? server.host, allowedHosts: server.httpAllowedHosts,
+                token: server.httpToken, maxBodyBytes: server.maxMessageBytes,
+                cborNamespace: Identifier(text: configuration.namespace), storageName: server.storage.rawValue,
+                version: CoordinateVersion.current)
+            let api = HTTPAPI(engine: engine, settings: settings, logger: logger)
+            http = HTTPListener(
+                api: api, host: server.httpHost ?? server.host, port: server.httpPort, logger: logger,
+                eventLoopGroup: group)
+        } else {
+            http = nil
+        }
     }
 
     /// Opens the listeners. Returns the CBOR-RPC address actually bound (useful with port 0). Storage that
     /// needs initialising is initialised afterwards by ``initializeStorage()`` (storage.md §5.2).
     @discardableResult
     public func start() async throws(DaemonStartError) -> SocketAddress {
-        do {
+        do throws(ListenError) {
             let address = try await cborServer.start(host: configuration.server.host, port: configuration.server.port)
             logger.info("CBOR-RPC listening on \(address)")
+            if let http {
+                let host = configuration.server.httpHost ?? configuration.server.host
+                do {
+                    let bound = try await http.start()
+                    logger.info("HTTP listening on \(bound)")
+                } catch {
+                    await cborServer.shutdown(grace: .seconds(1))
+                    throw ListenError(
+                        host: host, port: configuration.server.httpPort, listener: "HTTP",
+                        reason: ListenError.reason(for: error))
+                }
+            }
             if sqlite == nil { await createRPCNamespace() }
             return address
         } catch {
@@ -211,6 +239,7 @@ public final class Daemon: Sendable {
     /// Stops accepting, finishes in-flight requests (at most `grace`), and releases the event loops.
     public func shutdown(grace: TimeAmount = .seconds(10)) async {
         logger.info("shutting down")
+        await http?.shutdown()
         await cborServer.shutdown(grace: grace)
         await engine?.backend.close()
         try? await group.shutdownGracefully()

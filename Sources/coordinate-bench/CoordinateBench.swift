@@ -125,6 +125,7 @@ struct RequestPathBench: AsyncParsableCommand {
         logger.logLevel = .error
         var configuration = CoordinateConfiguration()
         configuration.server.port = 0
+        configuration.server.httpPort = 0
         let daemon = try Daemon(
             configuration: configuration, modules: [PingModule()], logger: logger, eventLoopThreads: serverThreads)
         let daemonPort = try await daemon.start().port!

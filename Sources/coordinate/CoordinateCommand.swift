@@ -47,7 +47,7 @@ struct CoordinateCommand: AsyncParsableCommand {
         version: "coordinate \(CoordinateVersion.current)",
         subcommands: [
             Summary.self, Specs.self, SpecCommand.self, Units.self, Workers.self, Locks.self, Clear.self,
-            RawRPC.self,
+            RawRPC.self, Export.self, Import.self,
         ])
 
     /// Like the Python CLI, `coordinate -c FILE summary` takes global options before the subcommand; the parser
@@ -57,10 +57,13 @@ struct CoordinateCommand: AsyncParsableCommand {
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
-            if ["-c", "--config", "--address"].contains(argument), index + 1 < arguments.count {
+            if ["-c", "--config", "--address", "--http-url"].contains(argument), index + 1 < arguments.count {
                 leading += arguments[index...index + 1]
                 index += 2
-            } else if argument.hasPrefix("--config=") || argument.hasPrefix("--address=") || argument == "--json" {
+            } else if argument.hasPrefix("--config=") || argument.hasPrefix("--address=")
+                || argument.hasPrefix("--http-url=")
+                || argument == "--json"
+            {
                 leading.append(argument)
                 index += 1
             } else {

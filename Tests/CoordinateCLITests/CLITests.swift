@@ -257,3 +257,94 @@ struct ExampleTests {
         #expect(done.first?.data == ["width": 192, "thumbnail": .text("thumb-192.png")])
     }
 }
+
+@Suite("coordinate export and import")
+struct ExportImportTests {
+    /// A daemon with its HTTP listener on a free loopback port.
+    static func daemon(_ storage: String) throws -> (DaemonProcess, Int) {
+        let httpPort = DaemonProcess.freePort()
+        var arguments = ["--storage", storage, "-q", "--http-port", String(httpPort)]
+        if storage == "sqlite" {
+            arguments += ["--data-dir", NSTemporaryDirectory() + "coordinate-export-\(UUID().uuidString)"]
+        }
+        let daemon = try DaemonProcess(arguments: arguments)
+        return (daemon, httpPort)
+    }
+
+    @Test("a namespace exported from memory imports into SQLite identically, then exports the same lines")
+    func memoryToSQLite() async throws {
+        let (source, sourceHTTP) = try Self.daemon("memory")
+        defer { source.stop() }
+        let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(source.port)"))
+        try await client.setWorkSpec(["name": "first", "then": "second", "weight": 3])
+        try await client.setWorkSpec(["name": "second", "continuous": true, "interval": 60])
+        try await client.controlWorkSpec("first", ["max_running": 5, "status": 2])
+        try await client.resumeWorkSpec("first")
+        try await client.addWorkUnits(
+            "first",
+            [
+                WorkUnitSubmission(key: "a", data: ["n": 1], priority: 3),
+                WorkUnitSubmission(key: .bytes([0xff, 0x00]), data: ["blob": .bytes([1, 2, 3])]),
+                WorkUnitSubmission(key: .text("later"), data: ["t": .tuple([1, 2])], delay: 3600),
+                WorkUnitSubmission(key: "b"), WorkUnitSubmission(key: "c"),
+            ])
+        let granted = try await client.getWork(workerID: "w.0", specNames: ["first"], maxJobs: 3)
+        #expect(granted.count == 3)
+        try await granted[0].finish(data: ["output": ["next": ["from": "a"]]])
+        try await granted[1].fail(traceback: "boom")
+        try await client.workerHeartbeat(workerID: "w", mode: "RUN", lifetime: 600, environment: ["pid": 9])
+        try await client.workerHeartbeat(workerID: "w.0", mode: "RUN", lifetime: 600, parent: "w")
+        _ = try await client.lock(
+            lockerID: "w", paths: [["jobs", 1], [.uuid(CBORUUID(high: 7, low: 8))]], timeout: 600)
+
+        let exported = try runExecutable(
+            "coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(sourceHTTP)"])
+        #expect(exported.status == 0)
+        let lines = exported.stdout.split(separator: "\n").map(String.init)
+        // Header, 2 specs, 6 units (5 added, 1 chained), 2 workers, 2 locks.
+        #expect(lines.count == 13)
+        let types = lines.compactMap { try? JSONValue.parse($0)["type"]?.stringValue }
+        #expect(types.first == "coordinate-export")
+
+        let (target, targetHTTP) = try Self.daemon("sqlite")
+        defer { target.stop() }
+        // SQLite answers `initialising` for its first milliseconds.
+        let targetClient = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(target.port)"))
+        for _ in 0..<100 where (try? await targetClient.allWorkSpecs()) == nil {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let imported = try runExecutable(
+            "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
+        #expect(imported.status == 0)
+        #expect(imported.stdout == "imported 2 work specs, 6 work units, 3 attempts, 2 workers, 2 locks\n")
+
+        // Exporting again gives the same lines except the header's export time.
+        let again = try runExecutable("coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"])
+        let againLines = again.stdout.split(separator: "\n").map(String.init)
+        #expect(Array(againLines.dropFirst()) == Array(lines.dropFirst()))
+
+        // CBOR-RPC reads agree.
+        for spec in ["first", "second"] {
+            #expect(try await targetClient.countWorkUnits(spec) == client.countWorkUnits(spec))
+            let keys = try await client.workUnits(spec).map(\.key)
+            #expect(try await targetClient.workUnits(spec).map(\.key) == keys)
+            #expect(try await targetClient.workUnitStatus(spec, keys: keys) == client.workUnitStatus(spec, keys: keys))
+        }
+        #expect(try await targetClient.workSpecMeta("first") == client.workSpecMeta("first"))
+        #expect(try await targetClient.workerModes().map(\.workerID) == client.workerModes().map(\.workerID))
+        #expect(try await targetClient.childWorkUnits(parent: "w") == client.childWorkUnits(parent: "w"))
+        #expect(try await targetClient.listLocks() == client.listLocks())
+
+        // A second import into the now non-empty namespace is refused; a broken file names its line.
+        let refused = try runExecutable(
+            "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
+        #expect(refused.status == 1)
+        #expect(refused.stderr == "coordinate: namespace  is not empty\n")
+        let broken = try runExecutable(
+            "coordinate", ["import", "other", "--http-url", "http://127.0.0.1:\(targetHTTP)"],
+            stdin: lines[0] + "\n{\"type\": \"work_unit\"}\n")
+        #expect(broken.status == 1)
+        #expect(broken.stderr.hasPrefix("coordinate: line 2: "))
+        #expect(try await targetClient.call("list_work_specs", [[:]]) != .null)
+    }
+}

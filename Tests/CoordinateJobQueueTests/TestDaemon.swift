@@ -20,6 +20,7 @@ struct TestDaemon {
     ) async throws -> TestDaemon {
         var configuration = CoordinateConfiguration()
         configuration.server.port = 0
+        configuration.server.httpPort = 0
         configuration.server.storage = storage
         configuration.server.dataDir = NSTemporaryDirectory() + "coordinate-test-\(UUID().uuidString)"
         configure(&configuration)

@@ -53,6 +53,7 @@ func startTestDaemon(
 ) async throws -> (Daemon, Int) {
     var configuration = CoordinateConfiguration()
     configuration.server.port = 0
+    configuration.server.httpPort = 0
     configure(&configuration)
     var logger = Logger(label: "test-daemon")
     logger.logLevel = .critical

@@ -8,8 +8,8 @@ import Glibc
 /// A blocking TCP client for protocol tests: it sends exact bytes and reads exact CBOR messages, so tests can
 /// split, merge, pipeline and corrupt the stream at will.
 public final class RawConnection: @unchecked Sendable {
-    // @unchecked Sendable: a connection is used by one test task at a time; the descriptor is only read.
-    public let descriptor: Int32
+    // @unchecked Sendable: a connection is used by one test task at a time; the descriptor is set only in init.
+    public private(set) var descriptor: Int32
     private var buffer: [UInt8] = []
     private var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 100_000)
     private var nextID: UInt64 = 1
@@ -33,6 +33,9 @@ public final class RawConnection: @unchecked Sendable {
         guard result == 0 else {
             let code = errno
             Glibc.close(descriptor)
+            // A class whose init throws after every property is set still runs deinit: never close twice (the
+            // number may already belong to someone else, such as an in-process NIO channel).
+            descriptor = -1
             throw ConnectionError(description: "connect to \(host):\(port): \(String(cString: strerror(code)))")
         }
         var one: Int32 = 1
@@ -40,7 +43,7 @@ public final class RawConnection: @unchecked Sendable {
         setTimeout(receiveTimeout)
     }
 
-    deinit { Glibc.close(descriptor) }
+    deinit { if descriptor >= 0 { Glibc.close(descriptor) } }
 
     public func setTimeout(_ seconds: Double) {
         var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1e6))

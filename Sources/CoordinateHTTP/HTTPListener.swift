@@ -1,0 +1,96 @@
+import CoordinateEngine
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The HTTP listener: a Hummingbird application serving ``HTTPAPI`` on its own task.
+public final class HTTPListener: Sendable {
+    private let api: HTTPAPI
+    private let host: String
+    private let port: Int
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let task = Mutex<Task<Void, any Error>?>(nil)
+
+    public init(api: HTTPAPI, host: String, port: Int, logger: Logger, eventLoopGroup: any EventLoopGroup) {
+        self.api = api
+        self.host = host
+        self.port = port
+        self.logger = logger
+        self.group = eventLoopGroup
+    }
+
+    /// Binds and starts serving; returns the bound address, or throws the bind error.
+    public func start() async throws -> SocketAddress {
+        let bound = OneShot<Result<SocketAddress, any Error>>()
+        let api = self.api
+        let application = Application(
+            responder: CallbackResponder(callback: { request, context in
+                await api.respond(to: request, context: context)
+            }
+            ),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                if let address = channel.localAddress {
+                    bound.fulfill(.success(address))
+                } else {
+                    bound.fulfill(.failure(ChannelError.unknownLocalAddress))
+                }
+            },
+            eventLoopGroupProvider: .shared(group), logger: quietLogger())
+        let running = Task {
+            do {
+                try await application.runService(gracefulShutdownSignals: [])
+            } catch {
+                bound.fulfill(.failure(error))
+                throw error
+            }
+        }
+        task.withLock { $0 = running }
+        return try await bound.value.get()
+    }
+
+    /// Hummingbird logs every request at debug level; keep its logger one level quieter than ours.
+    private func quietLogger() -> Logger {
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .info)
+        return quiet
+    }
+
+    /// Stops accepting requests and closes the listener.
+    public func shutdown() async {
+        guard let running = task.withLock({ $0 }) else { return }
+        running.cancel()
+        _ = try? await running.value
+    }
+}
+
+/// A value delivered once to one waiter; later deliveries are ignored.
+final class OneShot<Value: Sendable>: Sendable {
+    private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
+
+    func fulfill(_ value: Value) {
+        let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
+            guard state.value == nil else { return nil }
+            state.value = value
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: value)
+    }
+
+    var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Value? in
+                    if let value = state.value { return value }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+}
