@@ -226,6 +226,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
         .testTarget(
+            name: "CoordinateHTTPTests",
+            dependencies: ["CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated"],
+            swiftSettings: strictSwift6),
+        .testTarget(
             name: "CoordinateServerTests",
             dependencies: [
                 "CoordinateServer", "CoordinateRPC", "CoordinateConfig", "CBOR", "TestSupport", "coordinated",
