@@ -81,7 +81,7 @@ let package = Package(
             name: "CoordinateServer",
             dependencies: [
                 "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine", "CoordinateJobQueue",
-                "CoordinateSQLite", "CoordinateHTTP",
+                "CoordinateSQLite", "CoordinateHTTP", "CoordinateMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -93,6 +93,15 @@ let package = Package(
         // The JSON mapping of Coordinate values (rest-api.md §1): JSON values with int/float kept apart, data
         // dictionaries, names, base64 and RFC 3339 times. Shared by the HTTP API, the CLI and the worker.
         .target(name: "CoordinateJSON", dependencies: ["CBOR"], swiftSettings: strictSwift6),
+
+        // Metrics: swift-metrics instruments on a swift-prometheus registry, and the scrape-time state gauges.
+        .target(
+            name: "CoordinateMetrics",
+            dependencies: [
+                "CoordinateEngine", .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strictSwift6),
 
         // The HTTP API on Hummingbird: REST routes, export/import, /healthz, /metrics, the dashboard.
         .target(

@@ -99,6 +99,8 @@ public final class Engine: Sendable {
     public let clock: any EngineClock
     public let configuration: EngineConfiguration
     public let statistics = EngineStatistics()
+    /// Receives storage timings and failures; nil when nobody measures.
+    public let observer: (any StorageObserver)?
     let logger: Logger
     /// Smooth weighted round-robin credits per namespace id (semantics.md §10.4); per daemon, not persisted.
     let credits = Mutex<[Int64: SchedulerCredits]>([:])
@@ -107,8 +109,10 @@ public final class Engine: Sendable {
 
     public init(
         backend: any StorageBackend, clock: any EngineClock = SystemClock(),
-        configuration: EngineConfiguration = EngineConfiguration(), logger: Logger = Logger(label: "coordinate.engine")
+        configuration: EngineConfiguration = EngineConfiguration(), logger: Logger = Logger(label: "coordinate.engine"),
+        observer: (any StorageObserver)? = nil
     ) {
+        self.observer = observer
         self.backend = backend
         self.clock = clock
         self.configuration = configuration
@@ -145,15 +149,34 @@ public final class Engine: Sendable {
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let clock = self.clock
+        guard let observer else {
+            backend.execute(
+                mode,
+                { [self] session in
+                    var transaction = EngineTransaction(engine: self, session: session, now: clock.now())
+                    let expired = try session.materialize(now: transaction.now)
+                    if !expired.isEmpty { transaction.countExpired(expired) }
+                    try body(&transaction)
+                    if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
+                }, completion: completion)
+            return
+        }
+        let op = mode == .read ? "read" : "write"
         backend.execute(
             mode,
             { [self] session in
+                let started = ContinuousClock.now
+                defer { observer.storageOperation(op, seconds: Self.seconds(since: started)) }
                 var transaction = EngineTransaction(engine: self, session: session, now: clock.now())
                 let expired = try session.materialize(now: transaction.now)
                 if !expired.isEmpty { transaction.countExpired(expired) }
                 try body(&transaction)
                 if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
-            }, completion: completion)
+            },
+            completion: { error in
+                if error is StorageError { observer.storageError() }
+                completion(error)
+            })
     }
 
     /// Runs `body` as one atomic operation and returns its result once durable.
@@ -164,6 +187,12 @@ public final class Engine: Sendable {
         try await withCheckedThrowingContinuation { continuation in
             perform(mode, body) { result in continuation.resume(with: result) }
         }
+    }
+
+    /// Seconds elapsed since `start`.
+    public static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
 
     /// Forgets the scheduler credits of a namespace (on `clear` and namespace deletion).

@@ -21,6 +21,15 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Whether an operation changes state. Backends may run reads without a write transaction, provided they
 /// observe only committed state (storage.md §1.2.4).
+/// Receives storage timings and failures for metrics (`coordinate_storage_operation_seconds`,
+/// `coordinate_storage_errors_total`, rest-api.md §6).
+public protocol StorageObserver: Sendable {
+    /// Time spent in the backend: `op` is `read`, `write` or `commit`.
+    func storageOperation(_ op: String, seconds: Double)
+    /// A storage operation failed in the backend (not a semantic refusal).
+    func storageError()
+}
+
 public enum AccessMode: Sendable {
     case read
     case write

@@ -12,7 +12,7 @@ public final class HTTPListener: Sendable {
     private let port: Int
     private let logger: Logger
     private let group: any EventLoopGroup
-    private let task = Mutex<Task<Void, any Error>?>(nil)
+    private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(api: HTTPAPI, host: String, port: Int, logger: Logger, eventLoopGroup: any EventLoopGroup) {
         self.api = api
@@ -40,15 +40,17 @@ public final class HTTPListener: Sendable {
                 }
             },
             eventLoopGroupProvider: .shared(group), logger: quietLogger())
-        let running = Task {
+        // Our own service group, so shutdown is graceful (in-flight requests finish) rather than a cancellation.
+        let group = ServiceGroup(services: [application], logger: quietLogger())
+        let task = Task {
             do {
-                try await application.runService(gracefulShutdownSignals: [])
+                try await group.run()
             } catch {
                 bound.fulfill(.failure(error))
                 throw error
             }
         }
-        task.withLock { $0 = running }
+        running.withLock { $0 = (group, task) }
         return try await bound.value.get()
     }
 
@@ -61,9 +63,9 @@ public final class HTTPListener: Sendable {
 
     /// Stops accepting requests and closes the listener.
     public func shutdown() async {
-        guard let running = task.withLock({ $0 }) else { return }
-        running.cancel()
-        _ = try? await running.value
+        guard let (group, task) = running.withLock({ $0 }) else { return }
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
     }
 }
 

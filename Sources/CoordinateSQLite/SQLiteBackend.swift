@@ -23,6 +23,8 @@ public final class SQLiteBackend: StorageBackend {
     private let groupCommit: Bool
     private let logger: Logger
     private let maxPageCount: Int?
+    /// Receives commit timings (`op="commit"`); set once at start-up, before any operation.
+    public let observer: (any StorageObserver)?
 
     private struct Operation {
         let mode: AccessMode
@@ -56,7 +58,11 @@ public final class SQLiteBackend: StorageBackend {
     ///   - groupCommit: `coordinate.server.sqlite_group_commit`.
     ///   - maxPageCount: Test-only cap on the database size (`PRAGMA max_page_count`), to provoke `SQLITE_FULL`
     ///     where mounting a small filesystem is not permitted.
-    public init(path: String, groupCommit: Bool = true, logger: Logger, maxPageCount: Int? = nil) {
+    public init(
+        path: String, groupCommit: Bool = true, logger: Logger, maxPageCount: Int? = nil,
+        observer: (any StorageObserver)? = nil
+    ) {
+        self.observer = observer
         self.path = path
         self.groupCommit = groupCommit
         self.logger = logger
@@ -296,8 +302,10 @@ public final class SQLiteBackend: StorageBackend {
         }
         if isWrite {
             do {
+                let started = ContinuousClock.now
                 try store.flushCounts()
                 try control(db, "COMMIT")
+                observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
             } catch {
                 try? control(db, "ROLLBACK")
                 fail(group, error, store: store, restoring: committed)

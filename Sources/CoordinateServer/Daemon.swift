@@ -2,6 +2,7 @@ import CBOR
 import CoordinateConfig
 import CoordinateEngine
 import CoordinateHTTP
+import CoordinateMetrics
 import CoordinateRPC
 import CoordinateSQLite
 import Foundation
@@ -35,6 +36,8 @@ public final class Daemon: Sendable {
     public let engine: Engine?
     /// The SQLite backend, when the daemon runs on one.
     public let sqlite: SQLiteBackend?
+    /// Metrics of this daemon (nil when built without the built-in engine).
+    public let metrics: CoordinateMetrics?
     /// The HTTP listener (REST, metrics, health, dashboard); nil when `http_port` is 0 or there is no engine.
     public let http: HTTPListener?
     let logger: Logger
@@ -49,6 +52,8 @@ public final class Daemon: Sendable {
         guard catalog.availableStorage.contains(configuration.server.storage) else {
             throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
         }
+        let metrics = CoordinateMetrics(
+            storageBackend: configuration.server.storage.rawValue, version: CoordinateVersion.current)
         let backend: any StorageBackend
         var sqlite: SQLiteBackend?
         var lockDescriptor: Int32 = -1
@@ -65,8 +70,8 @@ public final class Daemon: Sendable {
                 environment["COORDINATE_TESTING"] == "1"
                 ? environment["COORDINATE_TEST_SQLITE_MAX_PAGE_COUNT"].flatMap(Int.init) : nil
             let created = SQLiteBackend(
-                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger, maxPageCount: pageLimit
-            )
+                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger, maxPageCount: pageLimit,
+                observer: metrics)
             sqlite = created
             backend = created
         default:
@@ -81,7 +86,7 @@ public final class Daemon: Sendable {
                 limitCompletedCount: jobQueue.limitCompletedCount,
                 limitCompletedAge: jobQueue.limitCompletedAge?.doubleValue,
                 workerRetention: jobQueue.workerRetention.doubleValue),
-            logger: logger)
+            logger: logger, observer: metrics)
         let context = ModuleContext(
             engine: engine, namespace: Identifier(text: configuration.namespace),
             configuration: configuration.effectiveTree().cborValue,
@@ -89,7 +94,7 @@ public final class Daemon: Sendable {
         let modules = try catalog.modules(for: configuration, context: context)
         try self.init(
             configuration: configuration, modules: modules, engine: engine, sqlite: sqlite,
-            lockFileDescriptor: lockDescriptor, logger: logger, eventLoopThreads: eventLoopThreads)
+            lockFileDescriptor: lockDescriptor, logger: logger, eventLoopThreads: eventLoopThreads, metrics: metrics)
     }
 
     /// Builds the daemon with the given RPC modules (already filtered to the enabled ones).
@@ -97,9 +102,10 @@ public final class Daemon: Sendable {
     public init(
         configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil,
         sqlite: SQLiteBackend? = nil, lockFileDescriptor: Int32 = -1, logger: Logger,
-        eventLoopThreads: Int = System.coreCount
+        eventLoopThreads: Int = System.coreCount, metrics: CoordinateMetrics? = nil
     ) throws(DaemonStartError) {
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         self.engine = engine
         self.sqlite = sqlite
@@ -118,7 +124,8 @@ public final class Daemon: Sendable {
             idleTimeout: server.idleTimeout.map { .nanoseconds(Int64($0.doubleValue * 1e9)) })
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         cborServer = CBORRPCServer(
-            dispatcher: RPCDispatcher(table: table), limits: limits, maxConnections: server.maxConnections,
+            dispatcher: RPCDispatcher(table: table, observer: metrics.map { RPCMetrics(metrics: $0, table: table) }),
+            limits: limits, maxConnections: server.maxConnections,
             allowedNetworks: server.cborrpcAllow?.compactMap(CIDR.init), statistics: statistics, group: group,
             logger: logger)
         if let engine, server.httpPort != 0 {
@@ -127,7 +134,22 @@ public final class Daemon: Sendable {
                 token: server.httpToken, maxBodyBytes: server.maxMessageBytes,
                 cborNamespace: Identifier(text: configuration.namespace), storageName: server.storage.rawValue,
                 version: CoordinateVersion.current)
-            let api = HTTPAPI(engine: engine, settings: settings, logger: logger)
+            let statistics = self.statistics
+            var render: (@Sendable () async -> String)?
+            if let metrics {
+                render = {
+                    let counts = CoordinateMetrics.ListenerCounts(
+                        open: statistics.openConnections.value, accepted: statistics.acceptedConnections.value,
+                        rejectedForLimit: statistics.rejectedForLimit.value,
+                        rejectedNotAllowed: statistics.rejectedNotAllowed.value,
+                        malformed: statistics.malformedMessages.value)
+                    return await metrics.render(engine: engine, listener: counts)
+                }
+            }
+            let observer: HTTPRequestObserver = { route, method, code, seconds in
+                metrics?.httpRequest(route: route, method: method, code: code, seconds: seconds)
+            }
+            let api = HTTPAPI(engine: engine, settings: settings, logger: logger, observer: observer, metrics: render)
             http = HTTPListener(
                 api: api, host: server.httpHost ?? server.host, port: server.httpPort, logger: logger,
                 eventLoopGroup: group)
@@ -278,5 +300,26 @@ public struct DaemonService: Service {
             group.cancelAll()
         }
         await daemon.shutdown()
+    }
+}
+
+/// Feeds CBOR-RPC requests into the metrics, with each method's instruments looked up once at start-up.
+struct RPCMetrics: RPCObserver {
+    private let instruments: [String: CoordinateMetrics.RPCInstruments]
+    private let unknown: CoordinateMetrics.RPCInstruments
+
+    init(metrics: CoordinateMetrics, table: RPCMethodTable) {
+        var instruments: [String: CoordinateMetrics.RPCInstruments] = [:]
+        for name in table.methodNames {
+            guard let method = table.method(named: Array(name.utf8)) else { continue }
+            instruments[name] = metrics.rpcInstruments(module: method.moduleName, method: name)
+        }
+        self.instruments = instruments
+        self.unknown = metrics.rpcInstruments(module: nil, method: nil)
+    }
+
+    func requestCompleted(method: RPCMethod?, failed: Bool, startedAt: ContinuousClock.Instant) {
+        let target = method.flatMap { instruments[$0.name] } ?? unknown
+        target.record(failed: failed, seconds: Engine.seconds(since: startedAt))
     }
 }
