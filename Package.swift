@@ -109,6 +109,7 @@ let package = Package(
             dependencies: [
                 "CBOR", "CoordinateEngine", "CoordinateJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

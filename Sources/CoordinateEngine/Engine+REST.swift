@@ -423,6 +423,12 @@ extension EngineTransaction {
         try session.saveWorker(worker)
     }
 
+    /// The units a worker holds (semantics.md §7.5), in the order of its attempts.
+    public func heldUnitsOf(namespace name: Identifier, worker: Identifier) throws -> [HeldUnit] {
+        guard let namespace = try namespace(name, create: false) else { return [] }
+        return try heldUnits(namespace: namespace, worker: worker)
+    }
+
     /// Deletes a worker record (attempts are kept); false when it does not exist.
     public func deleteWorker(namespace name: Identifier, id: Identifier) throws -> Bool {
         guard let namespace = try namespace(name, create: false),

@@ -514,6 +514,15 @@ final class MemoryStore: StorageSession {
         }
     }
 
+    func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
+        guard let state = specsByID[spec] else { return [] }
+        switch bucket {
+        case .finished: return state.finishedByTime.suffixReversed(limit).map { $0.box.record(specID: spec) }
+        case .failed: return state.failedByTime.suffixReversed(limit).map { $0.box.record(specID: spec) }
+        default: return []
+        }
+    }
+
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
         guard let state = specsByID[spec] else { return 0 }
         var doomed: [UnitRecord] = []

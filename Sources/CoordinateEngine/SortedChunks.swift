@@ -146,6 +146,19 @@ struct SortedChunks<Element: Comparable> {
         return result
     }
 
+    /// Up to `limit` elements from the end, last first.
+    func suffixReversed(_ limit: Int) -> [Element] {
+        var result: [Element] = []
+        result.reserveCapacity(min(limit, count))
+        for chunk in chunks.reversed() {
+            for element in chunk.reversed() {
+                guard result.count < limit else { return result }
+                result.append(element)
+            }
+        }
+        return result
+    }
+
     /// Checks the structural invariants (tests only).
     func validate() -> Bool {
         var total = 0

@@ -144,6 +144,8 @@ public protocol StorageSession: AnyObject {
     /// Units of a completed bucket (finished or failed) in (completion time, key) ascending order, at most
     /// `limit`; used by archiving.
     func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord]
+    /// The most recently completed units of a FINISHED or FAILED bucket, newest first (dashboard failures).
+    func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord]
     /// Deletes every unit in `buckets` (all when nil) with their attempts; returns how many units went.
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int
 

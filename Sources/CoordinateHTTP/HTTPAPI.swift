@@ -73,7 +73,10 @@ public final class HTTPAPI: Sendable {
         metrics: (@Sendable () async -> String)? = nil
     ) {
         let health = HealthCheck(engine: engine, settings: settings)
-        var extra: [Route] = [Route("/healthz", kind: [.public_], [.get: { _ in await health.response() }])]
+        var extra: [Route] = [
+            Route("/healthz", kind: [.public_], [.get: { _ in await health.response() }]),
+            Dashboard(engine: engine, version: settings.version).route,
+        ]
         if let metrics {
             extra.append(
                 Route(
@@ -194,10 +197,6 @@ public final class HTTPAPI: Sendable {
         if let header = request.headers[.authorization], header.hasPrefix("Bearer "),
             Self.constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8))
         {
-            return
-        }
-        if request.uri.path == "/ui" || request.uri.path.hasPrefix("/ui/") {
-            // Dashboard pages accept the session cookie (checked by the dashboard itself).
             return
         }
         var error = RESTError(.unauthorized, "ErrUnauthorized", "missing or invalid bearer token")

@@ -162,8 +162,10 @@ public final class CoordinateMetrics: StorageObserver {
         text.family("coordinate_cborrpc_malformed_total", "counter", "Malformed CBOR-RPC messages.")
         text.sample("coordinate_cborrpc_malformed_total", [], Double(listener.malformed))
         text.family("coordinate_cborrpc_rejected_total", "counter", "CBOR-RPC connections closed on accept.")
-        text.sample("coordinate_cborrpc_rejected_total", [("reason", "max_connections")], Double(listener.rejectedForLimit))
-        text.sample("coordinate_cborrpc_rejected_total", [("reason", "not_allowed")], Double(listener.rejectedNotAllowed))
+        text.sample(
+            "coordinate_cborrpc_rejected_total", [("reason", "max_connections")], Double(listener.rejectedForLimit))
+        text.sample(
+            "coordinate_cborrpc_rejected_total", [("reason", "not_allowed")], Double(listener.rejectedNotAllowed))
 
         if let state {
             let outcomes = engine.statistics.attemptOutcomes
@@ -199,9 +201,11 @@ public final class CoordinateMetrics: StorageObserver {
             }
             text.family("coordinate_workers", "gauge", "Worker records by state.")
             for namespace in state.namespaces {
-                text.sample("coordinate_workers", [("namespace", namespace.name), ("state", "live")], Double(namespace.live))
                 text.sample(
-                    "coordinate_workers", [("namespace", namespace.name), ("state", "inactive")], Double(namespace.inactive))
+                    "coordinate_workers", [("namespace", namespace.name), ("state", "live")], Double(namespace.live))
+                text.sample(
+                    "coordinate_workers", [("namespace", namespace.name), ("state", "inactive")],
+                    Double(namespace.inactive))
             }
             text.family("coordinate_locks_held", "gauge", "Held locks.")
             for namespace in state.namespaces {

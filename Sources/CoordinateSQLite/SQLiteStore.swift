@@ -544,6 +544,16 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         return try readUnits(query)
     }
 
+    func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
+        let query = try statement(
+            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = ? ORDER BY time DESC, key DESC LIMIT ?"
+        )
+        try query.bind(1, spec)
+        try query.bind(2, Int64(bucket.rawValue))
+        try query.bind(3, limit)
+        return try readUnits(query)
+    }
+
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
         let selected = buckets ?? Set(UnitBucket.allCases)
         guard !selected.isEmpty else { return 0 }

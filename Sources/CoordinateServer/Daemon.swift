@@ -70,7 +70,8 @@ public final class Daemon: Sendable {
                 environment["COORDINATE_TESTING"] == "1"
                 ? environment["COORDINATE_TEST_SQLITE_MAX_PAGE_COUNT"].flatMap(Int.init) : nil
             let created = SQLiteBackend(
-                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger, maxPageCount: pageLimit,
+                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger,
+                maxPageCount: pageLimit,
                 observer: metrics)
             sqlite = created
             backend = created

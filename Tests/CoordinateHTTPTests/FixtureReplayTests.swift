@@ -48,7 +48,8 @@ struct FixtureReplayTests {
                 }
                 #expect(response.status == expected, "\(label) \(method) \(path)")
                 if response.status != 204 {
-                    #expect(response.header("content-type") == exchange["response_content_type"]?.stringValue, "\(label)")
+                    #expect(
+                        response.header("content-type") == exchange["response_content_type"]?.stringValue, "\(label)")
                 }
                 if let location = exchange["response_location"]?.stringValue {
                     #expect(response.header("location") == location, "\(label)")

@@ -25,10 +25,13 @@ struct PrometheusText {
         for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
             if line.hasPrefix("# TYPE ") {
                 let parts = line.split(separator: " ")
-                guard parts.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3]) else {
+                guard parts.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3])
+                else {
                     throw ParseError(description: "bad TYPE line: \(line)")
                 }
-                guard types[String(parts[2])] == nil else { throw ParseError(description: "family declared twice: \(line)") }
+                guard types[String(parts[2])] == nil else {
+                    throw ParseError(description: "family declared twice: \(line)")
+                }
                 types[String(parts[2])] = String(parts[3])
                 continue
             }
@@ -36,9 +39,11 @@ struct PrometheusText {
             samples.append(try Self.sample(String(line)))
         }
         for sample in samples {
-            let family = [sample.name] + ["_bucket", "_sum", "_count"].compactMap { suffix in
-                sample.name.hasSuffix(suffix) ? String(sample.name.dropLast(suffix.count)) : nil
-            }
+            let family =
+                [sample.name]
+                + ["_bucket", "_sum", "_count"].compactMap { suffix in
+                    sample.name.hasSuffix(suffix) ? String(sample.name.dropLast(suffix.count)) : nil
+                }
             guard family.contains(where: { types[$0] != nil }) else {
                 throw ParseError(description: "sample of an undeclared family: \(sample.name)")
             }
@@ -56,13 +61,17 @@ struct PrometheusText {
             while characters.first != "}" {
                 let label = characters.prefix { $0.isLetter || $0.isNumber || $0 == "_" }
                 characters = characters.dropFirst(label.count)
-                guard !label.isEmpty, characters.hasPrefix("=\"") else { throw ParseError(description: "bad label: \(line)") }
+                guard !label.isEmpty, characters.hasPrefix("=\"") else {
+                    throw ParseError(description: "bad label: \(line)")
+                }
                 characters = characters.dropFirst(2)
                 var value = ""
                 while let next = characters.first, next != "\"" {
                     characters = characters.dropFirst()
                     if next == "\\" {
-                        guard let escaped = characters.first else { throw ParseError(description: "bad escape: \(line)") }
+                        guard let escaped = characters.first else {
+                            throw ParseError(description: "bad escape: \(line)")
+                        }
                         characters = characters.dropFirst()
                         switch escaped {
                         case "\\": value.append("\\")
@@ -81,14 +90,16 @@ struct PrometheusText {
             }
             characters = characters.dropFirst()
         }
-        guard characters.first == " ", let value = Double(characters.dropFirst().split(separator: " ").first ?? "") else {
+        guard characters.first == " ", let value = Double(characters.dropFirst().split(separator: " ").first ?? "")
+        else {
             throw ParseError(description: "bad value: \(line)")
         }
         return Sample(name: String(name), labels: labels, value: value)
     }
 
     func value(_ name: String, _ labels: [String: String]) -> Double? {
-        samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }?.value
+        samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }?
+            .value
     }
 
     func all(_ name: String) -> [Sample] { samples.filter { $0.name == name } }
@@ -100,7 +111,9 @@ struct MetricsTests {
     func metricsMatchEngine() async throws {
         let harness = try RESTHarness(storage: "sqlite")
         let client = harness.client
-        for _ in 0..<100 where (try? await client.allWorkSpecs()) == nil { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<100 where (try? await client.allWorkSpecs()) == nil {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         try await client.setWorkSpec(["name": "s"])
         try await client.setWorkSpec(["name": "gone"])
         try await client.addWorkUnits("s", (0..<10).map { WorkUnitSubmission(key: .text("u\($0)")) })
@@ -126,7 +139,9 @@ struct MetricsTests {
         let counts = try await client.countWorkUnits("s")
         // Python counts fold archived units back in; the gauges show live ones and archived ones apart.
         let spec = ["namespace": "", "work_spec": "s"]
-        func units(_ status: String) -> Double? { metrics.value("coordinate_work_units", spec.merging(["status": status]) { $1 }) }
+        func units(_ status: String) -> Double? {
+            metrics.value("coordinate_work_units", spec.merging(["status": status]) { $1 })
+        }
         #expect(units("available") == 6)
         #expect(units("delayed") == 1)
         #expect(units("pending") == 1)
@@ -150,7 +165,9 @@ struct MetricsTests {
         #expect(metrics.value("coordinate_rpc_errors_total", ["module": "none", "method": "unknown"]) == 1)
         #expect(metrics.value("coordinate_rpc_duration_seconds_count", ["method": "get_work"]) == 1)
         #expect(metrics.value("coordinate_rpc_duration_seconds_bucket", ["method": "get_work", "le": "+Inf"]) == 1)
-        #expect(metrics.all("coordinate_rpc_duration_seconds_bucket").filter { $0.labels["method"] == "get_work" }.count == 15)
+        #expect(
+            metrics.all("coordinate_rpc_duration_seconds_bucket").filter { $0.labels["method"] == "get_work" }.count
+                == 15)
         #expect(
             metrics.value(
                 "coordinate_http_requests_total",
@@ -159,7 +176,8 @@ struct MetricsTests {
         #expect(metrics.value("coordinate_cborrpc_connections_total", [:]) ?? 0 >= 1)
         #expect(metrics.value("coordinate_cborrpc_rejected_total", ["reason": "max_connections"]) == 0)
         #expect(metrics.value("coordinate_storage_up", ["backend": "sqlite"]) == 1)
-        #expect(metrics.value("coordinate_storage_operation_seconds_count", ["backend": "sqlite", "op": "commit"]) ?? 0 > 0)
+        #expect(
+            metrics.value("coordinate_storage_operation_seconds_count", ["backend": "sqlite", "op": "commit"]) ?? 0 > 0)
         #expect(metrics.value("coordinate_build_info", ["version": "0.1.0"]) == 1)
         #expect(metrics.types["coordinate_summary_seconds"] == "histogram")
         #expect(metrics.types["coordinate_storage_errors_total"] == "counter")
