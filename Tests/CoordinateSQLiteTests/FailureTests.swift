@@ -66,7 +66,9 @@ struct FailureTests {
         var garbage = [UInt8](repeating: 0, count: 8192)
         for index in garbage.indices { garbage[index] = UInt8(truncatingIfNeeded: index &* 31 &+ 7) }
         #expect(FileManager.default.createFile(atPath: path, contents: Data(garbage)))
-        let daemon = try DaemonProcess(arguments: ["--storage", "sqlite", "--data-dir", directory])
+        let httpPort = DaemonProcess.freePort()
+        let daemon = try DaemonProcess(
+            arguments: ["--storage", "sqlite", "--data-dir", directory, "--http-port", String(httpPort)])
         defer { daemon.stop() }
         let connection = try RawConnection(port: daemon.port)
         var message: String?
@@ -77,6 +79,13 @@ struct FailureTests {
         }
         #expect(message?.hasPrefix("storage unavailable: cannot open database \(path):") == true, "\(message ?? "nil")")
         #expect(daemon.process.isRunning)
+        // /healthz reports the same, and REST answers 503 instead of touching the file.
+        let health = try HTTPTestClient(port: httpPort).request("GET", "/healthz")
+        #expect(health.status == 503)
+        #expect(health.text.hasPrefix(#"{"status":"unavailable","storage":"sqlite","error":"cannot open database"#))
+        let rest = try HTTPTestClient(port: httpPort).request("GET", "/namespace/-/work_spec")
+        #expect(rest.status == 503)
+        #expect(rest.text.contains("ErrStorageUnavailable"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(garbage))
     }
 
