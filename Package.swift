@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
@@ -62,6 +64,19 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
+        // The PostgreSQL storage backend (several daemons on one database) on postgres-nio.
+        .target(
+            name: "CoordinatePostgres",
+            dependencies: [
+                "CBOR", "CoordinateEngine",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift6),
+
         // RPC module abstraction: method tables, parameter binding, protocol-level errors, dispatch.
         .target(
             name: "CoordinateRPC",
@@ -81,7 +96,7 @@ let package = Package(
             name: "CoordinateServer",
             dependencies: [
                 "CBOR", "CoordinateRPC", "CoordinateConfig", "CoordinateEngine", "CoordinateJobQueue",
-                "CoordinateSQLite", "CoordinateHTTP", "CoordinateMetrics",
+                "CoordinateSQLite", "CoordinatePostgres", "CoordinateHTTP", "CoordinateMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -167,7 +182,7 @@ let package = Package(
         .executableTarget(
             name: "coordinated",
             dependencies: [
-                "CoordinateServer", "CoordinateConfig",
+                "CoordinateServer", "CoordinateConfig", "CoordinateEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift6),
@@ -194,7 +209,7 @@ let package = Package(
         .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateEngineTests",
-            dependencies: ["CoordinateEngine", "CoordinateSQLite", "CBOR", "TestSupport"],
+            dependencies: ["CoordinateEngine", "CoordinateSQLite", "CoordinatePostgres", "CBOR", "TestSupport"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateRPCTests",

@@ -65,9 +65,15 @@ extension EngineTransaction {
                 return pick
             }
             guard let pick else { return [] }
-            var spec = specs[pick]
-            let input = inputs[pick]
+            // Re-validate the choice on the spec's current state under its grant lock: another daemon sharing the
+            // database may have granted, paused or changed it since the inputs were read (storage.md §4.3).
+            guard let (locked, counts) = try session.lockSpecForGrant(specs[pick]) else { continue }
+            var spec = locked
             let fields = spec.effective
+            let input = SchedulerInput(
+                name: spec.name, fields: fields, nextContinuous: spec.nextContinuous, pending: counts.pending,
+                available: counts.ready, unitPriority: inputs[pick].unitPriority)
+            guard !fields.paused, fields.weight >= 1, input.willRun(at: now) else { continue }
 
             var wanted = request.count
             if let maxGetwork = fields.maxGetwork { wanted = min(wanted, Int(clamping: maxGetwork)) }

@@ -18,8 +18,12 @@ extension EngineTransaction {
         return min(seconds, 1_000_000) * Time.microsecondsPerSecond
     }
 
+    /// The namespace of a lock-service operation, serialized against every other lock-service operation on it
+    /// (a transaction-scoped advisory lock on PostgreSQL, so daemons sharing a database agree, storage.md §4.3).
     private func lockNamespace(_ name: Identifier, create: Bool) throws -> NamespaceRecord? {
-        try namespace(name, create: create)
+        guard let namespace = try namespace(name, create: create) else { return nil }
+        try session.serializeLockService(namespace: namespace.id)
+        return namespace
     }
 
     /// Locks every path or none, judged against the locks held before the call (rpc-methods.md §3.1).

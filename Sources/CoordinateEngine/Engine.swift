@@ -153,7 +153,8 @@ public final class Engine: Sendable {
             backend.execute(
                 mode,
                 { [self] session in
-                    var transaction = EngineTransaction(engine: self, session: session, now: clock.now())
+                    var transaction = EngineTransaction(
+                        engine: self, session: session, now: session.databaseTime ?? clock.now())
                     let expired = try session.materialize(now: transaction.now)
                     if !expired.isEmpty { transaction.countExpired(expired) }
                     try body(&transaction)
@@ -167,7 +168,8 @@ public final class Engine: Sendable {
             { [self] session in
                 let started = ContinuousClock.now
                 defer { observer.storageOperation(op, seconds: Self.seconds(since: started)) }
-                var transaction = EngineTransaction(engine: self, session: session, now: clock.now())
+                var transaction = EngineTransaction(
+                    engine: self, session: session, now: session.databaseTime ?? clock.now())
                 let expired = try session.materialize(now: transaction.now)
                 if !expired.isEmpty { transaction.countExpired(expired) }
                 try body(&transaction)

@@ -183,4 +183,28 @@ public protocol StorageSession: AnyObject {
     func deleteLock(namespace: Int64, pathKey: [UInt8]) throws
     /// Held locks in path-key order, optionally only those under one first label (its encoded key prefix).
     func locks(namespace: Int64, pathKeyPrefix: [UInt8]?) throws -> [LockRecord]
+
+    // MARK: Several daemons on one database (defaults below suit single-process backends)
+
+    /// The instant of this operation according to the storage (PostgreSQL's clock, storage.md §4.4); nil means
+    /// the engine's own clock.
+    var databaseTime: Timestamp? { get }
+
+    /// Called before a grant from `spec`: locks the spec against concurrent grants by other daemons and returns
+    /// its current record and counts (nil if it was deleted meanwhile), so limits are re-checked on fresh data.
+    func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)?
+
+    /// Serializes lock-service operations on one namespace.
+    func serializeLockService(namespace: Int64) throws
+}
+
+/// Defaults of the hooks that only a backend shared by several daemons needs.
+extension StorageSession {
+    public var databaseTime: Timestamp? { nil }
+
+    public func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
+        (spec, try unitCounts(spec: spec.id))
+    }
+
+    public func serializeLockService(namespace: Int64) throws {}
 }

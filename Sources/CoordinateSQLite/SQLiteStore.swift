@@ -69,7 +69,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
                 id: specs.int64(0), namespaceID: specs.int64(1), name: specs.identifier(2, kind: 3), data: data,
                 derived: derived, nextContinuous: specs.optionalInt64(6), archivedFinished: specs.int64(7),
                 archivedFailed: specs.int64(8))
-            if let overrides = specs.optionalBytes(5) { Self.decodeOverrides(overrides, into: &record) }
+            if let overrides = specs.optionalBytes(5) { SpecOverrides.decode(overrides, into: &record) }
             var counts = UnitCounts()
             counts.ready = specs.int(9)
             counts.delayed = specs.int(10)
@@ -81,51 +81,6 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             fresh.counts[record.id] = counts
         }
         cache = fresh
-    }
-
-    // MARK: - Overrides encoding
-
-    static func encodeOverrides(_ spec: SpecRecord) -> [UInt8]? {
-        guard !spec.overridden.isEmpty else { return nil }
-        let values = spec.overrideValues
-        var map = CBORMap()
-        func optional(_ value: Int64?) -> CBORValue { value.map { .int($0) } ?? .null }
-        for field in spec.overridden.sorted(by: { $0.rawValue < $1.rawValue }) {
-            let value: CBORValue
-            switch field {
-            case .paused: value = .bool(values.paused)
-            case .continuous: value = .bool(values.continuous)
-            case .weight: value = .int(values.weight)
-            case .interval: value = optional(values.interval)
-            case .maxRunning: value = optional(values.maxRunning)
-            case .maxGetwork: value = optional(values.maxGetwork)
-            case .maxRetries: value = optional(values.maxRetries)
-            case .priority: value = .int(values.priority)
-            }
-            map.append(.text(field.rawValue), value)
-        }
-        return CBOREncoder.encode(.map(map))
-    }
-
-    static func decodeOverrides(_ bytes: [UInt8], into spec: inout SpecRecord) {
-        guard case .map(let map)? = try? CBORDecoder.decode(bytes) else { return }
-        for pair in map.pairs {
-            guard let name = pair.key.stringOctets,
-                let field = OverridableField(rawValue: String(decoding: name, as: UTF8.self))
-            else { continue }
-            spec.overridden.insert(field)
-            let value = pair.value
-            switch field {
-            case .paused: spec.overrideValues.paused = value.isTruthy
-            case .continuous: spec.overrideValues.continuous = value.isTruthy
-            case .weight: spec.overrideValues.weight = value.int64Value ?? 20
-            case .interval: spec.overrideValues.interval = value.int64Value
-            case .maxRunning: spec.overrideValues.maxRunning = value.int64Value
-            case .maxGetwork: spec.overrideValues.maxGetwork = value.int64Value
-            case .maxRetries: spec.overrideValues.maxRetries = value.int64Value
-            case .priority: spec.overrideValues.priority = value.int64Value ?? 0
-            }
-        }
     }
 
     // MARK: - Commit support
@@ -299,7 +254,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try insert.bind(2, spec.name.octets)
         try insert.bind(3, spec.name.isText)
         try insert.bind(4, spec.data.bytes)
-        try insert.bind(5, Self.encodeOverrides(spec))
+        try insert.bind(5, SpecOverrides.encode(spec))
         try insert.bind(6, spec.nextContinuous)
         try insert.bind(7, spec.archivedFinished)
         try insert.bind(8, spec.archivedFailed)
@@ -323,7 +278,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try update.bind(1, spec.name.octets)
         try update.bind(2, spec.name.isText)
         try update.bind(3, spec.data.bytes)
-        try update.bind(4, Self.encodeOverrides(spec))
+        try update.bind(4, SpecOverrides.encode(spec))
         try update.bind(5, spec.nextContinuous)
         try update.bind(6, spec.archivedFinished)
         try update.bind(7, spec.archivedFailed)

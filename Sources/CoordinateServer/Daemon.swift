@@ -3,6 +3,7 @@ import CoordinateConfig
 import CoordinateEngine
 import CoordinateHTTP
 import CoordinateMetrics
+import CoordinatePostgres
 import CoordinateRPC
 import CoordinateSQLite
 import Foundation
@@ -36,6 +37,8 @@ public final class Daemon: Sendable {
     public let engine: Engine?
     /// The SQLite backend, when the daemon runs on one.
     public let sqlite: SQLiteBackend?
+    /// The PostgreSQL backend, when the daemon runs on one.
+    public let postgres: PostgresBackend?
     /// Metrics of this daemon (nil when built without the built-in engine).
     public let metrics: CoordinateMetrics?
     /// The HTTP listener (REST, metrics, health, dashboard); nil when `http_port` is 0 or there is no engine.
@@ -56,6 +59,7 @@ public final class Daemon: Sendable {
             storageBackend: configuration.server.storage.rawValue, version: CoordinateVersion.current)
         let backend: any StorageBackend
         var sqlite: SQLiteBackend?
+        var postgres: PostgresBackend?
         var lockDescriptor: Int32 = -1
         switch configuration.server.storage {
         case .sqlite:
@@ -74,6 +78,20 @@ public final class Daemon: Sendable {
                 maxPageCount: pageLimit,
                 observer: metrics)
             sqlite = created
+            backend = created
+        case .postgres:
+            let url: PostgresURL
+            do {
+                url = try PostgresURL(configuration.server.postgresURL ?? "")
+            } catch {
+                throw .configuration(
+                    ConfigurationError(
+                        source: "configuration", key: "coordinate.server.postgres_url", reason: error.description))
+            }
+            let created = PostgresBackend(
+                url: url, schema: configuration.server.postgresSchema, poolSize: configuration.server.postgresPoolSize,
+                logger: logger, observer: metrics)
+            postgres = created
             backend = created
         default:
             backend = MemoryBackend()
@@ -94,7 +112,7 @@ public final class Daemon: Sendable {
             logger: logger)
         let modules = try catalog.modules(for: configuration, context: context)
         try self.init(
-            configuration: configuration, modules: modules, engine: engine, sqlite: sqlite,
+            configuration: configuration, modules: modules, engine: engine, sqlite: sqlite, postgres: postgres,
             lockFileDescriptor: lockDescriptor, logger: logger, eventLoopThreads: eventLoopThreads, metrics: metrics)
     }
 
@@ -102,7 +120,8 @@ public final class Daemon: Sendable {
     /// Fails when two modules define the same method name.
     public init(
         configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil,
-        sqlite: SQLiteBackend? = nil, lockFileDescriptor: Int32 = -1, logger: Logger,
+        sqlite: SQLiteBackend? = nil, postgres: PostgresBackend? = nil, lockFileDescriptor: Int32 = -1,
+        logger: Logger,
         eventLoopThreads: Int = System.coreCount, metrics: CoordinateMetrics? = nil
     ) throws(DaemonStartError) {
         self.configuration = configuration
@@ -110,6 +129,7 @@ public final class Daemon: Sendable {
         self.logger = logger
         self.engine = engine
         self.sqlite = sqlite
+        self.postgres = postgres
         self.lockFileDescriptor = lockFileDescriptor
         let table: RPCMethodTable
         do {
@@ -178,7 +198,7 @@ public final class Daemon: Sendable {
                         reason: ListenError.reason(for: error))
                 }
             }
-            if sqlite == nil { await createRPCNamespace() }
+            if sqlite == nil && postgres == nil { await createRPCNamespace() }
             return address
         } catch {
             throw .listen(error)
@@ -189,6 +209,16 @@ public final class Daemon: Sendable {
     /// `storage unavailable: initialising`. Throws only for the conditions that end the process (a schema newer
     /// than supported); other problems leave the daemon up with storage unavailable.
     public func initializeStorage() async throws(DaemonStartError) {
+        if let postgres, let engine {
+            let clock = engine.clock
+            do throws(PostgresStartError) {
+                try await postgres.initialize(now: { clock.now() })
+            } catch {
+                throw .other(error.description)
+            }
+            await createRPCNamespace()
+            return
+        }
         guard let sqlite, let engine else { return }
         let now = engine.clock.now()
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<SQLiteStartError?, Never>) in
@@ -231,6 +261,11 @@ public final class Daemon: Sendable {
             sinceArchive += 1
             sincePurge += 1
             sinceCheckpoint += 1
+            if let postgres {
+                // Another daemon may have migrated the schema beyond this one (storage.md §5.6).
+                if Int(sincePurge) % 5 == 0 { await postgres.checkSchemaVersion() }
+                guard postgres.health().isAvailable else { continue }
+            }
             if let sqlite {
                 // Notice a removed or replaced database file within 5 s (storage.md §6.5).
                 if Int(sincePurge) % 5 == 0 { sqlite.checkFileIdentity() }

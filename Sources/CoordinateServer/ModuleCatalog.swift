@@ -32,7 +32,7 @@ public struct ModuleCatalog: Sendable {
     /// What this build offers.
     public static var builtIn: ModuleCatalog {
         ModuleCatalog(
-            availableStorage: [.memory, .sqlite],
+            availableStorage: [.memory, .sqlite, .postgres],
             factories: [
                 "JobQueue": { context in
                     JobQueueModule(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CoordinateConfig
+import CoordinateEngine
 import CoordinateServer
 import Foundation
 import Logging
@@ -43,6 +44,13 @@ struct CoordinatedCommand: ParsableCommand {
 
     @Flag(help: "Print the version and exit.")
     var version = false
+
+    @Option(
+        name: .customLong("debug-local-clock-offset"),
+        help: ArgumentHelp(
+            "Test only: shift the daemon's local clock by this many seconds (needs COORDINATE_TESTING=1).",
+            visibility: .hidden))
+    var debugLocalClockOffset: Double?
 
     /// Applies the file and the command-line overrides; errors name their source as the spec requires.
     func effectiveConfiguration(warnings: inout [String]) throws(ConfigurationError) -> CoordinateConfiguration {
@@ -121,9 +129,18 @@ LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: logFor
 let logger = Logger(label: "coordinated")
 for warning in warnings { logger.warning("\(warning)") }
 
+var clock = SystemClock()
+if let offset = command.debugLocalClockOffset {
+    // Lets tests run daemons whose local clocks disagree without touching the system clock (storage.md §7.3).
+    guard ProcessInfo.processInfo.environment["COORDINATE_TESTING"] == "1" else {
+        fail("--debug-local-clock-offset is for tests only (set COORDINATE_TESTING=1)")
+    }
+    clock = SystemClock(offsetMicroseconds: Int64(offset * 1_000_000))
+}
+
 let daemon: Daemon
 do {
-    daemon = try Daemon(configuration: configuration, logger: logger)
+    daemon = try Daemon(configuration: configuration, logger: logger, clock: clock)
 } catch {
     fail(error.description)
 }

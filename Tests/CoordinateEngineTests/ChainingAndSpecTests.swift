@@ -41,7 +41,7 @@ struct ChainingAndSpecTests {
         "re-setting a spec re-derives fields, clears overrides, keeps units and next_continuous",
         arguments: BackendKind.allCases)
     func resetSpec(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("continuous", true), ("interval", 60)])
         _ = try await h.getWork()
         _ = try await h.control("s") { $0.status = 2 }
@@ -57,7 +57,7 @@ struct ChainingAndSpecTests {
 
     @Test("control_work_spec overrides without changing the data; all or nothing", arguments: BackendKind.allCases)
     func control(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("weight", 3)])
         #expect(
             try await h.control("s") {
@@ -84,7 +84,7 @@ struct ChainingAndSpecTests {
         "chaining: every output shape, priority inheritance, delay, malformed elements skipped",
         arguments: BackendKind.allCases)
     func chaining(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("then", "b")])
         try await h.spec("b")
         try await h.add("a", ["u"], priority: 3)
@@ -123,7 +123,7 @@ struct ChainingAndSpecTests {
 
     @Test("archive by count and age keeps counts; del_work_units forgets archived", arguments: BackendKind.allCases)
     func archive(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.add("s", ["wu1", "wu2", "wu3"])
         for key in ["wu1", "wu2", "wu3"] {
@@ -138,7 +138,7 @@ struct ChainingAndSpecTests {
             try await h.run { tx in try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: "s")) })
         #expect(counted.counts.finished == 2 && counted.archivedFinished == 1)
 
-        let age = try EngineHarness(backend)
+        let age = try await EngineHarness(backend)
         try await age.spec("s")
         try await age.add("s", ["wu1", "wu2", "wu3"])
         let base = age.now
@@ -160,7 +160,7 @@ struct ChainingAndSpecTests {
 
     @Test("clear deletes specs and resets the scheduler; workers and locks stay", arguments: BackendKind.allCases)
     func clear(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a")
         try await h.spec("b")
         let namespace = h.namespace
@@ -180,7 +180,7 @@ struct ChainingAndSpecTests {
 
     @Test("namespaces are isolated", arguments: BackendKind.allCases)
     func namespaces(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         let one = Identifier(text: "one")
         let two = Identifier(text: "two")
         try await h.run { tx in
@@ -208,7 +208,7 @@ struct ChainingAndSpecTests {
 
     @Test("data round-trips value-identically", arguments: BackendKind.allCases)
     func valueRoundTrip(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         let data: CBORValue = .map(
             CBORMap([
@@ -229,7 +229,7 @@ struct ChainingAndSpecTests {
 struct SummaryTests {
     @Test("summaries list non-zero counts in namespace, spec, status order", arguments: BackendKind.allCases)
     func summary(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("b")
         try await h.spec("a")
         try await h.add("a", ["x", "y", "z"])
@@ -247,7 +247,7 @@ struct SummaryTests {
         "binary keys are listed, granted and finished with their exact octets and kind", arguments: BackendKind.allCases
     )
     func binaryKeys(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         let keys: [Identifier] = [
             Identifier(octets: [0x00], isText: false), Identifier(octets: [0xff], isText: false),

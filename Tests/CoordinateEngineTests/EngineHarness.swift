@@ -1,5 +1,6 @@
 import CBOR
 import CoordinateEngine
+import CoordinatePostgres
 import CoordinateSQLite
 import Foundation
 import Logging
@@ -10,18 +11,31 @@ import TestSupport
 enum BackendKind: String, CaseIterable, CustomStringConvertible, Sendable {
     case memory
     case sqlite
+    case postgres
 
     var description: String { rawValue }
 
-    func make(clock: ManualClock) throws -> any StorageBackend {
+    /// Memory and SQLite always; PostgreSQL when the test script provides a server (with `CI=true` always, so
+    /// a missing server fails instead of being skipped).
+    static var allCases: [BackendKind] { TestPostgres.available ? [.memory, .sqlite, .postgres] : [.memory, .sqlite] }
+
+    func make(clock: ManualClock) async throws -> any StorageBackend {
+        var logger = Logger(label: "test-\(rawValue)")
+        logger.logLevel = .critical
         switch self {
         case .memory: return MemoryBackend()
         case .sqlite:
             let directory = NSTemporaryDirectory() + "coordinate-engine-\(UUID().uuidString)"
-            var logger = Logger(label: "test-sqlite")
-            logger.logLevel = .critical
             let backend = SQLiteBackend(path: directory + "/coordinate.sqlite3", logger: logger)
             try backend.initialize(now: clock.now())
+            return backend
+        case .postgres:
+            // A fresh schema per case; the engine's manual clock decides time (storage.md §7).
+            let backend = PostgresBackend(
+                url: try PostgresURL(try TestPostgres.url()), schema: TestPostgres.freshSchema(), poolSize: 4,
+                logger: logger, useDatabaseClock: false)
+            let now = clock.now()
+            try await backend.initialize(now: { now })
             return backend
         }
     }
@@ -33,9 +47,9 @@ struct EngineHarness {
     let clock: ManualClock
     let namespace = Identifier(text: "")
 
-    init(_ kind: BackendKind, configuration: EngineConfiguration = EngineConfiguration()) throws {
+    init(_ kind: BackendKind, configuration: EngineConfiguration = EngineConfiguration()) async throws {
         clock = ManualClock()
-        engine = Engine(backend: try kind.make(clock: clock), clock: clock, configuration: configuration)
+        engine = Engine(backend: try await kind.make(clock: clock), clock: clock, configuration: configuration)
     }
 
     var now: Timestamp { clock.now() }

@@ -7,12 +7,12 @@ import Testing
 struct GetWorkTests {
     @Test("max_getwork caps a batch; units come from one spec only", arguments: BackendKind.allCases)
     func maxGetwork(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("max_getwork", 10)])
         try await h.add("s", (1...99).map { String(format: "u%03d", $0) })
         let granted = try await h.getWork(count: 50)
         #expect(granted.map(\.unit.key.description) == (1...10).map { String(format: "u%03d", $0) })
-        let other = try EngineHarness(backend)
+        let other = try await EngineHarness(backend)
         try await other.spec("big", [("weight", 300)])
         try await other.spec("small")
         try await other.addMany("big", count: 4)
@@ -24,7 +24,7 @@ struct GetWorkTests {
 
     @Test("max_running is never exceeded and resumes after a finish", arguments: BackendKind.allCases)
     func maxRunning(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("max_running", 2)])
         try await h.addMany("s", count: 10)
         #expect(try await h.getWork(count: 5).count == 2)
@@ -36,7 +36,7 @@ struct GetWorkTests {
 
     @Test("pause, name filter, runtime filter", arguments: BackendKind.allCases)
     func filters(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("plain")
         try await h.spec("go", [("runtime", "go")])
         try await h.addMany("plain", count: 3)
@@ -54,7 +54,7 @@ struct GetWorkTests {
 
     @Test("spec priority is absolute across filters", arguments: BackendKind.allCases)
     func specPriority(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("three", [("priority", 20)])
         try await h.spec("two", [("priority", 10)])
         try await h.spec("four", [("priority", 0)])
@@ -67,7 +67,7 @@ struct GetWorkTests {
 
     @Test("max_retries fails units that used up their attempts", arguments: BackendKind.allCases)
     func maxRetries(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("max_retries", 2)])
         try await h.add("s", ["u"])
         #expect(try await h.getWork(lease: 1).count == 1)
@@ -84,14 +84,14 @@ struct GetWorkTests {
         #expect(try await h.getWork(lease: 1).count == 1)
 
         // The batch is not topped up when a unit fails (semantics.md §9.4 example).
-        let b = try EngineHarness(backend)
+        let b = try await EngineHarness(backend)
         try await b.spec("s", [("max_getwork", 2), ("max_retries", 1)])
         try await b.add("s", ["a", "b", "c", "d"])
         #expect(try await b.getWork(count: 5, lease: 1).map(\.unit.key.description) == ["a", "b"])
         try await b.finish("s", "a")
         b.clock.advance(seconds: 2)
         #expect(try await b.getWork(count: 5, lease: 1).map(\.unit.key.description) == ["c"])
-        let both = try EngineHarness(backend)
+        let both = try await EngineHarness(backend)
         try await both.spec("s", [("max_getwork", 2), ("max_retries", 1)])
         try await both.add("s", ["a", "b", "c", "d"])
         _ = try await both.getWork(count: 5, lease: 1)
@@ -101,7 +101,7 @@ struct GetWorkTests {
 
     @Test("continuous specs: key format, one per call, interval, max_running, control", arguments: BackendKind.allCases)
     func continuous(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("c", [("continuous", true), ("interval", 60), ("max_running", 1)])
         let start = h.now
         let first = try await h.getWork(count: 5)
@@ -126,7 +126,7 @@ struct GetWorkTests {
         #expect(try await h.getWork().count == 1)
         // max_running gates minting; control can switch continuous off and on.
         #expect(try await h.getWork().isEmpty)
-        let c2 = try EngineHarness(backend)
+        let c2 = try await EngineHarness(backend)
         try await c2.spec("c", [("continuous", true)])
         #expect(try await c2.getWork().count == 1)
         _ = try await c2.control("c") { $0.continuous = false }
@@ -142,7 +142,7 @@ struct GetWorkTests {
 
     @Test("get_work terminates when every taken unit is failed by max_retries", arguments: BackendKind.allCases)
     func termination(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("max_retries", 1)])
         try await h.addMany("s", count: 40)
         _ = try await h.getWork(count: 40, lease: 1)

@@ -13,7 +13,7 @@ struct SchedulerTests {
 
     @Test("S1: weights 4 and 6 interleave exactly", arguments: BackendKind.allCases)
     func s1(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 4)])
         try await h.spec("b", [("weight", 6)])
         try await h.addMany("a", count: 99)
@@ -23,7 +23,7 @@ struct SchedulerTests {
 
     @Test("S2: weights 1 and 10 share pending work 1:10", arguments: BackendKind.allCases)
     func s2(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 1)])
         try await h.spec("b", [("weight", 10)])
         try await h.addMany("a", count: 200)
@@ -40,7 +40,7 @@ struct SchedulerTests {
         "S3: with every unit finished before the next request, the heavier spec always wins",
         arguments: BackendKind.allCases)
     func s3(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 1)])
         try await h.spec("b", [("weight", 10)])
         try await h.addMany("a", count: 5)
@@ -58,7 +58,7 @@ struct SchedulerTests {
         "S4: higher unit priority wins first, then the score rule counts those pending units",
         arguments: BackendKind.allCases)
     func s4(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 1)])
         try await h.spec("b", [("weight", 10)])
         try await h.add("a", ["p1", "p2", "p3", "p4"], priority: 9)
@@ -74,7 +74,7 @@ struct SchedulerTests {
 
     @Test("S5: spec priority is absolute", arguments: BackendKind.allCases)
     func s5(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("hi", [("priority", 2)])
         try await h.spec("lo1", [("weight", 1)])
         try await h.spec("lo2", [("weight", 2)])
@@ -89,7 +89,7 @@ struct SchedulerTests {
         "S6: along a path the furthest-downstream spec with work wins; pausing moves upstream",
         arguments: BackendKind.allCases)
     func s6(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("then", "b")])
         try await h.spec("b", [("then", "c")])
         try await h.spec("c")
@@ -107,7 +107,7 @@ struct SchedulerTests {
 
     @Test("S7: then_preempts false keeps the upstream spec in front", arguments: BackendKind.allCases)
     func s7(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 100), ("then", "b"), ("then_preempts", false)])
         try await h.spec("b", [("weight", 1)])
         try await h.addMany("a", count: 3)
@@ -118,7 +118,7 @@ struct SchedulerTests {
 
     @Test("S8: mixed then_preempts along a three-spec path", arguments: BackendKind.allCases)
     func s8(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("weight", 40), ("then", "b")])
         try await h.spec("b", [("weight", 20), ("then", "c"), ("then_preempts", false)])
         try await h.spec("c", [("weight", 20)])
@@ -132,7 +132,7 @@ struct SchedulerTests {
 
     @Test("S9: a path spec beats loops and continuous specs", arguments: BackendKind.allCases)
     func s9(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("p", [("then", "q")])
         try await h.spec("q")
         try await h.spec("l", [("then", "l")])
@@ -144,7 +144,7 @@ struct SchedulerTests {
 
     @Test("S9b: a lone continuous spec mints a distinct unit on every request", arguments: BackendKind.allCases)
     func s9b(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("c", [("continuous", true)])
         var keys = Set<String>()
         for _ in 0..<10 {
@@ -159,7 +159,7 @@ struct SchedulerTests {
 
     @Test("S10: empty continuous spec versus a loop, 10:1", arguments: BackendKind.allCases)
     func s10(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("c", [("continuous", true)])
         try await h.spec("l", [("then", "l")])
         try await h.addMany("l", count: 40)
@@ -171,7 +171,7 @@ struct SchedulerTests {
         "S11: a continuous source with real units is both a source and a continuous spec",
         arguments: BackendKind.allCases)
     func s11(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("c", [("continuous", true)])
         try await h.spec("l", [("then", "l")])
         try await h.addMany("c", count: 100)
@@ -183,7 +183,7 @@ struct SchedulerTests {
 
     @Test("S12: negative unit priorities are not a handicap when alone", arguments: BackendKind.allCases)
     func s12(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a")
         try await h.spec("b")
         try await h.add("a", ["n1", "n2"], priority: -5)
@@ -194,7 +194,7 @@ struct SchedulerTests {
 
     @Test("S13: weight 0 is never scheduled and never fails", arguments: BackendKind.allCases)
     func s13(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("zero", [("weight", 0)])
         try await h.addMany("zero", count: 3)
         #expect(try await h.getWork().isEmpty)
@@ -203,7 +203,7 @@ struct SchedulerTests {
 
     @Test("S14: then naming a missing spec does not hide the source", arguments: BackendKind.allCases)
     func s14(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("a", [("then", "b")])
         try await h.addMany("a", count: 2)
         #expect(try await h.pick() == "a")
@@ -211,7 +211,7 @@ struct SchedulerTests {
 
     @Test("long-run shares stay proportional to weights", arguments: BackendKind.allCases)
     func longRunShares(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         let weights: [String: Int] = ["a": 3, "b": 7, "c": 11, "d": 20]
         for (name, weight) in weights.sorted(by: { $0.key < $1.key }) {
             try await h.spec(name, [("weight", .int(weight))])

@@ -28,7 +28,7 @@ struct UnitLifecycleTests {
     @Test("status 1 from every state makes the unit available", arguments: BackendKind.allCases)
     func toAvailable(backend: BackendKind) async throws {
         for state in ["available", "pending", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             #expect(try await h.update("s", "u", status: 1, data: Self.data2) == .applied)
             let unit = try #require(try await h.unit("s", "u"))
@@ -46,7 +46,7 @@ struct UnitLifecycleTests {
     @Test("status 3 grants or renews; reassignment to another worker", arguments: BackendKind.allCases)
     func toPending(backend: BackendKind) async throws {
         for state in ["available", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             #expect(try await h.update("s", "u", status: 3, worker: "w9") == .applied)
             let unit = try #require(try await h.unit("s", "u"))
@@ -57,7 +57,7 @@ struct UnitLifecycleTests {
             #expect(attempts.last?.worker == Identifier(bytes: "w9"))
             #expect(attempts.last?.status == .pending)
         }
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await prepare(h, "pending")
         let deadline = try #require(try await h.unit("s", "u")?.leaseDeadline)
         // Same worker, lease given: renewal.
@@ -76,7 +76,7 @@ struct UnitLifecycleTests {
     @Test("status 4 from each state, with forced zero-length attempts", arguments: BackendKind.allCases)
     func toFinished(backend: BackendKind) async throws {
         for state in ["available", "pending", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             let before = try await h.unit("s", "u")
             h.clock.advance(seconds: 2)
@@ -113,7 +113,7 @@ struct UnitLifecycleTests {
     @Test("status 5: finish wins over fail; fail applies data only on a failed unit", arguments: BackendKind.allCases)
     func toFailed(backend: BackendKind) async throws {
         for state in ["available", "pending", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             #expect(try await h.update("s", "u", status: 5, data: Self.data2) == .applied)
             let unit = try #require(try await h.unit("s", "u"))
@@ -136,12 +136,12 @@ struct UnitLifecycleTests {
         arguments: BackendKind.allCases)
     func leaseOnly(backend: BackendKind) async throws {
         for state in ["available", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             #expect(try await h.update("s", "u", lease: 60, data: Self.data2) == .notPending)
             #expect(try await h.unit("s", "u")?.data.decoded() == Self.data1)
         }
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await prepare(h, "pending")
         #expect(try await h.update("s", "u", lease: 100_000) == .applied)
         // > 86400 becomes 300.
@@ -149,7 +149,7 @@ struct UnitLifecycleTests {
         #expect(try await h.update("s", "u", lease: 0) == .applied)
         h.clock.advance(microseconds: 1)
         #expect(try await h.counts("s").ready == 1)
-        let other = try EngineHarness(backend)
+        let other = try await EngineHarness(backend)
         try await prepare(other, "pending")
         #expect(try await other.update("s", "u", lease: -5) == .applied)
         #expect(try await other.counts("s").ready == 1)
@@ -163,7 +163,7 @@ struct UnitLifecycleTests {
 
     @Test("finish then fail stays finished; fail then finish finishes and chains", arguments: BackendKind.allCases)
     func finishFailOrder(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s", [("then", "t")])
         try await h.spec("t")
         try await h.add("s", ["u"])
@@ -182,7 +182,7 @@ struct UnitLifecycleTests {
         "leases expire eagerly: counts and statuses one millisecond after the deadline", arguments: BackendKind.allCases
     )
     func eagerExpiry(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.add("s", ["a", "b"])
         let granted = try await h.getWork("w", count: 2, lease: 10)
@@ -203,7 +203,7 @@ struct UnitLifecycleTests {
     @Test("re-adding resets from every state; priority changes only when explicit", arguments: BackendKind.allCases)
     func reAdd(backend: BackendKind) async throws {
         for state in ["available", "pending", "finished", "failed"] {
-            let h = try EngineHarness(backend)
+            let h = try await EngineHarness(backend)
             try await prepare(h, state)
             try await h.add("s", ["u"], data: Self.data2)
             var unit = try #require(try await h.unit("s", "u"))
@@ -219,7 +219,7 @@ struct UnitLifecycleTests {
             #expect(unit.retryCountBase == Int64(try await h.attempts("s", "u").count))
         }
         // Duplicates in one call: the last item wins.
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         let namespace = h.namespace
         _ = try await h.run { tx in
@@ -237,7 +237,7 @@ struct UnitLifecycleTests {
 
     @Test("delayed units wait for their not-before time and keep priority order", arguments: BackendKind.allCases)
     func delay(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.add("s", ["late"], priority: 10, delay: 30)
         try await h.add("s", ["now"], priority: 1)
@@ -253,7 +253,7 @@ struct UnitLifecycleTests {
 
     @Test("prioritize orders units; adjustments saturate", arguments: BackendKind.allCases)
     func prioritize(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.add("s", ["a", "b", "c"])
         func order() async throws -> [String] {
@@ -291,7 +291,7 @@ struct UnitLifecycleTests {
 
     @Test("attempt ids increase and history is kept oldest first", arguments: BackendKind.allCases)
     func attemptHistory(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.add("s", ["u"])
         _ = try await h.getWork("w1", lease: 5)

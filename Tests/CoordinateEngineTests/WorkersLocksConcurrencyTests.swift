@@ -25,7 +25,7 @@ struct WorkersLocksConcurrencyTests {
 
     @Test("liveness is eager; unregister; retention purge; revival", arguments: BackendKind.allCases)
     func liveness(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend, configuration: EngineConfiguration(workerRetention: 100))
+        let h = try await EngineHarness(backend, configuration: EngineConfiguration(workerRetention: 100))
         try await heartbeat(h, "a", seconds: 10)
         try await heartbeat(h, "b", seconds: 100)
         #expect(try await live(h) == ["a", "b"])
@@ -52,7 +52,7 @@ struct WorkersLocksConcurrencyTests {
         "parents and children; changing a parent; held units across expiry and re-grant",
         arguments: BackendKind.allCases)
     func children(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await heartbeat(h, "p")
         try await heartbeat(h, "c1", parent: "p")
         try await heartbeat(h, "c2", parent: "q")
@@ -104,7 +104,7 @@ struct WorkersLocksConcurrencyTests {
     @Test(
         "locks: prefixes, descendants, all-or-nothing, renew, unlock, expiry, listing", arguments: BackendKind.allCases)
     func locks(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         let namespace = h.namespace
         let l1 = Identifier(bytes: "L1")
         let l2 = Identifier(bytes: "L2")
@@ -162,7 +162,7 @@ struct WorkersLocksConcurrencyTests {
 
     @Test("E-CONC-1: concurrent workers never share a unit; every unit finishes once", arguments: BackendKind.allCases)
     func concurrentWorkers(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await h.addMany("s", count: 100)
         let finished = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -187,7 +187,7 @@ struct WorkersLocksConcurrencyTests {
         "E-CONC-2 and E-CONC-3: concurrent adds of the same keys; max_running under concurrency",
         arguments: BackendKind.allCases)
     func concurrentAddsAndMaxRunning(backend: BackendKind) async throws {
-        let h = try EngineHarness(backend)
+        let h = try await EngineHarness(backend)
         try await h.spec("s")
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<8 {

@@ -1,0 +1,344 @@
+import CoordinateEngine
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+import Synchronization
+
+/// Start-up failures of the PostgreSQL backend that end the process with status 2 (storage.md §5.4).
+public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
+    case schemaTooNew(String)
+    case configuration(String)
+
+    public var description: String {
+        switch self {
+        case .schemaTooNew(let detail), .configuration(let detail): return detail
+        }
+    }
+}
+
+/// The `postgres` backend (storage.md §4): several daemons may share one database.
+///
+/// Invariants:
+/// * Each operation runs in one `READ COMMITTED` transaction on one pooled connection, on a thread of the
+///   backend's pool, which blocks on the connection's futures (the engine's storage API is synchronous). The pool
+///   has as many threads as connections (`postgres_pool_size`).
+/// * The operation's `now` is the database's `clock_timestamp()` at `BEGIN` (§4.4).
+/// * Serialization failures, deadlocks and unique-key races with another daemon are retried with jittered
+///   backoff, at least 10 times, before the operation fails with `internal error: storage contention` (MD10).
+/// * A lost connection is dropped; while the database cannot be reached every operation fails at once with
+///   `storage unavailable: DETAIL`, and a background loop reconnects with backoff from 0.5 s to 30 s (§6.4).
+public final class PostgresBackend: StorageBackend {
+    public let name = "postgres"
+    public let url: PostgresURL
+    public let schema: String
+    public let poolSize: Int
+    private let logger: Logger
+    private let observer: (any StorageObserver)?
+    private let threads: NIOThreadPool
+    /// Whether operations take `now` from the database (production) or from the engine's clock (engine-level
+    /// tests with a manual clock, storage.md §7).
+    private let useDatabaseClock: Bool
+    private let state = Mutex(State())
+
+    private enum Phase: Equatable {
+        case initialising
+        case ready
+        case unavailable(String)
+        case closed
+    }
+
+    private struct State {
+        var phase: Phase = .initialising
+        var idle: [SQLChannel] = []
+        var nextConnectionID = 0
+        var reconnecting = false
+    }
+
+    /// Retries of a conflicting transaction before it fails with `storage contention`.
+    static let maxRetries = 12
+
+    public init(
+        url: PostgresURL, schema: String = "public", poolSize: Int = 10, logger: Logger,
+        observer: (any StorageObserver)? = nil, useDatabaseClock: Bool = true
+    ) {
+        self.useDatabaseClock = useDatabaseClock
+        self.url = url
+        self.schema = schema
+        self.poolSize = max(1, poolSize)
+        self.logger = logger
+        self.observer = observer
+        threads = NIOThreadPool(numberOfThreads: max(1, poolSize))
+        threads.start()
+    }
+
+    // MARK: - Connections
+
+    private func connect() throws -> SQLChannel {
+        let id = state.withLock { state -> Int in
+            state.nextConnectionID += 1
+            return state.nextConnectionID
+        }
+        var connectionLogger = logger
+        connectionLogger.logLevel = max(logger.logLevel, .warning)
+        let connection = try PostgresConnection.connect(
+            on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: id,
+            logger: connectionLogger
+        ).wait()
+        let channel = SQLChannel(connection: connection, logger: connectionLogger)
+        do {
+            try channel.simple("SET search_path TO \(PostgresSchema.quoted(schema))")
+        } catch {
+            _ = try? connection.close().wait()
+            throw error
+        }
+        return channel
+    }
+
+    private func checkout() throws -> SQLChannel {
+        if let idle = state.withLock({ $0.idle.popLast() }) { return idle }
+        return try connect()
+    }
+
+    private func checkin(_ channel: SQLChannel) {
+        let closed = state.withLock { state -> Bool in
+            guard state.phase != .closed else { return true }
+            state.idle.append(channel)
+            return false
+        }
+        if closed { _ = try? channel.connection.close().wait() }
+    }
+
+    private func discard(_ channel: SQLChannel) {
+        _ = try? channel.connection.close().wait()
+    }
+
+    private var where_: String { "\(url.host):\(url.port)" }
+
+    // MARK: - Initialisation and health
+
+    /// Connects and migrates (storage.md §5.2–§5.3). Keeps retrying with backoff while the database cannot be
+    /// reached; a schema newer than supported at the first successful connection throws
+    /// ``PostgresStartError/schemaTooNew(_:)``.
+    public func initialize(now: @escaping @Sendable () -> Int64) async throws(PostgresStartError) {
+        var delay = 0.5
+        while true {
+            if state.withLock({ $0.phase == .closed }) { return }
+            let outcome: Result<Void, any Error> = await withCheckedContinuation { continuation in
+                threads.submit { _ in
+                    do {
+                        let channel = try self.connect()
+                        defer { self.discard(channel) }
+                        try PostgresSchema.migrate(channel, schema: self.schema, now: now())
+                        continuation.resume(returning: .success(()))
+                    } catch {
+                        continuation.resume(returning: .failure(error))
+                    }
+                }
+            }
+            switch outcome {
+            case .success:
+                state.withLock { $0.phase = .ready }
+                logger.info("storage ready: postgres \(where_) schema \(schema)")
+                return
+            case .failure(let error as PostgresSchema.MigrationError):
+                state.withLock { $0.phase = .unavailable(error.description) }
+                logger.error("\(error.description)")
+                throw .schemaTooNew(error.description)
+            case .failure(let error):
+                let detail = "cannot initialise postgres at \(where_): \(describe(error))"
+                state.withLock { $0.phase = .unavailable("initialising") }
+                logger.warning("\(detail); retrying in \(delay) s")
+            }
+            try? await Task.sleep(for: .seconds(delay))
+            delay = min(delay * 2, 30)
+        }
+    }
+
+    public func health() -> StorageHealth {
+        switch state.withLock({ $0.phase }) {
+        case .ready: return .available
+        case .initialising: return StorageHealth(isAvailable: false, detail: "initialising")
+        case .unavailable(let detail): return StorageHealth(isAvailable: false, detail: detail)
+        case .closed: return StorageHealth(isAvailable: false, detail: "closed")
+        }
+    }
+
+    /// The database cannot be reached: fail fast until a background loop reconnects.
+    private func lost(_ detail: String) {
+        let start = state.withLock { state -> Bool in
+            guard state.phase == .ready || state.phase == .initialising else {
+                if case .unavailable = state.phase, !state.reconnecting { state.reconnecting = true; return true }
+                return false
+            }
+            state.phase = .unavailable(detail)
+            guard !state.reconnecting else { return false }
+            state.reconnecting = true
+            return true
+        }
+        guard start else { return }
+        logger.error("storage unavailable: \(detail)")
+        Task.detached { await self.reconnectLoop() }
+    }
+
+    private func reconnectLoop() async {
+        var delay = 0.5
+        while true {
+            try? await Task.sleep(for: .seconds(delay))
+            if state.withLock({ $0.phase == .closed }) { return }
+            let result: Result<Int, any Error> = await withCheckedContinuation { continuation in
+                threads.submit { _ in
+                    do {
+                        let channel = try self.connect()
+                        let version = try PostgresSchema.version(channel, schema: self.schema)
+                        self.checkin(channel)
+                        continuation.resume(returning: .success(version))
+                    } catch {
+                        continuation.resume(returning: .failure(error))
+                    }
+                }
+            }
+            switch result {
+            case .success(let version) where version > PostgresSchema.currentVersion:
+                let detail = PostgresSchema.MigrationError.newerThanSupported(
+                    found: version, supported: PostgresSchema.currentVersion
+                ).description
+                state.withLock {
+                    $0.phase = .unavailable(detail)
+                    $0.reconnecting = false
+                }
+                logger.error("\(detail)")
+                return
+            case .success:
+                state.withLock {
+                    $0.phase = .ready
+                    $0.reconnecting = false
+                }
+                logger.info("storage available again: postgres \(where_)")
+                return
+            case .failure(let error):
+                logger.warning("cannot reconnect to \(where_): \(describe(error)); retrying in \(delay) s")
+                delay = min(delay * 2, 30)
+            }
+        }
+    }
+
+    /// Re-reads the schema version (storage.md §5.6): another daemon may have migrated beyond what this one
+    /// supports. Called by the daemon at least every 5 s.
+    public func checkSchemaVersion() async {
+        guard state.withLock({ $0.phase == .ready }) else { return }
+        let version: Int? = await withCheckedContinuation { continuation in
+            threads.submit { _ in
+                guard let channel = try? self.checkout() else { return continuation.resume(returning: nil) }
+                let version = try? PostgresSchema.version(channel, schema: self.schema)
+                if version == nil { self.discard(channel) } else { self.checkin(channel) }
+                continuation.resume(returning: version)
+            }
+        }
+        if let version, version > PostgresSchema.currentVersion {
+            let detail = PostgresSchema.MigrationError.newerThanSupported(
+                found: version, supported: PostgresSchema.currentVersion
+            ).description
+            state.withLock { $0.phase = .unavailable(detail) }
+            logger.error("\(detail)")
+        }
+    }
+
+    // MARK: - Operations
+
+    public func execute(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        switch state.withLock({ $0.phase }) {
+        case .ready: break
+        case .initialising: return completion(StorageError.unavailable("initialising"))
+        case .unavailable(let detail): return completion(StorageError.unavailable(detail))
+        case .closed: return completion(StorageError.unavailable("closed"))
+        }
+        threads.submit { _ in completion(self.run(mode, body)) }
+    }
+
+    /// One operation with its retries; returns the error to report, or nil.
+    private func run(_ mode: AccessMode, _ body: @Sendable (any StorageSession) throws -> Void) -> (any Error)? {
+        var attempt = 0
+        while true {
+            let channel: SQLChannel
+            do {
+                channel = try checkout()
+            } catch {
+                let detail = "cannot connect to \(where_): \(describe(error))"
+                lost(detail)
+                return StorageError.unavailable(detail)
+            }
+            var committing = false
+            do {
+                try channel.simple("BEGIN ISOLATION LEVEL READ COMMITTED")
+                let rows = try channel.simple("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8")
+                guard let time = try rows.first?.int64(0) else { throw StorageError.corrupt("no transaction time") }
+                let session = PostgresSession(channel: channel, transactionTime: useDatabaseClock ? time : nil)
+                try body(session)
+                if mode == .write {
+                    try session.flushCounts()
+                    committing = true
+                    let started = ContinuousClock.now
+                    try channel.simple("COMMIT")
+                    observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
+                } else {
+                    try channel.simple("ROLLBACK")
+                }
+                checkin(channel)
+                return nil
+            } catch {
+                if error is PSQLError, sqlState(error) == nil {
+                    // The connection itself failed.
+                    discard(channel)
+                    if committing { return StorageError.unavailable("commit outcome unknown") }
+                    let detail = "lost connection to \(where_): \(describe(error))"
+                    lost(detail)
+                    return StorageError.unavailable(detail)
+                }
+                _ = try? channel.simple("ROLLBACK")
+                checkin(channel)
+                if let code = sqlState(error), ["40001", "40P01", "23505", "55P03"].contains(code) {
+                    attempt += 1
+                    guard attempt <= Self.maxRetries else { return StorageError.contention }
+                    // Jittered exponential backoff from about 1 ms.
+                    let base = min(Double(1 << min(attempt, 8)), 256) * 0.0005
+                    Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
+                    continue
+                }
+                if let code = sqlState(error) {
+                    return StorageError.unavailable("database error \(code): \(describe(error))")
+                }
+                // Engine refusals and errors of the operation itself.
+                return error
+            }
+        }
+    }
+
+    deinit {
+        // postgres-nio requires every connection to be closed before it is released: keep each alive until its
+        // close completes.
+        let channels = state.withLock { state -> [SQLChannel] in
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        for channel in channels {
+            let connection = channel.connection
+            connection.close().whenComplete { _ in _ = connection }
+        }
+        threads.shutdownGracefully { _ in }
+    }
+
+    public func close() async {
+        let channels = state.withLock { state -> [SQLChannel] in
+            state.phase = .closed
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        for channel in channels { _ = try? await channel.connection.close().get() }
+        try? await threads.shutdownGracefully()
+    }
+}

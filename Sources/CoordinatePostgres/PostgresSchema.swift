@@ -1,0 +1,152 @@
+import Foundation
+
+/// The PostgreSQL schema and its forward migrations (storage.md §4–§5). Migrations run under a session advisory
+/// lock so that daemons starting together migrate exactly once.
+enum PostgresSchema {
+    static let currentVersion = 1
+
+    /// Advisory lock key of migrations ("coordmig" as a number).
+    static let migrationLockKey: Int64 = 0x636f_6f72_646d_6967
+
+    static let migrations: [(version: Int, sql: String)] = [
+        (
+            1,
+            """
+            CREATE TABLE namespace (
+                id BIGSERIAL PRIMARY KEY,
+                name BYTEA NOT NULL UNIQUE,
+                name_kind BOOLEAN NOT NULL,
+                generation BIGINT NOT NULL DEFAULT 0
+            );
+            CREATE TABLE work_spec (
+                id BIGSERIAL PRIMARY KEY,
+                namespace_id BIGINT NOT NULL REFERENCES namespace(id) ON DELETE CASCADE,
+                name BYTEA NOT NULL,
+                name_kind BOOLEAN NOT NULL,
+                data BYTEA NOT NULL,
+                overrides BYTEA,
+                next_continuous BIGINT,
+                archived_finished BIGINT NOT NULL DEFAULT 0,
+                archived_failed BIGINT NOT NULL DEFAULT 0,
+                count_ready BIGINT NOT NULL DEFAULT 0,
+                count_delayed BIGINT NOT NULL DEFAULT 0,
+                count_pending BIGINT NOT NULL DEFAULT 0,
+                count_finished BIGINT NOT NULL DEFAULT 0,
+                count_failed BIGINT NOT NULL DEFAULT 0,
+                UNIQUE (namespace_id, name)
+            );
+            CREATE TABLE work_unit (
+                id BIGSERIAL PRIMARY KEY,
+                spec_id BIGINT NOT NULL REFERENCES work_spec(id) ON DELETE CASCADE,
+                key BYTEA NOT NULL,
+                key_kind BOOLEAN NOT NULL,
+                data BYTEA NOT NULL,
+                priority DOUBLE PRECISION NOT NULL,
+                not_before BIGINT,
+                state SMALLINT NOT NULL,
+                bucket SMALLINT NOT NULL,
+                time BIGINT,
+                latest_attempt_id BIGINT,
+                attempt_count BIGINT NOT NULL,
+                retry_count_base BIGINT NOT NULL,
+                UNIQUE (spec_id, key)
+            );
+            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, priority DESC, key);
+            CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key);
+            CREATE INDEX work_unit_deadline ON work_unit (bucket, time) WHERE bucket IN (1, 2);
+            CREATE TABLE attempt (
+                id BIGSERIAL PRIMARY KEY,
+                unit_id BIGINT NOT NULL REFERENCES work_unit(id) ON DELETE CASCADE,
+                spec_id BIGINT NOT NULL,
+                namespace_id BIGINT NOT NULL,
+                worker BYTEA NOT NULL,
+                worker_kind BOOLEAN NOT NULL,
+                start_time BIGINT NOT NULL,
+                expiration_time BIGINT NOT NULL,
+                end_time BIGINT,
+                status SMALLINT NOT NULL,
+                data BYTEA NOT NULL
+            );
+            CREATE INDEX attempt_unit ON attempt (unit_id, id);
+            CREATE INDEX attempt_worker ON attempt (namespace_id, worker, status);
+            CREATE TABLE worker (
+                namespace_id BIGINT NOT NULL REFERENCES namespace(id) ON DELETE CASCADE,
+                name BYTEA NOT NULL,
+                name_kind BOOLEAN NOT NULL,
+                active BOOLEAN NOT NULL,
+                mode BYTEA NOT NULL,
+                data BYTEA NOT NULL,
+                parent BYTEA,
+                parent_kind BOOLEAN,
+                first_seen BIGINT NOT NULL,
+                last_heartbeat BIGINT NOT NULL,
+                expiration BIGINT NOT NULL,
+                PRIMARY KEY (namespace_id, name)
+            );
+            CREATE TABLE held_lock (
+                namespace_id BIGINT NOT NULL REFERENCES namespace(id) ON DELETE CASCADE,
+                path_key BYTEA NOT NULL,
+                path BYTEA NOT NULL,
+                owner BYTEA NOT NULL,
+                owner_kind BOOLEAN NOT NULL,
+                deadline BIGINT NOT NULL,
+                PRIMARY KEY (namespace_id, path_key)
+            );
+            CREATE INDEX held_lock_deadline ON held_lock (deadline);
+            """
+        )
+    ]
+
+    enum MigrationError: Error, CustomStringConvertible, Equatable {
+        case newerThanSupported(found: Int, supported: Int)
+
+        var description: String {
+            switch self {
+            case .newerThanSupported(let found, let supported):
+                return "database schema version \(found) is newer than supported version \(supported)"
+            }
+        }
+    }
+
+    /// A SQL identifier, double-quoted.
+    static func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
+    /// The schema version found in `schema` (0 when the schema or its version table does not exist yet).
+    static func version(_ channel: SQLChannel, schema: String) throws -> Int {
+        let exists = try channel.query(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'schema_version'",
+            [.text(schema)])
+        guard try exists.first?.int64(0) ?? 0 > 0 else { return 0 }
+        let rows = try channel.query("SELECT coalesce(max(version), 0)::bigint FROM schema_version")
+        return Int(try rows.first?.int64(0) ?? 0)
+    }
+
+    /// Applies every missing migration under the migration advisory lock, each in its own transaction.
+    static func migrate(_ channel: SQLChannel, schema: String, now: Int64) throws {
+        try channel.query("SELECT pg_advisory_lock($1)", [.int(migrationLockKey)])
+        defer { _ = try? channel.query("SELECT pg_advisory_unlock($1)", [.int(migrationLockKey)]) }
+        try channel.simple("CREATE SCHEMA IF NOT EXISTS \(quoted(schema))")
+        let found = try version(channel, schema: schema)
+        if found > currentVersion { throw MigrationError.newerThanSupported(found: found, supported: currentVersion) }
+        for migration in migrations where migration.version > found {
+            try channel.simple("BEGIN")
+            do {
+                try channel.simple(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+                )
+                // One statement per query: the extended protocol takes no batches.
+                for statement in migration.sql.split(separator: ";") {
+                    let text = statement.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if !text.isEmpty { try channel.simple(text) }
+                }
+                try channel.query(
+                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                    [.int(Int64(migration.version)), .int(now)])
+                try channel.simple("COMMIT")
+            } catch {
+                _ = try? channel.simple("ROLLBACK")
+                throw error
+            }
+        }
+    }
+}

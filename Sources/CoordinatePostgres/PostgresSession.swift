@@ -1,0 +1,664 @@
+import CBOR
+import CoordinateEngine
+import Foundation
+
+/// One transaction's view of the PostgreSQL store (storage.md §4). Nothing is cached across transactions, so a
+/// change committed by any daemon is seen by the next operation of every daemon (MD6). Units live in physical
+/// buckets (ready, delayed, pending, finished, failed) that each operation first brings up to date for its
+/// instant; per-spec unit counters live on the spec rows and are moved by this transaction's deltas, written
+/// back just before commit.
+final class PostgresSession: StorageSession {
+    let channel: SQLChannel
+    /// `clock_timestamp()` at the start of the transaction, in microseconds: the operation's `now` (§4.4); nil
+    /// when the engine's own clock is used (tests with a manual clock).
+    let transactionTime: Int64?
+    private var materializedAt: Int64 = .min
+    private var knownBuckets: [Int64: UnitBucket] = [:]
+    /// Spec rows read by this transaction, with their counters as read.
+    private var specRows: [Int64: (spec: SpecRecord, counts: UnitCounts)] = [:]
+    private var namespaceSpecs: [Int64: [Int64]] = [:]
+    private var namespaces: [Identifier: NamespaceRecord] = [:]
+    /// Counter changes of this transaction by spec, added to the rows before commit.
+    private(set) var deltas: [Int64: UnitCounts] = [:]
+
+    init(channel: SQLChannel, transactionTime: Int64?) {
+        self.channel = channel
+        self.transactionTime = transactionTime
+    }
+
+    var databaseTime: Timestamp? { transactionTime }
+
+    static let unitColumns =
+        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base"
+    static let attemptColumns =
+        "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
+    static let specColumns = """
+        id, namespace_id, name, name_kind, data, overrides, next_continuous, archived_finished, archived_failed,
+        count_ready, count_delayed, count_pending, count_finished, count_failed
+        """
+
+    // MARK: - Commit support
+
+    /// Adds this transaction's counter deltas to the spec rows.
+    func flushCounts() throws {
+        for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
+            try channel.query(
+                """
+                UPDATE work_spec SET count_ready = count_ready + $2, count_delayed = count_delayed + $3,
+                    count_pending = count_pending + $4, count_finished = count_finished + $5,
+                    count_failed = count_failed + $6 WHERE id = $1
+                """,
+                [
+                    .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
+                    .int(Int64(delta.finished)), .int(Int64(delta.failed)),
+                ])
+        }
+        deltas.removeAll()
+    }
+
+    private func adjust(_ spec: Int64, _ bucket: UnitBucket, by delta: Int) {
+        deltas[spec, default: UnitCounts()][bucket] += delta
+    }
+
+    // MARK: - Time
+
+    /// Expires passed leases, promotes delayed units whose time has come, and drops expired locks, in one
+    /// statement. Rows another transaction holds are skipped (`SKIP LOCKED`): status is always derived from the
+    /// stored deadlines too, so a skipped row is still observed correctly.
+    func materialize(now: Timestamp) throws -> [Int64: Int] {
+        materializedAt = max(materializedAt, now)
+        knownBuckets.removeAll(keepingCapacity: true)
+        let rows = try channel.query(
+            """
+            WITH expired AS (
+                SELECT id, spec_id, time, latest_attempt_id FROM work_unit
+                WHERE bucket = 2 AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
+            ), expired_units AS (
+                UPDATE work_unit u SET state = 1, bucket = 0, time = NULL FROM expired e WHERE u.id = e.id
+                RETURNING e.spec_id, e.time, e.latest_attempt_id
+            ), expired_attempts AS (
+                UPDATE attempt a SET status = 2, end_time = greatest(a.start_time, x.time)
+                FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 RETURNING a.id
+            ), due AS (
+                SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
+            ), promoted AS (
+                UPDATE work_unit u SET bucket = 0, time = NULL FROM due d WHERE u.id = d.id RETURNING d.spec_id
+            ), dropped_locks AS (
+                DELETE FROM held_lock WHERE deadline < $1 RETURNING 1
+            )
+            SELECT spec_id, 1::bigint AS kind, count(*)::bigint FROM expired_units GROUP BY spec_id
+            UNION ALL SELECT spec_id, 2::bigint, count(*)::bigint FROM promoted GROUP BY spec_id
+            UNION ALL SELECT 0, 3::bigint, (SELECT count(*) FROM expired_attempts) + (SELECT count(*) FROM dropped_locks)
+            """, [.int(now)])
+        var expired: [Int64: Int] = [:]
+        for row in rows {
+            let spec = try row.int64(0)
+            let count = try row.int(2)
+            switch try row.int64(1) {
+            case 1:
+                adjust(spec, .pending, by: -count)
+                adjust(spec, .ready, by: count)
+                expired[spec, default: 0] += count
+            case 2:
+                adjust(spec, .delayed, by: -count)
+                adjust(spec, .ready, by: count)
+            default:
+                break
+            }
+        }
+        return expired
+    }
+
+    // MARK: - Namespaces
+
+    func namespace(named name: Identifier) throws -> NamespaceRecord? {
+        if let known = namespaces[name] { return known }
+        let rows = try channel.query("SELECT id, name, name_kind FROM namespace WHERE name = $1", [.bytes(name.octets)])
+        guard let row = rows.first else { return nil }
+        let record = NamespaceRecord(id: try row.int64(0), name: try row.identifier(1, kind: 2))
+        namespaces[name] = record
+        return record
+    }
+
+    func createNamespace(named name: Identifier) throws -> NamespaceRecord {
+        if let existing = try namespace(named: name) { return existing }
+        // A concurrent creation by another daemon makes this insert a no-op; the select then finds its row.
+        try channel.query(
+            "INSERT INTO namespace (name, name_kind) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            [.bytes(name.octets), .bool(name.isText)])
+        guard let record = try namespace(named: name) else { throw StorageError.contention }
+        return record
+    }
+
+    func allNamespaces() throws -> [NamespaceRecord] {
+        try channel.query("SELECT id, name, name_kind FROM namespace ORDER BY name").map {
+            NamespaceRecord(id: try $0.int64(0), name: try $0.identifier(1, kind: 2))
+        }
+    }
+
+    func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
+        if keepRecord {
+            try channel.query("DELETE FROM work_spec WHERE namespace_id = $1", [.int(namespace.id)])
+            try channel.query("DELETE FROM worker WHERE namespace_id = $1", [.int(namespace.id)])
+            try channel.query("DELETE FROM held_lock WHERE namespace_id = $1", [.int(namespace.id)])
+            try bumpGeneration(namespace.id)
+        } else {
+            try channel.query("DELETE FROM namespace WHERE id = $1", [.int(namespace.id)])
+            namespaces[namespace.name] = nil
+        }
+        for id in namespaceSpecs[namespace.id] ?? [] {
+            specRows[id] = nil
+            deltas[id] = nil
+        }
+        namespaceSpecs[namespace.id] = nil
+    }
+
+    // MARK: - Specs
+
+    private func readSpec(_ row: SQLRow) throws -> (SpecRecord, UnitCounts) {
+        let data = StoredValue(uncheckedCanonicalBytes: try row.bytes(4))
+        let derived = (try? SpecDerivation.fields(of: data.decoded().mapValue ?? CBORMap())) ?? SpecFields()
+        var record = SpecRecord(
+            id: try row.int64(0), namespaceID: try row.int64(1), name: try row.identifier(2, kind: 3), data: data,
+            derived: derived, nextContinuous: try row.optionalInt64(6), archivedFinished: try row.int64(7),
+            archivedFailed: try row.int64(8))
+        if let overrides = try row.optionalBytes(5) { SpecOverrides.decode(overrides, into: &record) }
+        var counts = UnitCounts()
+        counts.ready = try row.int(9)
+        counts.delayed = try row.int(10)
+        counts.pending = try row.int(11)
+        counts.finished = try row.int(12)
+        counts.failed = try row.int(13)
+        return (record, counts)
+    }
+
+    func specs(namespace: Int64) throws -> [SpecRecord] {
+        if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
+        let rows = try channel.query(
+            "SELECT \(Self.specColumns) FROM work_spec WHERE namespace_id = $1 ORDER BY name", [.int(namespace)])
+        var ids: [Int64] = []
+        for row in rows {
+            let (spec, counts) = try readSpec(row)
+            specRows[spec.id] = (spec, counts)
+            ids.append(spec.id)
+        }
+        namespaceSpecs[namespace] = ids
+        return ids.compactMap { specRows[$0]?.spec }
+    }
+
+    func specGeneration(namespace: Int64) throws -> UInt64 {
+        let rows = try channel.query("SELECT generation FROM namespace WHERE id = $1", [.int(namespace)])
+        return UInt64(bitPattern: try rows.first?.int64(0) ?? 0)
+    }
+
+    private func bumpGeneration(_ namespace: Int64) throws {
+        try channel.query("UPDATE namespace SET generation = generation + 1 WHERE id = $1", [.int(namespace)])
+    }
+
+    func spec(namespace: Int64, named name: Identifier) throws -> SpecRecord? {
+        if let ids = namespaceSpecs[namespace] {
+            return ids.lazy.compactMap { self.specRows[$0]?.spec }.first { $0.name == name }
+        }
+        let rows = try channel.query(
+            "SELECT \(Self.specColumns) FROM work_spec WHERE namespace_id = $1 AND name = $2",
+            [.int(namespace), .bytes(name.octets)])
+        guard let row = rows.first else { return nil }
+        let (spec, counts) = try readSpec(row)
+        specRows[spec.id] = (spec, counts)
+        return spec
+    }
+
+    func spec(id: Int64) throws -> SpecRecord? {
+        if let known = specRows[id] { return known.spec }
+        let rows = try channel.query("SELECT \(Self.specColumns) FROM work_spec WHERE id = $1", [.int(id)])
+        guard let row = rows.first else { return nil }
+        let (spec, counts) = try readSpec(row)
+        specRows[spec.id] = (spec, counts)
+        return spec
+    }
+
+    /// Locks the spec row for a grant (`SELECT … FOR UPDATE`) and returns it fresh with its counters, so
+    /// `max_running`, `max_getwork`, pauses and continuous intervals are judged on the latest committed state
+    /// by whichever daemon grants (MD2, MD3).
+    func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
+        let rows = try channel.query(
+            "SELECT \(Self.specColumns) FROM work_spec WHERE id = $1 FOR UPDATE", [.int(spec.id)])
+        guard let row = rows.first else { return nil }
+        let (fresh, counts) = try readSpec(row)
+        specRows[fresh.id] = (fresh, counts)
+        return (fresh, try unitCounts(spec: fresh.id))
+    }
+
+    func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {
+        let rows = try channel.query(
+            """
+            INSERT INTO work_spec (namespace_id, name, name_kind, data, overrides, next_continuous, archived_finished,
+                archived_failed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+            """,
+            [
+                .int(spec.namespaceID), .bytes(spec.name.octets), .bool(spec.name.isText), .bytes(spec.data.bytes),
+                .bytes(SpecOverrides.encode(spec)), .int(spec.nextContinuous), .int(spec.archivedFinished),
+                .int(spec.archivedFailed),
+            ])
+        var record = spec
+        record.id = try rows.first?.int64(0) ?? 0
+        specRows[record.id] = (record, UnitCounts())
+        namespaceSpecs[spec.namespaceID] = nil
+        try bumpGeneration(spec.namespaceID)
+        return record
+    }
+
+    func updateSpec(_ spec: SpecRecord) throws {
+        try channel.query(
+            """
+            UPDATE work_spec SET name = $2, name_kind = $3, data = $4, overrides = $5, next_continuous = $6,
+                archived_finished = $7, archived_failed = $8 WHERE id = $1
+            """,
+            [
+                .int(spec.id), .bytes(spec.name.octets), .bool(spec.name.isText), .bytes(spec.data.bytes),
+                .bytes(SpecOverrides.encode(spec)), .int(spec.nextContinuous), .int(spec.archivedFinished),
+                .int(spec.archivedFailed),
+            ])
+        if let known = specRows[spec.id] { specRows[spec.id] = (spec, known.counts) }
+        try bumpGeneration(spec.namespaceID)
+    }
+
+    func deleteSpec(_ spec: SpecRecord) throws {
+        try channel.query("DELETE FROM work_spec WHERE id = $1", [.int(spec.id)])
+        specRows[spec.id] = nil
+        deltas[spec.id] = nil
+        namespaceSpecs[spec.namespaceID] = nil
+        try bumpGeneration(spec.namespaceID)
+    }
+
+    // MARK: - Units
+
+    private func readUnit(_ row: SQLRow) throws -> UnitRecord {
+        let state = UnitState(rawValue: UInt8(try row.int16(7))) ?? .available
+        let time = try row.optionalInt64(9)
+        let unit = UnitRecord(
+            id: try row.int64(0), specID: try row.int64(1), key: try row.identifier(2, kind: 3),
+            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(4)), priority: try row.double(5),
+            notBefore: try row.optionalInt64(6), state: state, leaseDeadline: state == .pending ? time : nil,
+            completionTime: state == .finished || state == .failed ? time : nil,
+            latestAttemptID: try row.optionalInt64(10), attemptCount: try row.int64(11),
+            retryCountBase: try row.int64(12))
+        knownBuckets[unit.id] = UnitBucket(rawValue: UInt8(try row.int16(8))) ?? .ready
+        return unit
+    }
+
+    private func units(_ sql: String, _ values: [SQLValue]) throws -> [UnitRecord] {
+        try channel.query(sql, values).map(readUnit)
+    }
+
+    func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
+        try units(
+            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND key = $2",
+            [.int(spec), .bytes(key.octets)]
+        ).first
+    }
+
+    func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
+        try units("SELECT \(Self.unitColumns) FROM work_unit WHERE id = $1", [.int(attempt.unitID)]).first
+    }
+
+    private func placement(_ unit: UnitRecord) -> (bucket: UnitBucket, time: Int64?) {
+        let bucket = unit.bucket(at: materializedAt)
+        switch bucket {
+        case .ready: return (.ready, nil)
+        case .delayed: return (.delayed, unit.notBefore)
+        case .pending: return (.pending, unit.leaseDeadline)
+        case .finished, .failed: return (bucket, unit.completionTime)
+        }
+    }
+
+    func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
+        let (bucket, time) = placement(unit)
+        let rows = try channel.query(
+            """
+            INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
+                latest_attempt_id, attempt_count, retry_count_base)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+            """,
+            [
+                .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
+                .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
+                .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
+                .int(unit.retryCountBase),
+            ])
+        var record = unit
+        record.id = try rows.first?.int64(0) ?? 0
+        adjust(unit.specID, bucket, by: 1)
+        knownBuckets[record.id] = bucket
+        return record
+    }
+
+    private func currentBucket(of unit: UnitRecord) throws -> UnitBucket {
+        if let known = knownBuckets[unit.id] { return known }
+        let rows = try channel.query("SELECT bucket FROM work_unit WHERE id = $1", [.int(unit.id)])
+        guard let row = rows.first else { throw StorageError.corrupt("no unit \(unit.id)") }
+        return UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready
+    }
+
+    func updateUnit(_ newUnit: UnitRecord) throws {
+        var unit = newUnit
+        if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
+            // A renewal with a non-positive lease: the unit expires at once.
+            if let attempt = unit.latestAttemptID {
+                try channel.query(
+                    "UPDATE attempt SET status = 2, end_time = greatest(start_time, $1) WHERE id = $2 AND status = 1",
+                    [.int(deadline), .int(attempt)])
+            }
+            unit.state = .available
+            unit.leaseDeadline = nil
+        }
+        let old = try currentBucket(of: unit)
+        let (bucket, time) = placement(unit)
+        try channel.query(
+            """
+            UPDATE work_unit SET key_kind = $2, data = $3, priority = $4, not_before = $5, state = $6, bucket = $7,
+                time = $8, latest_attempt_id = $9, attempt_count = $10, retry_count_base = $11 WHERE id = $1
+            """,
+            [
+                .int(unit.id), .bool(unit.key.isText), .bytes(unit.data.bytes), .double(unit.priority),
+                .int(unit.notBefore), .int16(Int16(unit.state.rawValue)), .int16(Int16(bucket.rawValue)), .int(time),
+                .int(unit.latestAttemptID), .int(unit.attemptCount), .int(unit.retryCountBase),
+            ])
+        if old != bucket {
+            adjust(unit.specID, old, by: -1)
+            adjust(unit.specID, bucket, by: 1)
+        }
+        knownBuckets[unit.id] = bucket
+    }
+
+    func deleteUnit(_ unit: UnitRecord) throws {
+        let rows = try channel.query("DELETE FROM work_unit WHERE id = $1 RETURNING bucket", [.int(unit.id)])
+        if let row = rows.first { adjust(unit.specID, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -1) }
+        knownBuckets[unit.id] = nil
+    }
+
+    func unitCounts(spec: Int64) throws -> UnitCounts {
+        if specRows[spec] == nil { _ = try self.spec(id: spec) }
+        var counts = specRows[spec]?.counts ?? UnitCounts()
+        if let delta = deltas[spec] {
+            for bucket in UnitBucket.allCases { counts[bucket] += delta[bucket] }
+        }
+        return counts
+    }
+
+    func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
+        // Rows a concurrent grant holds are skipped rather than waited for: they are about to be granted.
+        try units(
+            """
+            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = 0
+            ORDER BY priority DESC, key LIMIT $2 FOR UPDATE SKIP LOCKED
+            """, [.int(spec), .int(Int64(limit))])
+    }
+
+    func topReadyPriority(spec: Int64) throws -> Double? {
+        let rows = try channel.query(
+            "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = 0 ORDER BY priority DESC, key LIMIT 1",
+            [.int(spec)])
+        return try rows.first?.double(0)
+    }
+
+    func units(
+        spec: Int64, buckets: Set<UnitBucket>?, startKey: Identifier?, order: UnitOrder, limit: Int
+    ) throws
+        -> [UnitRecord]
+    {
+        guard limit > 0 else { return [] }
+        var sql = "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1"
+        var values: [SQLValue] = [.int(spec)]
+        if let buckets {
+            guard !buckets.isEmpty else { return [] }
+            sql += " AND bucket IN (\(buckets.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+        }
+        if let startKey {
+            values.append(.bytes(startKey.octets))
+            sql += " AND key >= $\(values.count)"
+        }
+        sql += order == .key ? " ORDER BY key" : " ORDER BY priority DESC, key"
+        if limit < Int.max {
+            values.append(.int(Int64(limit)))
+            sql += " LIMIT $\(values.count)"
+        }
+        return try units(sql, values)
+    }
+
+    func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
+        try units(
+            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = $2 ORDER BY time, key LIMIT $3",
+            [.int(spec), .int16(Int16(bucket.rawValue)), .int(Int64(min(limit, Int(Int64.max))))])
+    }
+
+    func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
+        try units(
+            """
+            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = $2
+            ORDER BY time DESC, key DESC LIMIT $3
+            """, [.int(spec), .int16(Int16(bucket.rawValue)), .int(Int64(min(limit, Int(Int64.max))))])
+    }
+
+    func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
+        let selected = buckets ?? Set(UnitBucket.allCases)
+        guard !selected.isEmpty else { return 0 }
+        let list = selected.map { String($0.rawValue) }.sorted().joined(separator: ",")
+        let rows = try channel.query(
+            """
+            WITH gone AS (DELETE FROM work_unit WHERE spec_id = $1 AND bucket IN (\(list)) RETURNING bucket)
+            SELECT bucket, count(*)::bigint FROM gone GROUP BY bucket
+            """, [.int(spec)])
+        var total = 0
+        for row in rows {
+            let count = try row.int(1)
+            adjust(spec, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -count)
+            total += count
+        }
+        knownBuckets.removeAll()
+        return total
+    }
+
+    // MARK: - Attempts
+
+    private func readAttempt(_ row: SQLRow) throws -> AttemptRecord {
+        AttemptRecord(
+            id: try row.int64(0), unitID: try row.int64(1), specID: try row.int64(2), namespaceID: try row.int64(3),
+            worker: try row.identifier(4, kind: 5), startTime: try row.int64(6), expirationTime: try row.int64(7),
+            endTime: try row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(try row.int16(9))) ?? .pending,
+            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(10)))
+    }
+
+    func attempt(id: Int64) throws -> AttemptRecord? {
+        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map(readAttempt)
+    }
+
+    func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
+        guard let id = unit.latestAttemptID else { return nil }
+        return try attempt(id: id)
+    }
+
+    func attempts(of unit: UnitRecord) throws -> [AttemptRecord] {
+        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE unit_id = $1 ORDER BY id", [.int(unit.id)])
+            .map(readAttempt)
+    }
+
+    func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord {
+        let rows = try channel.query(
+            """
+            INSERT INTO attempt (unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time,
+                end_time, status, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id
+            """,
+            [
+                .int(unit.id), .int(attempt.specID), .int(attempt.namespaceID), .bytes(attempt.worker.octets),
+                .bool(attempt.worker.isText), .int(attempt.startTime), .int(attempt.expirationTime),
+                .int(attempt.endTime), .int16(Int16(attempt.status.rawValue)), .bytes(attempt.data.bytes),
+            ])
+        var record = attempt
+        record.id = try rows.first?.int64(0) ?? 0
+        record.unitID = unit.id
+        return record
+    }
+
+    func updateAttempt(_ attempt: AttemptRecord) throws {
+        try channel.query(
+            "UPDATE attempt SET expiration_time = $2, end_time = $3, status = $4, data = $5 WHERE id = $1",
+            [
+                .int(attempt.id), .int(attempt.expirationTime), .int(attempt.endTime),
+                .int16(Int16(attempt.status.rawValue)), .bytes(attempt.data.bytes),
+            ])
+    }
+
+    func attempts(namespace: Int64, worker: Identifier, statuses: Set<AttemptStatus>?) throws -> [AttemptRecord] {
+        var sql = "SELECT \(Self.attemptColumns) FROM attempt WHERE namespace_id = $1 AND worker = $2"
+        if let statuses {
+            guard !statuses.isEmpty else { return [] }
+            sql += " AND status IN (\(statuses.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+        }
+        sql += " ORDER BY id"
+        return try channel.query(sql, [.int(namespace), .bytes(worker.octets)]).map(readAttempt)
+    }
+
+    // MARK: - Workers
+
+    static let workerColumns =
+        "namespace_id, name, name_kind, active, mode, data, parent, parent_kind, first_seen, last_heartbeat, expiration"
+
+    private func readWorker(_ row: SQLRow) throws -> WorkerRecord {
+        WorkerRecord(
+            namespaceID: try row.int64(0), id: try row.identifier(1, kind: 2), active: try row.bool(3),
+            mode: StoredValue(uncheckedCanonicalBytes: try row.bytes(4)),
+            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(5)),
+            parent: try row.optionalIdentifier(6, kind: 7), firstSeen: try row.int64(8),
+            lastHeartbeat: try row.int64(9), expiration: try row.int64(10))
+    }
+
+    func worker(namespace: Int64, id: Identifier) throws -> WorkerRecord? {
+        try channel.query(
+            "SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = $1 AND name = $2",
+            [.int(namespace), .bytes(id.octets)]
+        ).first.map(readWorker)
+    }
+
+    func saveWorker(_ worker: WorkerRecord) throws {
+        try channel.query(
+            """
+            INSERT INTO worker (\(Self.workerColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (namespace_id, name) DO UPDATE SET name_kind = EXCLUDED.name_kind, active = EXCLUDED.active,
+                mode = EXCLUDED.mode, data = EXCLUDED.data, parent = EXCLUDED.parent,
+                parent_kind = EXCLUDED.parent_kind, first_seen = EXCLUDED.first_seen,
+                last_heartbeat = EXCLUDED.last_heartbeat, expiration = EXCLUDED.expiration
+            """,
+            [
+                .int(worker.namespaceID), .bytes(worker.id.octets), .bool(worker.id.isText), .bool(worker.active),
+                .bytes(worker.mode.bytes), .bytes(worker.data.bytes), .bytes(worker.parent?.octets),
+                .bool(worker.parent?.isText), .int(worker.firstSeen), .int(worker.lastHeartbeat),
+                .int(worker.expiration),
+            ])
+    }
+
+    func deleteWorker(namespace: Int64, id: Identifier) throws {
+        try channel.query(
+            "DELETE FROM worker WHERE namespace_id = $1 AND name = $2", [.int(namespace), .bytes(id.octets)])
+    }
+
+    func workers(namespace: Int64) throws -> [WorkerRecord] {
+        try channel.query(
+            "SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = $1 ORDER BY name", [.int(namespace)]
+        ).map(readWorker)
+    }
+
+    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
+        let rows = try channel.query(
+            """
+            WITH gone AS (DELETE FROM worker WHERE last_heartbeat < $1 AND NOT (active AND expiration >= $2) RETURNING 1)
+            SELECT count(*)::bigint FROM gone
+            """, [.int(cutoff), .int(now)])
+        return try rows.first?.int(0) ?? 0
+    }
+
+    // MARK: - Locks
+
+    static let lockColumns = "namespace_id, path_key, path, owner, owner_kind, deadline"
+
+    private func readLock(_ row: SQLRow) throws -> LockRecord {
+        LockRecord(
+            namespaceID: try row.int64(0), pathKey: try row.bytes(1),
+            path: StoredValue(uncheckedCanonicalBytes: try row.bytes(2)), owner: try row.identifier(3, kind: 4),
+            deadline: try row.int64(5))
+    }
+
+    /// Every lock-service operation of a namespace holds this advisory lock until its transaction ends, so
+    /// conflicting locks taken through different daemons are decided one at a time (MD5).
+    func serializeLockService(namespace: Int64) throws {
+        try channel.query(
+            "SELECT pg_advisory_xact_lock($1)", [.int(Self.lockServiceKey | (namespace & 0xffff_ffff))])
+    }
+
+    /// High half of the lock-service advisory keys ("coor").
+    static let lockServiceKey: Int64 = 0x636f_6f72 << 32
+
+    /// The smallest key greater than every key with this prefix.
+    static func successor(of prefix: [UInt8]) -> [UInt8] {
+        var bytes = prefix
+        while let last = bytes.last {
+            if last < 0xff {
+                bytes[bytes.count - 1] = last + 1
+                return bytes
+            }
+            bytes.removeLast()
+        }
+        return [0xff, 0xff, 0xff, 0xff]
+    }
+
+    func conflictingLocks(namespace: Int64, pathKey: [UInt8]) throws -> [LockRecord] {
+        var result: [LockRecord] = []
+        for end in LockPath.labelBoundaries(of: pathKey) {
+            if let lock = try lock(namespace: namespace, pathKey: Array(pathKey[..<end])) { result.append(lock) }
+        }
+        result += try channel.query(
+            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key > $2 AND path_key < $3",
+            [.int(namespace), .bytes(pathKey), .bytes(Self.successor(of: pathKey))]
+        ).map(readLock)
+        return result
+    }
+
+    func lock(namespace: Int64, pathKey: [UInt8]) throws -> LockRecord? {
+        try channel.query(
+            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key = $2",
+            [.int(namespace), .bytes(pathKey)]
+        ).first.map(readLock)
+    }
+
+    func saveLock(_ lock: LockRecord) throws {
+        try channel.query(
+            """
+            INSERT INTO held_lock (\(Self.lockColumns)) VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (namespace_id, path_key) DO UPDATE SET path = EXCLUDED.path, owner = EXCLUDED.owner,
+                owner_kind = EXCLUDED.owner_kind, deadline = EXCLUDED.deadline
+            """,
+            [
+                .int(lock.namespaceID), .bytes(lock.pathKey), .bytes(lock.path.bytes), .bytes(lock.owner.octets),
+                .bool(lock.owner.isText), .int(lock.deadline),
+            ])
+    }
+
+    func deleteLock(namespace: Int64, pathKey: [UInt8]) throws {
+        try channel.query(
+            "DELETE FROM held_lock WHERE namespace_id = $1 AND path_key = $2", [.int(namespace), .bytes(pathKey)])
+    }
+
+    func locks(namespace: Int64, pathKeyPrefix: [UInt8]?) throws -> [LockRecord] {
+        if let prefix = pathKeyPrefix {
+            return try channel.query(
+                """
+                SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key >= $2 AND path_key < $3
+                ORDER BY path_key
+                """, [.int(namespace), .bytes(prefix), .bytes(Self.successor(of: prefix))]
+            ).map(readLock)
+        }
+        return try channel.query(
+            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 ORDER BY path_key", [.int(namespace)]
+        ).map(readLock)
+    }
+}
