@@ -48,9 +48,13 @@ public final class Daemon: Sendable {
     private let lockFileDescriptor: Int32
 
     /// Builds the daemon from its configuration: storage backend, engine and the enabled built-in modules.
+    ///
+    /// On PostgreSQL the database clock decides leases and expiry (storage.md §4), so `clock` is ignored there
+    /// unless `clockOverridesDatabase` is set — which only tests driving time by hand do.
     public convenience init(
         configuration: CoordinateConfiguration, logger: Logger, catalog: ModuleCatalog = .builtIn,
-        clock: any EngineClock = SystemClock(), eventLoopThreads: Int = System.coreCount
+        clock: any EngineClock = SystemClock(), clockOverridesDatabase: Bool = false,
+        eventLoopThreads: Int = System.coreCount
     ) throws(DaemonStartError) {
         guard catalog.availableStorage.contains(configuration.server.storage) else {
             throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
@@ -90,7 +94,7 @@ public final class Daemon: Sendable {
             }
             let created = PostgresBackend(
                 url: url, schema: configuration.server.postgresSchema, poolSize: configuration.server.postgresPoolSize,
-                logger: logger, observer: metrics)
+                logger: logger, observer: metrics, useDatabaseClock: !clockOverridesDatabase)
             postgres = created
             backend = created
         default:

@@ -80,7 +80,7 @@ struct DifferentialTests {
         let daemon = try await TestDaemon.start(storage: storage, clock: clock)
         defer { Task { await daemon.stop() } }
         let c = try daemon.connect()
-        _ = try c.result("set_work_spec", [map([("name", "s")])])
+        _ = try await c.result("set_work_spec", [map([("name", "s")])])
         var model = ReferenceModel(now: Double(clock.now()) / 1e6)
         var rng = SplitMix64(seed: seed)
         let keys = (0..<30).map { "k\($0)" } + ["ä", "\u{7f}x", "K"]
@@ -92,11 +92,12 @@ struct DifferentialTests {
                 let data = map([("step", .int(step))])
                 var item: [CBORValue] = [.bytes(key), data]
                 if let priority { item += [.null, .float(priority)] }
-                #expect(try c.result("add_work_units", ["s", [.array(item)]]) == .tuple([true, .null]))
+                #expect(try await c.result("add_work_units", ["s", [.array(item)]]) == .tuple([true, .null]))
                 model.add(key, data: data, priority: priority)
             case 2:
                 let count = Int.random(in: 1...3, using: &rng)
-                let result = try c.result("get_work", ["w", map([("max_jobs", .int(count + 1)), ("lease_time", 30)])])
+                let result = try await c.result(
+                    "get_work", ["w", map([("max_jobs", .int(count + 1)), ("lease_time", 30)])])
                 let got = result.listElements?.first?.listElements?.compactMap { $0.listElements?[1].stringOctets }.map
                 {
                     String(decoding: $0, as: UTF8.self)
@@ -104,17 +105,18 @@ struct DifferentialTests {
                 #expect(got == model.getWork(count: count + 1, lease: 30), "step \(step)")
             case 3, 4:
                 let status = [1, 3, 4, 5].randomElement(using: &rng)!
-                let result = try c.result("update_work_unit", ["s", .bytes(key), map([("status", .int(status))])])
+                let result = try await c.result(
+                    "update_work_unit", ["s", .bytes(key), map([("status", .int(status))])])
                 let known = model.update(key, status: status)
                 #expect(result.listElements?.first == .bool(known), "step \(step)")
             case 5:
                 let priority = Double(Int.random(in: -5...5, using: &rng))
-                _ = try c.result(
+                _ = try await c.result(
                     "prioritize_work_units",
                     ["s", map([("work_unit_keys", [.bytes(key)]), ("priority", .float(priority))])])
                 model.units[key]?.priority = priority
             case 6:
-                let result = try c.result("del_work_units", ["s", map([("work_unit_keys", [.bytes(key)])])])
+                let result = try await c.result("del_work_units", ["s", map([("work_unit_keys", [.bytes(key)])])])
                 let existed = model.units.removeValue(forKey: key) != nil
                 #expect(result == .tuple([.int(existed ? 1 : 0), .null]), "step \(step)")
             case 7:
@@ -122,13 +124,13 @@ struct DifferentialTests {
                 clock.advance(seconds: seconds)
                 model.now += seconds
             default:
-                let counts = try c.result("count_work_units", ["s"])
+                let counts = try await c.result("count_work_units", ["s"])
                 var expected = CBORMap()
                 for (code, count) in model.counts().sorted(by: { $0.key < $1.key }) where count > 0 {
                     expected.append(.int(code), .int(count))
                 }
                 #expect(counts == .tuple([.map(expected), .null]), "step \(step)")
-                let listing = try c.result("get_work_units", ["s", map([])])
+                let listing = try await c.result("get_work_units", ["s", map([])])
                 let expectedListing = model.listing().map { CBORValue.tuple([.bytes($0.0), $0.1]) }
                 #expect(listing == .tuple([.array(expectedListing), .null]), "step \(step)")
             }
@@ -142,9 +144,10 @@ struct DifferentialTests {
         let daemon = try await TestDaemon.start(storage: storage)
         defer { Task { await daemon.stop() } }
         let setup = try daemon.connect()
-        _ = try setup.result("set_work_spec", [map([("name", "s")])])
+        _ = try await setup.result("set_work_spec", [map([("name", "s")])])
         let total = 3000
-        _ = try setup.result("add_work_units", ["s", .array((0..<total).map { .bytes(String(format: "u%05d", $0)) })])
+        _ = try await setup.result(
+            "add_work_units", ["s", .array((0..<total).map { .bytes(String(format: "u%05d", $0)) })])
         let connections = try (0..<64).map { _ in try daemon.connect() }
         let perConnection = try await runOnThreads(64) { index in
             let connection = connections[index]
@@ -166,6 +169,6 @@ struct DifferentialTests {
         #expect(perConnection.filter { !$0.isEmpty }.count > 1)
         #expect(results.count == total)
         #expect(Set(results).count == total)
-        #expect(try setup.result("count_work_units", ["s"]) == .tuple([map([(4, .int(total))]), .null]))
+        #expect(try await setup.result("count_work_units", ["s"]) == .tuple([map([(4, .int(total))]), .null]))
     }
 }

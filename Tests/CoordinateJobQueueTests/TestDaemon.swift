@@ -12,7 +12,7 @@ struct TestDaemon {
     let port: Int
 
     /// The storage backends every protocol test runs against.
-    static let backends: [StorageKind] = [.memory, .sqlite]
+    static let backends: [StorageKind] = TestPostgres.available ? [.memory, .sqlite, .postgres] : [.memory, .sqlite]
 
     static func start(
         storage: StorageKind = .memory, clock: any EngineClock = SystemClock(),
@@ -23,10 +23,18 @@ struct TestDaemon {
         configuration.server.httpPort = 0
         configuration.server.storage = storage
         configuration.server.dataDir = NSTemporaryDirectory() + "coordinate-test-\(UUID().uuidString)"
+        if storage == .postgres {
+            configuration.server.postgresURL = try TestPostgres.url()
+            configuration.server.postgresSchema = TestPostgres.freshSchema()
+            configuration.server.postgresPoolSize = 4
+        }
         configure(&configuration)
         var logger = Logger(label: "test-daemon")
         logger.logLevel = .critical
-        let daemon = try Daemon(configuration: configuration, logger: logger, clock: clock, eventLoopThreads: 2)
+        // Tests that pass a clock drive time by hand, on PostgreSQL too.
+        let daemon = try Daemon(
+            configuration: configuration, logger: logger, clock: clock, clockOverridesDatabase: !(clock is SystemClock),
+            eventLoopThreads: 2)
         let address = try await daemon.start()
         try await daemon.initializeStorage()
         return TestDaemon(daemon: daemon, port: address.port!)

@@ -52,7 +52,7 @@ struct DurabilityTests {
         for round in 0..<20 {
             let daemon = try startSQLiteDaemon(directory)
             let setup = try RawConnection(port: daemon.port)
-            _ = try setup.result("set_work_spec", [cbormap([("name", "s")])])
+            _ = try await setup.result("set_work_spec", [cbormap([("name", "s")])])
             // Everything acknowledged in earlier rounds is present.
             try verify(port: daemon.port, adds: acknowledgedAdds, finishes: acknowledgedFinishes, calls: attemptedCalls)
             let clients = 4
@@ -133,22 +133,22 @@ struct DurabilityTests {
         let directory = temporaryDataDirectory()
         var daemon = try startSQLiteDaemon(directory)
         var connection = try RawConnection(port: daemon.port)
-        _ = try connection.result("set_work_spec", [cbormap([("name", "s")])])
-        _ = try connection.result("add_work_units", ["s", ["u"]])
-        _ = try connection.result("get_work", ["w1", cbormap([("lease_time", 3)])])
-        let before = try connection.result("get_work_unit_status", ["s", ["u"]])
+        _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
+        _ = try await connection.result("add_work_units", ["s", ["u"]])
+        _ = try await connection.result("get_work", ["w1", cbormap([("lease_time", 3)])])
+        let before = try await connection.result("get_work_unit_status", ["s", ["u"]])
         daemon.signal(SIGKILL)
         _ = daemon.waitForExit()
         daemon = try startSQLiteDaemon(directory)
         connection = try RawConnection(port: daemon.port)
-        let after = try connection.result("get_work_unit_status", ["s", ["u"]])
+        let after = try await connection.result("get_work_unit_status", ["s", ["u"]])
         #expect(after == before)
         #expect(after.listElements?.first?.listElements?.first?.mapValue?["status"] == 3)
         let deadline = after.listElements?.first?.listElements?.first?.mapValue?["expiration"]?.strictNumber ?? 0
         let remaining = deadline - Date().timeIntervalSince1970
         #expect(remaining > 0)
         try await Task.sleep(for: .seconds(max(0, remaining) + 0.2))
-        #expect(try connection.result("count_work_units", ["s"]) == .tuple([cbormap([(1, 1)]), .null]))
+        #expect(try await connection.result("count_work_units", ["s"]) == .tuple([cbormap([(1, 1)]), .null]))
         daemon.stop()
     }
 
@@ -157,7 +157,7 @@ struct DurabilityTests {
         let directory = temporaryDataDirectory()
         var daemon = try startSQLiteDaemon(directory)
         let setup = try RawConnection(port: daemon.port)
-        _ = try setup.result("set_work_spec", [cbormap([("name", "s")])])
+        _ = try await setup.result("set_work_spec", [cbormap([("name", "s")])])
         let port = daemon.port
         let acknowledged = try await runOnThreads(64) { writer -> Int in
             let connection = try RawConnection(port: port)
@@ -172,7 +172,7 @@ struct DurabilityTests {
         _ = daemon.waitForExit()
         daemon = try startSQLiteDaemon(directory)
         let connection = try RawConnection(port: daemon.port)
-        #expect(try connection.result("count_work_units", ["s"]) == .tuple([cbormap([(1, 1600)]), .null]))
+        #expect(try await connection.result("count_work_units", ["s"]) == .tuple([cbormap([(1, 1600)]), .null]))
         daemon.stop()
     }
 }

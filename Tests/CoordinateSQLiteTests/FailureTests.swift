@@ -114,12 +114,12 @@ struct FailureTests {
         let daemon = try startSQLiteDaemon(directory)
         defer { daemon.stop() }
         let connection = try RawConnection(port: daemon.port)
-        _ = try connection.result("set_work_spec", [cbormap([("name", "s")])])
+        _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
         let path = directory + "/coordinate.sqlite3"
         try FileManager.default.removeItem(atPath: path)
         var message: String?
         for _ in 0..<80 {
-            message = try connection.call("add_work_units", ["s", ["u"]]).errorMessage
+            message = try await connection.call("add_work_units", ["s", ["u"]]).errorMessage
             if message != nil { break }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -144,8 +144,8 @@ struct FailureTests {
         let daemon = try startSQLiteDaemon(directory, environment: environment)
         defer { daemon.stop() }
         let connection = try RawConnection(port: daemon.port)
-        _ = try connection.result("set_work_spec", [cbormap([("name", "s")])])
-        _ = try connection.result("add_work_units", ["s", ["before"]])
+        _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
+        _ = try await connection.result("add_work_units", ["s", ["before"]])
         if let filler {
             // Fill the filesystem to the last byte.
             shell("dd if=/dev/zero of=\(filler) bs=4k 2>/dev/null")
@@ -153,7 +153,7 @@ struct FailureTests {
         var failed: String?
         for index in 0..<2000 {
             let big = CBORValue.bytes([UInt8](repeating: UInt8(index % 251), count: 2048))
-            let response = try connection.call("add_work_units", ["s", [[.bytes("x\(index)"), big]]])
+            let response = try await connection.call("add_work_units", ["s", [[.bytes("x\(index)"), big]]])
             if let message = response.errorMessage {
                 failed = message
                 break
@@ -161,10 +161,11 @@ struct FailureTests {
         }
         #expect(failed?.hasPrefix("storage unavailable: ") == true, "\(failed ?? "nil")")
         // Reads keep working while writes fail.
-        let counts = try connection.result("count_work_units", ["s"])
+        let counts = try await connection.result("count_work_units", ["s"])
         #expect(counts.listElements?.first?.mapValue != nil)
         #expect(
-            try connection.result("get_work_units", ["s", cbormap([("limit", 1)])]).listElements?.first?.listElements?
+            try await connection.result("get_work_units", ["s", cbormap([("limit", 1)])]).listElements?.first?
+                .listElements?
                 .count == 1)
         #expect(daemon.process.isRunning)
         // Concurrent writers while the disk is full: every failing group fails all its operations, and the
@@ -184,18 +185,19 @@ struct FailureTests {
         #expect(!refused.isEmpty)
         if let filler {
             try FileManager.default.removeItem(atPath: filler)
-            #expect(try connection.result("add_work_units", ["s", ["after"]]) == .tuple([true, .null]))
+            #expect(try await connection.result("add_work_units", ["s", ["after"]]) == .tuple([true, .null]))
         }
-        let listing = try connection.result("get_work_units", ["s", cbormap([("limit", 10000)])])
+        let listing = try await connection.result("get_work_units", ["s", cbormap([("limit", 10000)])])
         let stored = Set(
             (listing.listElements?.first?.listElements ?? []).compactMap { $0.listElements?[0].stringOctets }.map {
                 String(decoding: $0, as: UTF8.self)
             })
         #expect(acknowledged.isSubset(of: stored))
         #expect(refused.isDisjoint(with: stored))
-        let counted = try connection.result("count_work_units", ["s"]).listElements?.first?.mapValue?.pairs.reduce(0) {
-            $0 + Int($1.value.int64Value ?? 0)
-        }
+        let counted = try await connection.result("count_work_units", ["s"]).listElements?.first?.mapValue?.pairs
+            .reduce(0) {
+                $0 + Int($1.value.int64Value ?? 0)
+            }
         #expect(counted == stored.count)
     }
 

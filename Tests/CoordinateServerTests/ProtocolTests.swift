@@ -114,13 +114,15 @@ struct ProtocolTests {
         let (daemon, port) = try await startTestDaemon()
         defer { Task { await daemon.shutdown() } }
         let connection = try RawConnection(port: port)
-        #expect(try connection.result("add", .map(CBORMap([("b", 5), (.text("a"), 2)]))) == 7)
-        #expect(try connection.result("add", .map(CBORMap([("a", 2)]))) == 2)
+        #expect(try await connection.result("add", .map(CBORMap([("b", 5), (.text("a"), 2)]))) == 7)
+        #expect(try await connection.result("add", .map(CBORMap([("a", 2)]))) == 2)
         #expect(
-            try connection.call("add", .map(CBORMap([("b", 5), ("zz", 1)]))).errorMessage
+            try await connection.call("add", .map(CBORMap([("b", 5), ("zz", 1)]))).errorMessage
                 == "unexpected parameter zz for add")
-        #expect(try connection.call("add", .map(CBORMap([("b", 5)]))).errorMessage == "missing parameter a for add")
-        #expect(try connection.call("add", .map(CBORMap([(1, 5)]))).errorMessage == "unexpected parameter 1 for add")
+        #expect(
+            try await connection.call("add", .map(CBORMap([("b", 5)]))).errorMessage == "missing parameter a for add")
+        #expect(
+            try await connection.call("add", .map(CBORMap([(1, 5)]))).errorMessage == "unexpected parameter 1 for add")
     }
 
     @Test("protocol-level errors carry the exact texts; the connection stays open")
@@ -151,12 +153,13 @@ struct ProtocolTests {
             try send(.map(CBORMap([("id", 7), ("method", "echo"), ("params", "x")]))).errorMessage
                 == "don't understand params: 'x'")
         #expect(
-            try connection.call("echo", []).errorMessage == "wrong number of parameters for echo: expected 1, got 0")
+            try await connection.call("echo", []).errorMessage
+                == "wrong number of parameters for echo: expected 1, got 0")
         #expect(
-            try connection.call("add", [1, 2, 3]).errorMessage
+            try await connection.call("add", [1, 2, 3]).errorMessage
                 == "wrong number of parameters for add: expected 1 to 2, got 3")
-        #expect(try connection.call("add", ["x"]).errorMessage == "bad parameter a for add: expected integer")
-        #expect(try connection.call("fail", []).errorMessage == "it failed")
+        #expect(try await connection.call("add", ["x"]).errorMessage == "bad parameter a for add: expected integer")
+        #expect(try await connection.call("fail", []).errorMessage == "it failed")
         // A tuple is accepted as positional params; absent params mean none.
         #expect(try send(.map(CBORMap([("id", 8), ("method", "echo"), ("params", .tuple([3]))])))["result"] == 3)
         #expect(try send(.map(CBORMap([("id", 9), ("method", "fail")]))).errorMessage == "it failed")
@@ -176,7 +179,7 @@ struct ProtocolTests {
                 .map(CBORMap([("id", 1), ("method", "echo"), ("params", [.tagged(24, .bytes([0x01, 0x02]))])]))))
         #expect(try connection.receiveValue()?.mapValue?.errorMessage == "malformed request: invalid CBOR")
         // Still usable afterwards.
-        #expect(try connection.result("echo", ["ok"]) == "ok")
+        #expect(try await connection.result("echo", ["ok"]) == "ok")
     }
 
     @Test("nesting limit: the limit itself is accepted; deeper is refused (enveloped stays open, bare closes)")
@@ -185,11 +188,11 @@ struct ProtocolTests {
         defer { Task { await daemon.shutdown() } }
         let connection = try RawConnection(port: port)
         // Request map (1) + params array (2) + 18 nested arrays = depth 20.
-        #expect(try connection.result("echo", [RandomCBOR.nested(depth: 18)]) == RandomCBOR.nested(depth: 18))
-        let tooDeep = try connection.call("echo", [RandomCBOR.nested(depth: 19)])
+        #expect(try await connection.result("echo", [RandomCBOR.nested(depth: 18)]) == RandomCBOR.nested(depth: 18))
+        let tooDeep = try await connection.call("echo", [RandomCBOR.nested(depth: 19)])
         #expect(tooDeep.errorMessage == "malformed request: nesting too deep")
         #expect(tooDeep["id"] == .null)
-        #expect(try connection.result("echo", [1]) == 1)
+        #expect(try await connection.result("echo", [1]) == 1)
         let bare = CBOREncoder.encode(
             .map(CBORMap([("id", 1), ("method", "echo"), ("params", [RandomCBOR.nested(depth: 19)])])))
         try connection.send(bare)
@@ -230,7 +233,9 @@ struct ProtocolTests {
         let (daemon, port) = try await startTestDaemon { $0.server.maxMessageBytes = 4096 }
         defer { Task { await daemon.shutdown() } }
         let connection = try RawConnection(port: port)
-        #expect(try connection.result("echo", [.bytes([UInt8](repeating: 1, count: 3000))]).stringOctets?.count == 3000)
+        #expect(
+            try await connection.result("echo", [.bytes([UInt8](repeating: 1, count: 3000))]).stringOctets?.count
+                == 3000)
         // Only the head of a 1 GiB envelope: the server answers without waiting for the body.
         try connection.send(Hex.decode("d8185a40000000"))
         let reply = try #require(try connection.receiveValue()?.mapValue)
@@ -275,7 +280,7 @@ struct ProtocolTests {
         let (daemon, port) = try await startTestDaemon { $0.server.maxConnections = 3 }
         defer { Task { await daemon.shutdown() } }
         let open = try (0..<3).map { _ in try RawConnection(port: port) }
-        for connection in open { #expect(try connection.result("echo", [1]) == 1) }
+        for connection in open { #expect(try await connection.result("echo", [1]) == 1) }
         let excess = try RawConnection(port: port)
         #expect(excess.closedByPeer())
         #expect(daemon.statistics.rejectedForLimit.value == 1)
@@ -301,7 +306,7 @@ struct ProtocolTests {
         defer { Task { await quietDaemon.shutdown() } }
         let quiet = try RawConnection(port: quietPort)
         try await Task.sleep(for: .seconds(1))
-        #expect(try quiet.result("echo", [2]) == 2)
+        #expect(try await quiet.result("echo", [2]) == 2)
     }
 
     @Test("a client that never reads its responses is throttled instead of buffered without bound")

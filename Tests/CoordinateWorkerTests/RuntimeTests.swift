@@ -143,7 +143,8 @@ struct RuntimeTests {
         }
         let runtime = WorkerRuntime(
             client: client, registry: registry,
-            options: WorkerOptions(workerID: "w", concurrency: 2, pollInterval: 0.05, leaseSeconds: 1),
+            // Long enough that a loaded machine renews in time; short enough that the lost lease is noticed soon.
+            options: WorkerOptions(workerID: "w", concurrency: 2, pollInterval: 0.05, leaseSeconds: 4),
             logger: quietLogger())
         let running = Task { try await runtime.run() }
         #expect(await eventually { started.withLock { $0 } })

@@ -7,7 +7,8 @@ unmodified, against a real `coordinated` started on a loopback ephemeral port, o
 Environment (set by scripts/test):
   COORDINATED         absolute path of our daemon executable
   INTEROP_PREFIX      the prefix the Python client was installed into (its bin/ holds the console scripts)
-  INTEROP_BACKENDS    storage backends to run against (default "memory sqlite")
+  INTEROP_BACKENDS    storage backends to run against (default "memory sqlite", plus "postgres" when
+                      COORDINATE_TEST_POSTGRES_URL names the test script's cluster)
 '''
 from __future__ import print_function
 
@@ -29,7 +30,9 @@ from coordinate.exceptions import ProgrammerError
 
 COORDINATED = os.environ['COORDINATED']
 PREFIX = os.environ['INTEROP_PREFIX']
-BACKENDS = os.environ.get('INTEROP_BACKENDS', 'memory sqlite').split()
+BACKENDS = os.environ.get(
+    'INTEROP_BACKENDS',
+    'memory sqlite postgres' if os.environ.get('COORDINATE_TEST_POSTGRES_URL') else 'memory sqlite').split()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -60,9 +63,18 @@ class Daemon(object):
         self.process = None
 
     def start(self):
-        self.process = subprocess.Popen(
-            [COORDINATED, '--port', str(self.port), '--http-port', '0', '--storage', self.storage,
-             '--data-dir', self.data_dir, '-q'])
+        args = [COORDINATED, '--port', str(self.port), '--http-port', '0', '--storage', self.storage,
+                '--data-dir', self.data_dir, '-q']
+        if self.storage == 'postgres':
+            # One fresh schema per daemon (kept across its restarts) in the test script's throw-away cluster.
+            config = os.path.join(self.data_dir, 'coordinate.yaml')
+            if not os.path.exists(config):
+                with open(config, 'w') as f:
+                    f.write('coordinate:\n  server:\n    postgres_url: "%s"\n    postgres_schema: "%s"\n' % (
+                        os.environ['COORDINATE_TEST_POSTGRES_URL'],
+                        'interop_%s' % os.path.basename(self.data_dir).replace('-', '_').lower()))
+            args += ['--config', config]
+        self.process = subprocess.Popen(args)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

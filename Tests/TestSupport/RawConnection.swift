@@ -143,6 +143,29 @@ public final class RawConnection: @unchecked Sendable {
     }
 }
 
+extension RawConnection {
+    // Async forms of the round trips. An async test that made hundreds of blocking calls in a row would hold a
+    // thread of the cooperative pool (two on these machines) for the whole sequence and starve every other
+    // test's clients and in-process daemons; these run each blocking round trip on a dispatch thread instead.
+
+    /// Sends one request and returns the decoded response map, without blocking the cooperative pool.
+    public func call(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORMap {
+        try await offCooperativePool { try self.call(method, params) as CBORMap }
+    }
+
+    /// Sends one request and returns its `result`, without blocking the cooperative pool.
+    public func result(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORValue {
+        try await offCooperativePool { try self.result(method, params) as CBORValue }
+    }
+}
+
+/// Runs a blocking `body` on a dispatch thread and returns its result.
+public func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
 extension CBORMap {
     /// The error message of an error response, as a string.
     public var errorMessage: String? {
