@@ -412,6 +412,10 @@ final class WALCheckpointTrigger: Sendable {
     nonisolated(unsafe) var checkpoint: @Sendable () -> Void = {}
     private let running = Atomic<Bool>(false)
     private let requested = Atomic<Bool>(false)
+    /// Held by each background pass and by the writer's RESTART, so that they take turns.
+    private let turn = Mutex<Void>(())
+
+    func exclusively(_ body: () -> Void) { turn.withLock { _ in body() } }
 
     func install(on handle: OpaquePointer?) {
         sqlite3_wal_hook(
@@ -419,9 +423,14 @@ final class WALCheckpointTrigger: Sendable {
             { context, connection, _, frames in
                 guard frames >= WALCheckpointTrigger.backgroundFrames, let context else { return SQLITE_OK }
                 if frames >= WALCheckpointTrigger.writerFrames {
-                    // RESTART waits (busy timeout) for a background pass to release the checkpoint lock, copies
-                    // every frame, and waits out readers of the WAL, so the next write starts it from the beginning.
-                    sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_RESTART, nil, nil)
+                    // SQLite does not wait for another connection's checkpoint to release the checkpointer lock (it
+                    // answers SQLITE_BUSY at once), so on a loaded machine a writer racing the background passes
+                    // could keep missing its turn while the WAL grows. Waiting for the background pass first
+                    // makes the writer's RESTART happen: it copies every frame and waits out readers of the WAL,
+                    // so the next write starts it from the beginning.
+                    Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue().exclusively {
+                        sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_RESTART, nil, nil)
+                    }
                 } else {
                     Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue().start()
                 }
@@ -440,7 +449,9 @@ final class WALCheckpointTrigger: Sendable {
         else { return }
         DispatchQueue.global(qos: .utility).async {
             repeat {
-                while self.requested.exchange(false, ordering: .acquiringAndReleasing) { self.checkpoint() }
+                while self.requested.exchange(false, ordering: .acquiringAndReleasing) {
+                    self.exclusively { self.checkpoint() }
+                }
                 self.running.store(false, ordering: .releasing)
                 // A request that arrived after the last pass but before `running` cleared would otherwise wait
                 // for the next commit.
