@@ -255,6 +255,10 @@ let package = Package(
             dependencies: ["CoordinateClient", "CoordinateJSON", "CBOR", "TestSupport", "coordinated"],
             swiftSettings: strictSwift6),
         .testTarget(
+            name: "CoordinatePostgresTests",
+            dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],
+            swiftSettings: strictSwift6),
+        .testTarget(
             name: "CoordinateServerTests",
             dependencies: [
                 "CoordinateServer", "CoordinateRPC", "CoordinateConfig", "CBOR", "TestSupport", "coordinated",

@@ -37,95 +37,29 @@ func startSQLiteDaemon(
 /// Crash-safety of the SQLite backend with a real process killed with SIGKILL (storage.md §7.3 DUR-1, DUR-2).
 @Suite("SQLite durability across kill -9", .serialized)
 struct DurabilityTests {
-    /// What one client managed to get acknowledged before the kill.
-    struct Acknowledged: Sendable {
-        var addedCalls: [Int] = []
-        var finishedKeys: [String] = []
-    }
-
     @Test("every acknowledged change survives kill -9, nothing is half-applied (20 kills)")
     func killNineLoop() async throws {
         let directory = temporaryDataDirectory()
-        var acknowledgedAdds: Set<String> = []
-        var acknowledgedFinishes: Set<String> = []
-        var attemptedCalls: [String: [String]] = [:]
+        var ledger = DurabilityLedger()
         for round in 0..<20 {
             let daemon = try startSQLiteDaemon(directory)
             let setup = try RawConnection(port: daemon.port)
             _ = try await setup.result("set_work_spec", [cbormap([("name", "s")])])
             // Everything acknowledged in earlier rounds is present.
-            try verify(port: daemon.port, adds: acknowledgedAdds, finishes: acknowledgedFinishes, calls: attemptedCalls)
-            let clients = 4
+            #expect(try ledger.problems(port: daemon.port) == [])
             let delay = useconds_t(150_000 + (round % 5) * 40_000)
             let killer = Thread {
                 usleep(delay)
                 daemon.signal(SIGKILL)
             }
             killer.start()
-            let results = try await runOnThreads(clients) { client -> (Acknowledged, [String: [String]]) in
-                let connection = try RawConnection(port: daemon.port, receiveTimeout: 5)
-                var acknowledged = Acknowledged()
-                var calls: [String: [String]] = [:]
-                for call in 0..<1_000_000 {
-                    let keys = (0..<3).map { "r\(round)-c\(client)-n\(call)-\($0)" }
-                    let callName = "r\(round)-c\(client)-n\(call)"
-                    calls[callName] = keys
-                    let items = CBORValue.array(
-                        keys.map { .tuple([.bytes($0), cbormap([("call", .bytes(callName))])]) })
-                    guard (try? connection.result("add_work_units", ["s", items])) == .tuple([true, .null]) else {
-                        break
-                    }
-                    acknowledged.addedCalls.append(call)
-                    guard
-                        (try? connection.result("update_work_unit", ["s", .bytes(keys[0]), cbormap([("status", 4)])]))
-                            == .tuple([true, .null])
-                    else { break }
-                    acknowledged.finishedKeys.append(keys[0])
-                }
-                return (acknowledged, calls)
-            }
-            for (client, (acknowledged, calls)) in results.enumerated() {
-                for call in acknowledged.addedCalls {
-                    for key in calls["r\(round)-c\(client)-n\(call)"]! { acknowledgedAdds.insert(key) }
-                }
-                acknowledgedFinishes.formUnion(acknowledged.finishedKeys)
-                attemptedCalls.merge(calls) { $1 }
-            }
+            try await ledger.run(round: round, clients: 4, port: daemon.port)
             _ = daemon.waitForExit(timeout: 10)
         }
         let daemon = try startSQLiteDaemon(directory)
-        try verify(port: daemon.port, adds: acknowledgedAdds, finishes: acknowledgedFinishes, calls: attemptedCalls)
-        #expect(acknowledgedAdds.count > 100, "the workload did run")
+        #expect(try ledger.problems(port: daemon.port) == [])
+        #expect(ledger.acknowledgedAdds.count > 100, "the workload did run")
         daemon.stop()
-    }
-
-    /// Acknowledged adds and finishes are present; every add call is all-or-nothing.
-    func verify(port: Int, adds: Set<String>, finishes: Set<String>, calls: [String: [String]]) throws {
-        let connection = try RawConnection(port: port)
-        var present: [String: CBORValue] = [:]
-        var start: CBORValue = .null
-        while true {
-            let page = try connection.result("get_work_units", ["s", cbormap([("start", start), ("limit", 10000)])])
-            guard let list = page.listElements?.first?.listElements, !list.isEmpty else { break }
-            for entry in list {
-                guard let parts = entry.listElements, let key = parts[0].stringOctets else { continue }
-                present[String(decoding: key, as: UTF8.self)] = parts[1]
-            }
-            if list.count < 10000 { break }
-            let last = list.last!.listElements![0].stringOctets!
-            start = .bytes(last + [0])
-        }
-        for key in adds { #expect(present[key] != nil, "acknowledged add \(key) lost") }
-        for (name, keys) in calls {
-            let found = keys.filter { present[$0] != nil }.count
-            #expect(found == 0 || found == keys.count, "call \(name) half-applied: \(found) of \(keys.count)")
-        }
-        if !finishes.isEmpty {
-            let status = try connection.result("get_work_unit_status", ["s", .array(finishes.map { .bytes($0) })])
-            for entry in status.listElements?.first?.listElements ?? [] {
-                #expect(entry.mapValue?["status"] == 4, "acknowledged finish lost")
-            }
-        }
     }
 
     @Test("a lease survives a restart with its worker and deadline, and expires on time afterwards")
