@@ -90,14 +90,18 @@ public final class PostgresBackend: StorageBackend {
         do {
             try channel.simple("SET search_path TO \(PostgresSchema.quoted(schema))")
         } catch {
-            _ = try? connection.close().wait()
+            channel.close()
             throw error
         }
         return channel
     }
 
     private func checkout() throws -> SQLChannel {
-        if let idle = state.withLock({ $0.idle.popLast() }) { return idle }
+        while let idle = state.withLock({ $0.idle.popLast() }) {
+            // A connection the server closed while it sat idle (a restart) is dropped, not reused.
+            if !idle.connection.isClosed { return idle }
+            idle.close()
+        }
         return try connect()
     }
 
@@ -107,11 +111,11 @@ public final class PostgresBackend: StorageBackend {
             state.idle.append(channel)
             return false
         }
-        if closed { _ = try? channel.connection.close().wait() }
+        if closed { channel.close() }
     }
 
     private func discard(_ channel: SQLChannel) {
-        _ = try? channel.connection.close().wait()
+        channel.close()
     }
 
     private var where_: String { "\(url.host):\(url.port)" }
@@ -291,16 +295,15 @@ public final class PostgresBackend: StorageBackend {
                 checkin(channel)
                 return nil
             } catch {
-                if error is PSQLError, sqlState(error) == nil {
-                    // The connection itself failed.
+                if isConnectionFailure(error) {
+                    // The connection itself failed, or the server ended it.
                     discard(channel)
                     if committing { return StorageError.unavailable("commit outcome unknown") }
                     let detail = "lost connection to \(where_): \(describe(error))"
                     lost(detail)
                     return StorageError.unavailable(detail)
                 }
-                _ = try? channel.simple("ROLLBACK")
-                checkin(channel)
+                if (try? channel.simple("ROLLBACK")) != nil { checkin(channel) } else { discard(channel) }
                 if let code = sqlState(error), ["40001", "40P01", "23505", "55P03"].contains(code) {
                     attempt += 1
                     guard attempt <= Self.maxRetries else { return StorageError.contention }

@@ -1,5 +1,6 @@
 import CoordinateEngine
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
 
@@ -42,15 +43,80 @@ final class SQLChannel: @unchecked Sendable {
             case .text(let string): if let string { bindings.append(string) } else { bindings.appendNull() }
             }
         }
-        let result = try connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger).wait()
+        let result = try wait(connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger))
         return result.rows.map { SQLRow(cells: $0.makeRandomAccess()) }
     }
 
     /// Runs statements without parameters through the simple protocol (several statements allowed).
     @discardableResult
     func simple(_ sql: String) throws -> [SQLRow] {
-        try connection.simpleQuery(sql).wait().map { SQLRow(cells: $0.makeRandomAccess()) }
+        try wait(connection.simpleQuery(sql)).map { SQLRow(cells: $0.makeRandomAccess()) }
     }
+
+    /// Closes the connection without waiting (a connection the server dropped may never finish closing).
+    func close() {
+        let connection = connection
+        // postgres-nio requires a connection to stay alive until its close completes.
+        connection.close().whenComplete { _ in _ = connection }
+    }
+
+    /// How long one statement may take before the connection is declared dead. Every statement of the engine
+    /// takes milliseconds; this bounds only the case where the server vanished without closing the socket
+    /// cleanly, or postgres-nio left a query pending on a connection the server terminated (seen with
+    /// `pg_ctl stop -m immediate`): a pool thread must never wait forever.
+    static let statementTimeout: TimeAmount = .seconds(60)
+
+    private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
+        let loop = future.eventLoop
+        let promise = loop.makePromise(of: T.self)
+        let settled = NIOLockedValueBox(false)
+        let settle: @Sendable () -> Bool = {
+            settled.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+        }
+        future.whenComplete { result in
+            if settle() { promise.completeWith(result) }
+        }
+        // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
+        // pending forever; once the channel is closed no answer can come, so the wait ends there.
+        connection.closeFuture.whenComplete { _ in
+            if settle() { promise.fail(SQLChannelError.connectionClosed) }
+        }
+        let connection = connection
+        let timeout = loop.scheduleTask(in: Self.statementTimeout) {
+            guard settle() else { return }
+            promise.fail(SQLChannelError.timedOut)
+            connection.close().whenComplete { _ in _ = connection }
+        }
+        defer { timeout.cancel() }
+        return try promise.futureResult.wait()
+    }
+}
+
+/// Failures of a channel that are not errors reported by the server.
+enum SQLChannelError: Error, CustomStringConvertible {
+    case timedOut
+    case connectionClosed
+
+    var description: String {
+        switch self {
+        case .timedOut:
+            return "no answer from the server within \(SQLChannel.statementTimeout.nanoseconds / 1_000_000_000) s"
+        case .connectionClosed: return "connection closed"
+        }
+    }
+}
+
+/// Whether `error` means the connection is unusable (rather than the statement failing on a healthy one):
+/// client-side connection failures, a timeout, and the server's own connection-ending errors (class 08,
+/// connection exception; class 57P, operator intervention such as `pg_ctl stop` or a crash shutdown).
+func isConnectionFailure(_ error: any Error) -> Bool {
+    if error is SQLChannelError { return true }
+    guard error is PSQLError else { return false }
+    guard let code = sqlState(error) else { return true }
+    return code.hasPrefix("08") || code.hasPrefix("57P")
 }
 
 /// Typed access to one result row.
@@ -85,6 +151,7 @@ func sqlState(_ error: any Error) -> String? {
 
 /// The server's message for an error, or a description of a client-side failure.
 func describe(_ error: any Error) -> String {
+    if let error = error as? SQLChannelError { return error.description }
     if let error = error as? PSQLError {
         if let message = error.serverInfo?[.message] { return message }
         if error.code == .connectionError || error.code == .serverClosedConnection

@@ -91,7 +91,8 @@ struct MultiDaemonTests {
             }
             try await group.waitForAll()
         }
-        #expect(mostHeld.value.load(ordering: .relaxed) <= 5, "held at once: \(mostHeld.value.load(ordering: .relaxed))")
+        #expect(
+            mostHeld.value.load(ordering: .relaxed) <= 5, "held at once: \(mostHeld.value.load(ordering: .relaxed))")
         #expect(mostHeld.value.load(ordering: .relaxed) >= 2, "the limit was never approached")
         #expect(try await admin.countWorkUnits("limited") == [.finished: 150])
     }
@@ -241,7 +242,7 @@ struct MultiDaemonTests {
                         let units: [WorkUnit]
                         do {
                             units = try await client.getWork(workerID: "w\(worker)", specNames: ["k"], leaseSeconds: 2)
-                        } catch where daemonIndex == 0 {
+                        } catch  where daemonIndex == 0 {
                             return  // Its daemon is gone: this worker stops, as a real one without failover would.
                         }
                         if units.isEmpty {
@@ -254,7 +255,7 @@ struct MultiDaemonTests {
                             do {
                                 try await unit.finish()
                                 finished.keys.withLock { $0.append(unit.key.stringValue ?? "?") }
-                            } catch where daemonIndex == 0 {
+                            } catch  where daemonIndex == 0 {
                                 return
                             }
                         }

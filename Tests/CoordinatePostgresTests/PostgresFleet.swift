@@ -82,7 +82,8 @@ enum PostgresTools {
     static var repositoryRoot: URL {
         var directory = DaemonProcess.buildDirectory
         while directory.path != "/"
-            && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("scripts/postgres-cluster").path)
+            && !FileManager.default.fileExists(
+                atPath: directory.appendingPathComponent("scripts/postgres-cluster").path)
         {
             directory = directory.deletingLastPathComponent()
         }
@@ -118,27 +119,39 @@ enum PostgresTools {
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func run(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
+    /// Runs a program to completion with posix_spawn and waitpid. (Foundation's `Process` did not notice the
+    /// exit of a script whose grandchild, the PostgreSQL server, lives on; waiting on the pid directly does.)
+    static func run(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult
+    {
         let output = NSTemporaryDirectory() + "coordinate-cmd-\(UUID().uuidString)"
-        _ = FileManager.default.createFile(atPath: output + ".out", contents: nil)
-        _ = FileManager.default.createFile(atPath: output + ".err", contents: nil)
         defer {
             try? FileManager.default.removeItem(atPath: output + ".out")
             try? FileManager.default.removeItem(atPath: output + ".err")
         }
-        process.standardOutput = FileHandle(forWritingAtPath: output + ".out")
-        process.standardError = FileHandle(forWritingAtPath: output + ".err")
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, output + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard spawned == 0 else {
+            throw Failure(description: "cannot run \(path): \(String(cString: strerror(spawned)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
         return CommandResult(
-            status: process.terminationStatus,
+            status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f),
             stdout: (try? String(contentsOfFile: output + ".out", encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")
     }

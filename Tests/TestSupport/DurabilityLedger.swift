@@ -62,10 +62,14 @@ public struct DurabilityLedger: Sendable {
             start = .bytes(list.last!.listElements![0].stringOctets! + [0])
         }
         var problems: [String] = []
-        for key in acknowledgedAdds.sorted() where !present.contains(key) { problems.append("acknowledged add \(key) lost") }
+        for key in acknowledgedAdds.sorted() where !present.contains(key) {
+            problems.append("acknowledged add \(key) lost")
+        }
         for (name, keys) in attemptedCalls.sorted(by: { $0.key < $1.key }) {
             let found = keys.filter { present.contains($0) }.count
-            if found != 0 && found != keys.count { problems.append("call \(name) half-applied: \(found) of \(keys.count)") }
+            if found != 0 && found != keys.count {
+                problems.append("call \(name) half-applied: \(found) of \(keys.count)")
+            }
         }
         if !acknowledgedFinishes.isEmpty {
             let keys = acknowledgedFinishes.sorted()
