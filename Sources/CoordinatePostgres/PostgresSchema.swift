@@ -3,7 +3,7 @@ import Foundation
 /// The PostgreSQL schema and its forward migrations (storage.md §4–§5). Migrations run under a session advisory
 /// lock so that daemons starting together migrate exactly once.
 enum PostgresSchema {
-    static let currentVersion = 1
+    static let currentVersion = 2
 
     /// Advisory lock key of migrations ("coordmig" as a number).
     static let migrationLockKey: Int64 = 0x636f_6f72_646d_6967
@@ -94,7 +94,29 @@ enum PostgresSchema {
             );
             CREATE INDEX held_lock_deadline ON held_lock (deadline);
             """
-        )
+        ),
+        (
+            // Unit counters move off the spec rows into sharded rows: every finish and grant used to update the
+            // one spec row, so all writers of a spec queued behind each other's commit. Each transaction now adds
+            // its deltas to one of 32 rows per spec picked at random; readers sum them.
+            2,
+            """
+            CREATE TABLE spec_count (
+                spec_id BIGINT NOT NULL REFERENCES work_spec(id) ON DELETE CASCADE,
+                shard SMALLINT NOT NULL,
+                ready BIGINT NOT NULL DEFAULT 0,
+                delayed BIGINT NOT NULL DEFAULT 0,
+                pending BIGINT NOT NULL DEFAULT 0,
+                finished BIGINT NOT NULL DEFAULT 0,
+                failed BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (spec_id, shard)
+            );
+            INSERT INTO spec_count (spec_id, shard, ready, delayed, pending, finished, failed)
+                SELECT id, 0, count_ready, count_delayed, count_pending, count_finished, count_failed FROM work_spec;
+            ALTER TABLE work_spec DROP COLUMN count_ready, DROP COLUMN count_delayed, DROP COLUMN count_pending,
+                DROP COLUMN count_finished, DROP COLUMN count_failed
+            """
+        ),
     ]
 
     enum MigrationError: Error, CustomStringConvertible, Equatable {

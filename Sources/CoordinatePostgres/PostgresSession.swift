@@ -32,25 +32,37 @@ final class PostgresSession: StorageSession {
         "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base"
     static let attemptColumns =
         "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
-    static let specColumns = """
-        id, namespace_id, name, name_kind, data, overrides, next_continuous, archived_finished, archived_failed,
-        count_ready, count_delayed, count_pending, count_finished, count_failed
+    /// A spec row with its counters summed over their shards; callers append `WHERE …` on `s`.
+    static let specSelect = """
+        SELECT s.id, s.namespace_id, s.name, s.name_kind, s.data, s.overrides, s.next_continuous,
+            s.archived_finished, s.archived_failed, coalesce(c.ready, 0)::int8, coalesce(c.delayed, 0)::int8,
+            coalesce(c.pending, 0)::int8, coalesce(c.finished, 0)::int8, coalesce(c.failed, 0)::int8
+        FROM work_spec s LEFT JOIN LATERAL (
+            SELECT sum(ready) AS ready, sum(delayed) AS delayed, sum(pending) AS pending, sum(finished) AS finished,
+                sum(failed) AS failed
+            FROM spec_count WHERE spec_id = s.id) c ON true
         """
+    /// Counter shards per spec: enough that concurrent writers of one spec rarely pick the same row.
+    static let counterShards = 32
 
     // MARK: - Commit support
 
-    /// Adds this transaction's counter deltas to the spec rows.
+    /// Adds this transaction's counter deltas to one counter shard of each spec it changed (picked at random, so
+    /// concurrent writers of a spec seldom wait for each other; specs in id order, so they never deadlock).
     func flushCounts() throws {
+        let shard = Int64.random(in: 0..<Int64(Self.counterShards))
         for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
             try channel.query(
                 """
-                UPDATE work_spec SET count_ready = count_ready + $2, count_delayed = count_delayed + $3,
-                    count_pending = count_pending + $4, count_finished = count_finished + $5,
-                    count_failed = count_failed + $6 WHERE id = $1
+                INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
+                VALUES ($1, $7, $2, $3, $4, $5, $6)
+                ON CONFLICT (spec_id, shard) DO UPDATE SET ready = c.ready + EXCLUDED.ready,
+                    delayed = c.delayed + EXCLUDED.delayed, pending = c.pending + EXCLUDED.pending,
+                    finished = c.finished + EXCLUDED.finished, failed = c.failed + EXCLUDED.failed
                 """,
                 [
                     .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
-                    .int(Int64(delta.finished)), .int(Int64(delta.failed)),
+                    .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
                 ])
         }
         deltas.removeAll()
@@ -175,7 +187,7 @@ final class PostgresSession: StorageSession {
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
         let rows = try channel.query(
-            "SELECT \(Self.specColumns) FROM work_spec WHERE namespace_id = $1 ORDER BY name", [.int(namespace)])
+            "\(Self.specSelect) WHERE s.namespace_id = $1 ORDER BY s.name", [.int(namespace)])
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
@@ -200,7 +212,7 @@ final class PostgresSession: StorageSession {
             return ids.lazy.compactMap { self.specRows[$0]?.spec }.first { $0.name == name }
         }
         let rows = try channel.query(
-            "SELECT \(Self.specColumns) FROM work_spec WHERE namespace_id = $1 AND name = $2",
+            "\(Self.specSelect) WHERE s.namespace_id = $1 AND s.name = $2",
             [.int(namespace), .bytes(name.octets)])
         guard let row = rows.first else { return nil }
         let (spec, counts) = try readSpec(row)
@@ -210,23 +222,35 @@ final class PostgresSession: StorageSession {
 
     func spec(id: Int64) throws -> SpecRecord? {
         if let known = specRows[id] { return known.spec }
-        let rows = try channel.query("SELECT \(Self.specColumns) FROM work_spec WHERE id = $1", [.int(id)])
+        let rows = try channel.query("\(Self.specSelect) WHERE s.id = $1", [.int(id)])
         guard let row = rows.first else { return nil }
         let (spec, counts) = try readSpec(row)
         specRows[spec.id] = (spec, counts)
         return spec
     }
 
-    /// Locks the spec row for a grant (`SELECT … FOR UPDATE`) and returns it fresh with its counters, so
-    /// `max_running`, `max_getwork`, pauses and continuous intervals are judged on the latest committed state
-    /// by whichever daemon grants (MD2, MD3).
+    /// Locks the spec row for a grant and returns it fresh with its counters, so `max_running`, `max_getwork`,
+    /// pauses and continuous intervals are judged on the latest committed state by whichever daemon grants (MD2,
+    /// MD3). Grants that count running units or mint (`max_running`, continuous specs) take the row exclusively
+    /// and so run one at a time per spec; the others share it — `SKIP LOCKED` on the units already keeps them
+    /// from granting a unit twice — and still exclude a concurrent change of the spec (pause, re-set, delete).
     func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
-        let rows = try channel.query(
-            "SELECT \(Self.specColumns) FROM work_spec WHERE id = $1 FOR UPDATE", [.int(spec.id)])
-        guard let row = rows.first else { return nil }
-        let (fresh, counts) = try readSpec(row)
-        specRows[fresh.id] = (fresh, counts)
-        return (fresh, try unitCounts(spec: fresh.id))
+        var exclusive = Self.grantNeedsExclusiveLock(spec)
+        while true {
+            let locked = try channel.query(
+                "SELECT 1 FROM work_spec WHERE id = $1 FOR \(exclusive ? "UPDATE" : "SHARE")", [.int(spec.id)])
+            guard !locked.isEmpty else { return nil }
+            // Read after the lock is held: in READ COMMITTED each statement sees everything committed before it.
+            specRows[spec.id] = nil
+            guard let fresh = try self.spec(id: spec.id) else { return nil }
+            if exclusive || !Self.grantNeedsExclusiveLock(fresh) { return (fresh, try unitCounts(spec: fresh.id)) }
+            exclusive = true  // The spec gained a limit meanwhile: take the row exclusively and read again.
+        }
+    }
+
+    private static func grantNeedsExclusiveLock(_ spec: SpecRecord) -> Bool {
+        let fields = spec.effective
+        return fields.maxRunning != nil || fields.continuous
     }
 
     func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {

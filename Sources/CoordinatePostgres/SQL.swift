@@ -47,7 +47,8 @@ final class SQLChannel: @unchecked Sendable {
         return result.rows.map { SQLRow(cells: $0.makeRandomAccess()) }
     }
 
-    /// Runs statements without parameters through the simple protocol (several statements allowed).
+    /// Runs one statement without parameters. (postgres-nio sends it through the extended protocol too: one
+    /// statement per call.)
     @discardableResult
     func simple(_ sql: String) throws -> [SQLRow] {
         try wait(connection.simpleQuery(sql)).map { SQLRow(cells: $0.makeRandomAccess()) }
