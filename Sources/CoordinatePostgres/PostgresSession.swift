@@ -236,6 +236,16 @@ final class PostgresSession: StorageSession {
     /// from granting a unit twice — and still exclude a concurrent change of the spec (pause, re-set, delete).
     func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
         var exclusive = Self.grantNeedsExclusiveLock(spec)
+        if !exclusive {
+            // One round trip: the counters this reads may predate the lock, which is fine because a spec without
+            // `max_running` is not limited by them.
+            let rows = try channel.query("\(Self.specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)])
+            guard let row = rows.first else { return nil }
+            let (fresh, counts) = try readSpec(row)
+            specRows[fresh.id] = (fresh, counts)
+            if !Self.grantNeedsExclusiveLock(fresh) { return (fresh, try unitCounts(spec: fresh.id)) }
+            exclusive = true
+        }
         while true {
             let locked = try channel.query(
                 "SELECT 1 FROM work_spec WHERE id = $1 FOR \(exclusive ? "UPDATE" : "SHARE")", [.int(spec.id)])

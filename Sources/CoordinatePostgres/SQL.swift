@@ -22,10 +22,22 @@ final class SQLChannel: @unchecked Sendable {
     // itself thread-safe.
     let connection: PostgresConnection
     let logger: Logger
+    /// Whether the connection has closed, and how to fail the statement waiting on it at that moment. One
+    /// callback on the close future serves every statement (a callback per statement would pile up there for
+    /// the connection's lifetime).
+    private let closing = NIOLockedValueBox<(closed: Bool, failWaiter: (@Sendable () -> Void)?)>((false, nil))
 
     init(connection: PostgresConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
+        let closing = closing
+        connection.closeFuture.whenComplete { _ in
+            let waiter = closing.withLockedValue { state in
+                defer { state = (true, nil) }
+                return state.failWaiter
+            }
+            waiter?()
+        }
     }
 
     /// Runs a statement with `$n` parameters and returns every row.
@@ -82,9 +94,16 @@ final class SQLChannel: @unchecked Sendable {
         }
         // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
         // pending forever; once the channel is closed no answer can come, so the wait ends there.
-        connection.closeFuture.whenComplete { _ in
+        let failOnClose: @Sendable () -> Void = {
             if settle() { promise.fail(SQLChannelError.connectionClosed) }
         }
+        let alreadyClosed = closing.withLockedValue { state -> Bool in
+            if state.closed { return true }
+            state.failWaiter = failOnClose
+            return false
+        }
+        if alreadyClosed { failOnClose() }
+        defer { closing.withLockedValue { $0.failWaiter = nil } }
         let connection = connection
         let timeout = loop.scheduleTask(in: Self.statementTimeout) {
             guard settle() else { return }
