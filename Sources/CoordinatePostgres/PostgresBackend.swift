@@ -278,16 +278,34 @@ public final class PostgresBackend: StorageBackend {
             }
             var committing = false
             do {
-                try channel.simple("BEGIN ISOLATION LEVEL READ COMMITTED")
-                let rows = try channel.simple("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8")
+                // BEGIN and the clock in one round trip. The operation's `now` is the transaction's start time
+                // on the database clock (storage.md §4.4).
+                let begin = channel.send("BEGIN ISOLATION LEVEL READ COMMITTED")
+                let clock = channel.send("SELECT (extract(epoch FROM transaction_timestamp()) * 1000000)::int8")
+                try channel.finish(begin)
+                let rows = try channel.finish(clock)
                 guard let time = try rows.first?.int64(0) else { throw StorageError.corrupt("no transaction time") }
                 let session = PostgresSession(channel: channel, transactionTime: useDatabaseClock ? time : nil)
                 try body(session)
                 if mode == .write {
-                    try session.flushCounts()
+                    // The counter writes travel with the COMMIT. Should one fail, the server answers the COMMIT of
+                    // the aborted transaction with a rollback, and the failure below reports it.
+                    let counters = session.sendCounts()
                     committing = true
                     let started = ContinuousClock.now
-                    try channel.simple("COMMIT")
+                    let commit = channel.send("COMMIT")
+                    do {
+                        for pending in counters { try channel.finish(pending) }
+                    } catch {
+                        // A server error means the transaction aborted and the COMMIT cannot have applied it; a
+                        // lost connection leaves the COMMIT's fate unknown.
+                        if !isConnectionFailure(error) {
+                            committing = false
+                            _ = try? channel.finish(commit)
+                        }
+                        throw error
+                    }
+                    try channel.finish(commit)
                     observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
                 } else {
                     try channel.simple("ROLLBACK")

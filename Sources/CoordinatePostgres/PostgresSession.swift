@@ -1,6 +1,8 @@
 import CBOR
 import CoordinateEngine
 import Foundation
+import NIOCore
+import PostgresNIO
 
 /// One transaction's view of the PostgreSQL store (storage.md §4). Nothing is cached across transactions, so a
 /// change committed by any daemon is seen by the next operation of every daemon (MD6). Units live in physical
@@ -49,10 +51,12 @@ final class PostgresSession: StorageSession {
 
     /// Adds this transaction's counter deltas to one counter shard of each spec it changed (picked at random, so
     /// concurrent writers of a spec seldom wait for each other; specs in id order, so they never deadlock).
-    func flushCounts() throws {
+    /// The statements are sent, not awaited: the caller finishes them (with the COMMIT behind them).
+    func sendCounts() -> [EventLoopFuture<PostgresQueryResult>] {
         let shard = Int64.random(in: 0..<Int64(Self.counterShards))
+        var sent: [EventLoopFuture<PostgresQueryResult>] = []
         for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
-            try channel.query(
+            sent.append(channel.send(
                 """
                 INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
                 VALUES ($1, $7, $2, $3, $4, $5, $6)
@@ -63,9 +67,10 @@ final class PostgresSession: StorageSession {
                 [
                     .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
                     .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
-                ])
+                ]))
         }
         deltas.removeAll()
+        return sent
     }
 
     private func adjust(_ spec: Int64, _ bucket: UnitBucket, by delta: Int) {

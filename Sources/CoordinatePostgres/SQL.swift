@@ -43,6 +43,13 @@ final class SQLChannel: @unchecked Sendable {
     /// Runs a statement with `$n` parameters and returns every row.
     @discardableResult
     func query(_ sql: String, _ values: [SQLValue] = []) throws -> [SQLRow] {
+        try finish(send(sql, values))
+    }
+
+    /// Sends a statement without waiting for its answer, so that the next one travels in the same round trip
+    /// (postgres-nio queues statements on a connection and answers them in order). Every sent statement must be
+    /// finished with ``finish(_:)``.
+    func send(_ sql: String, _ values: [SQLValue] = []) -> EventLoopFuture<PostgresQueryResult> {
         var bindings = PostgresBindings(capacity: values.count)
         for value in values {
             switch value {
@@ -55,8 +62,13 @@ final class SQLChannel: @unchecked Sendable {
             case .text(let string): if let string { bindings.append(string) } else { bindings.appendNull() }
             }
         }
-        let result = try wait(connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger))
-        return result.rows.map { SQLRow(cells: $0.makeRandomAccess()) }
+        return connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+    }
+
+    /// Waits for the answer of a statement sent with ``send(_:_:)``.
+    @discardableResult
+    func finish(_ pending: EventLoopFuture<PostgresQueryResult>) throws -> [SQLRow] {
+        try wait(pending).rows.map { SQLRow(cells: $0.makeRandomAccess()) }
     }
 
     /// Runs one statement without parameters. (postgres-nio sends it through the extended protocol too: one
@@ -77,26 +89,16 @@ final class SQLChannel: @unchecked Sendable {
     /// takes milliseconds; this bounds only the case where the server vanished without closing the socket
     /// cleanly, or postgres-nio left a query pending on a connection the server terminated (seen with
     /// `pg_ctl stop -m immediate`): a pool thread must never wait forever.
-    static let statementTimeout: TimeAmount = .seconds(60)
+    static let statementTimeoutSeconds = 60.0
 
     private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
-        let loop = future.eventLoop
-        let promise = loop.makePromise(of: T.self)
-        let settled = NIOLockedValueBox(false)
-        let settle: @Sendable () -> Bool = {
-            settled.withLockedValue { done in
-                defer { done = true }
-                return !done
-            }
-        }
-        future.whenComplete { result in
-            if settle() { promise.completeWith(result) }
-        }
+        // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
+        // cancelling a timer from this thread would wake the event loop twice more for every statement.
+        let outcome = Outcome<T>()
+        future.whenComplete { outcome.settle($0) }
         // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
         // pending forever; once the channel is closed no answer can come, so the wait ends there.
-        let failOnClose: @Sendable () -> Void = {
-            if settle() { promise.fail(SQLChannelError.connectionClosed) }
-        }
+        let failOnClose: @Sendable () -> Void = { outcome.settle(.failure(SQLChannelError.connectionClosed)) }
         let alreadyClosed = closing.withLockedValue { state -> Bool in
             if state.closed { return true }
             state.failWaiter = failOnClose
@@ -104,14 +106,34 @@ final class SQLChannel: @unchecked Sendable {
         }
         if alreadyClosed { failOnClose() }
         defer { closing.withLockedValue { $0.failWaiter = nil } }
-        let connection = connection
-        let timeout = loop.scheduleTask(in: Self.statementTimeout) {
-            guard settle() else { return }
-            promise.fail(SQLChannelError.timedOut)
-            connection.close().whenComplete { _ in _ = connection }
+        guard let result = outcome.wait(seconds: Self.statementTimeoutSeconds) else {
+            close()
+            throw SQLChannelError.timedOut
         }
-        defer { timeout.cancel() }
-        return try promise.futureResult.wait()
+        return try result.get()
+    }
+
+}
+
+/// The result of one statement, handed from the event loop to the worker thread waiting for it. The first
+/// settlement wins (an answer, or the connection closing).
+private final class Outcome<T: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable: `result` is read and written only while holding `condition`.
+    private let condition = ConditionLock(value: 0)
+    private var result: Result<T, any Error>?
+
+    func settle(_ result: Result<T, any Error>) {
+        condition.lock()
+        guard self.result == nil else { return condition.unlock() }
+        self.result = result
+        condition.unlock(withValue: 1)
+    }
+
+    /// The result, or nil when none arrived within `seconds`.
+    func wait(seconds: Double) -> Result<T, any Error>? {
+        guard condition.lock(whenValue: 1, timeoutSeconds: seconds) else { return nil }
+        defer { condition.unlock() }
+        return result
     }
 }
 
@@ -123,7 +145,7 @@ enum SQLChannelError: Error, CustomStringConvertible {
     var description: String {
         switch self {
         case .timedOut:
-            return "no answer from the server within \(SQLChannel.statementTimeout.nanoseconds / 1_000_000_000) s"
+            return "no answer from the server within \(Int(SQLChannel.statementTimeoutSeconds)) s"
         case .connectionClosed: return "connection closed"
         }
     }

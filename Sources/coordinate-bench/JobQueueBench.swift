@@ -22,22 +22,21 @@ final class CycleHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let worker: CBORValue
-    private let spec: CBORValue
     private let batch: Int
     private let stats: CycleStats
     private var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 1 << 16)
     private var buffer: ByteBuffer?
     private var nextID: UInt64 = 1
-    private var pendingKeys: [CBORValue] = []
+    /// Granted units not finished yet, as (spec, key): with several specs the scheduler picks the spec.
+    private var pendingKeys: [(CBORValue, CBORValue)] = []
     private var sentAt = NIODeadline.now()
     private var awaitingGetWork = true
     private var getWorkSamples: [Int64] = []
     private var updateSamples: [Int64] = []
     private var finishedLocally = 0
 
-    init(worker: String, spec: String, batch: Int, stats: CycleStats) {
+    init(worker: String, batch: Int, stats: CycleStats) {
         self.worker = .bytes(worker)
-        self.spec = .bytes(spec)
         self.batch = batch
         self.stats = stats
     }
@@ -57,9 +56,9 @@ final class CycleHandler: ChannelInboundHandler {
             "get_work", [worker, .map(CBORMap([("max_jobs", .int(batch)), ("lease_time", 900)]))], context: context)
     }
 
-    private func sendUpdate(_ key: CBORValue, context: ChannelHandlerContext) {
+    private func sendUpdate(_ unit: (spec: CBORValue, key: CBORValue), context: ChannelHandlerContext) {
         awaitingGetWork = false
-        send("update_work_unit", [spec, key, .map(CBORMap([("status", 4)]))], context: context)
+        send("update_work_unit", [unit.spec, unit.key, .map(CBORMap([("status", 4)]))], context: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -86,9 +85,9 @@ final class CycleHandler: ChannelInboundHandler {
             else { return }
             switch first {
             case .tuple(let triple) where triple.count == 3 && !triple[1].isNull:
-                pendingKeys = [triple[1]]
+                pendingKeys = [(triple[0], triple[1])]
             case .array(let triples):
-                pendingKeys = triples.compactMap { $0.listElements?[1] }
+                pendingKeys = triples.compactMap { triple in triple.listElements.map { ($0[0], $0[1]) } }
             default:
                 pendingKeys = []
             }
@@ -184,6 +183,12 @@ struct JobQueueBench: AsyncParsableCommand {
     @Option(help: "Extra arguments for the spawned daemon (space separated).")
     var daemonArguments: String = ""
 
+    @Option(help: "Daemons to spawn over the same database (postgres only); worker connections are spread over them.")
+    var daemons = 1
+
+    @Option(help: "Work specs sharing the queued units (the scheduler chooses among them on each get_work).")
+    var specs = 1
+
     @Flag(help: "With --storage sqlite: measure restart time (exec until the first get_work succeeds) with 10^6 units.")
     var restart = false
 
@@ -202,7 +207,12 @@ struct JobQueueBench: AsyncParsableCommand {
             duration = 30
             repeats = 3
         }
-        print("# job-queue workload (\(MachineInfo.describe()), storage \(address == nil ? storage : "external"))")
+        if daemons > 1 && storage != "postgres" {
+            throw BenchError("--daemons above 1 needs --storage postgres (the daemons share its database)")
+        }
+        print(
+            "# job-queue workload (\(MachineInfo.describe()), storage \(address == nil ? storage : "external"), "
+                + "\(daemons) daemon(s), \(specs) spec(s))")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
         if !skipLoad {
@@ -219,7 +229,7 @@ struct JobQueueBench: AsyncParsableCommand {
             print("socket ceiling (bare NIO server answering the cycle with fixed replies, batch 1):")
             for w in workers {
                 let result = try await measureCycles(
-                    server: DaemonUnderTest(host: "127.0.0.1", port: port, process: nil), queued: 0, workers: w,
+                    servers: [DaemonUnderTest(host: "127.0.0.1", port: port, process: nil)], queued: 0, workers: w,
                     batch: 1,
                     warmup: warmup, duration: duration, group: group, setUp: false)
                 print(String(format: "  W = %d: %.0f cycles/s", w, result.rate))
@@ -237,12 +247,16 @@ struct JobQueueBench: AsyncParsableCommand {
                     var gets: [Int64] = []
                     var updates: [Int64] = []
                     for _ in 0..<repeats {
-                        let server = try await DaemonUnderTest.start(
-                            address: address, executable: daemon, storage: storage, extra: daemonArguments)
+                        var servers: [DaemonUnderTest] = []
+                        for _ in 0..<max(1, daemons) {
+                            servers.append(
+                                try await DaemonUnderTest.start(
+                                    address: address, executable: daemon, storage: storage, extra: daemonArguments))
+                        }
                         let result = try await measureCycles(
-                            server: server, queued: n, workers: w, batch: batch, warmup: warmup, duration: duration,
-                            group: group)
-                        await server.stop()
+                            servers: servers, queued: n, workers: w, batch: batch, warmup: warmup,
+                            duration: duration, group: group)
+                        for server in servers { await server.stop() }
                         rates.append(result.rate)
                         gets = result.getWork
                         updates = result.update
@@ -354,19 +368,24 @@ struct JobQueueBench: AsyncParsableCommand {
     }
 
     func measureCycles(
-        server: DaemonUnderTest, queued: Int, workers: Int, batch: Int, warmup: Double, duration: Double,
+        servers: [DaemonUnderTest], queued: Int, workers: Int, batch: Int, warmup: Double, duration: Double,
         group: any EventLoopGroup, setUp: Bool = true
     ) async throws -> (rate: Double, getWork: [Int64], update: [Int64]) {
-        let spec = "bench"
+        let names = specs <= 1 ? ["bench"] : (0..<specs).map { "bench-\($0)" }
         var setup: BenchConnection?
-        var refill: Refiller?
+        var refills: [Refiller] = []
         if setUp {
-            let connection = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
-            _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
-            let filler = Refiller(connection: connection, spec: spec, target: queued)
-            try await filler.fill()
+            let first = servers[0]
+            let connection = try await BenchConnection.connect(host: first.host, port: first.port, group: group)
+            // A database shared across runs (postgres) starts each case empty.
+            _ = try await connection.call("clear", [])
+            for name in names {
+                _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", .bytes(name))]))])
+                let filler = Refiller(connection: connection, spec: name, target: max(1, queued / names.count))
+                try await filler.fill()
+                refills.append(filler)
+            }
             setup = connection
-            refill = filler
         }
         let stats = CycleStats()
         var channels: [any Channel] = []
@@ -376,13 +395,19 @@ struct JobQueueBench: AsyncParsableCommand {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            CycleHandler(worker: "worker-\(index)", spec: spec, batch: batch, stats: stats))
+                            CycleHandler(worker: "worker-\(index)", batch: batch, stats: stats))
                     }
                 }
-                .connect(host: server.host, port: server.port).get()
+                .connect(host: servers[index % servers.count].host, port: servers[index % servers.count].port).get()
             channels.append(channel)
         }
-        let refillTask = Task { try await refill?.keepFilled() }
+        let refillers = refills
+        let refillTask = Task {
+            while !Task.isCancelled {
+                for refill in refillers { try await refill.topUp() }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
         try await Task.sleep(for: .seconds(warmup))
         stats.measuring.store(true, ordering: .relaxed)
         let start = ContinuousClock.now
@@ -434,12 +459,10 @@ final class Refiller: @unchecked Sendable {
 
     func fill() async throws { try await add(target) }
 
-    func keepFilled() async throws {
-        while !Task.isCancelled {
-            let missing = target - (try await available())
-            if missing >= max(1, target / 10) || missing >= 10_000 { try await add(missing) }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+    /// Adds units once the available count has dropped by a tenth of the target (or 10 000).
+    func topUp() async throws {
+        let missing = target - (try await available())
+        if missing >= max(1, target / 10) || missing >= 10_000 { try await add(missing) }
     }
 }
 
