@@ -56,18 +56,19 @@ final class PostgresSession: StorageSession {
         let shard = Int64.random(in: 0..<Int64(Self.counterShards))
         var sent: [EventLoopFuture<PostgresQueryResult>] = []
         for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
-            sent.append(channel.send(
-                """
-                INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
-                VALUES ($1, $7, $2, $3, $4, $5, $6)
-                ON CONFLICT (spec_id, shard) DO UPDATE SET ready = c.ready + EXCLUDED.ready,
-                    delayed = c.delayed + EXCLUDED.delayed, pending = c.pending + EXCLUDED.pending,
-                    finished = c.finished + EXCLUDED.finished, failed = c.failed + EXCLUDED.failed
-                """,
-                [
-                    .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
-                    .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
-                ]))
+            sent.append(
+                channel.send(
+                    """
+                    INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
+                    VALUES ($1, $7, $2, $3, $4, $5, $6)
+                    ON CONFLICT (spec_id, shard) DO UPDATE SET ready = c.ready + EXCLUDED.ready,
+                        delayed = c.delayed + EXCLUDED.delayed, pending = c.pending + EXCLUDED.pending,
+                        finished = c.finished + EXCLUDED.finished, failed = c.failed + EXCLUDED.failed
+                    """,
+                    [
+                        .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
+                        .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
+                    ]))
         }
         deltas.removeAll()
         return sent

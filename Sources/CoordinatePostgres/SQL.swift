@@ -85,11 +85,11 @@ final class SQLChannel: @unchecked Sendable {
         connection.close().whenComplete { _ in _ = connection }
     }
 
-    /// How long one statement may take before the connection is declared dead. Every statement of the engine
-    /// takes milliseconds; this bounds only the case where the server vanished without closing the socket
-    /// cleanly, or postgres-nio left a query pending on a connection the server terminated (seen with
-    /// `pg_ctl stop -m immediate`): a pool thread must never wait forever.
-    static let statementTimeoutSeconds = 60.0
+    /// How long one statement may take before the connection is declared dead. Statements take milliseconds,
+    /// but one may legitimately wait that long and more for a row lock behind other writers of the same keys;
+    /// this bounds only the case where the server vanished without closing the socket: a pool thread must
+    /// never wait forever. (A connection the server terminates ends its waits at once, see `closing`.)
+    static let statementTimeoutSeconds = 300.0
 
     private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
         // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and

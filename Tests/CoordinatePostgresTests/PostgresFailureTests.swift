@@ -27,7 +27,7 @@ final class PrivateCluster: Sendable {
 }
 
 /// PostgreSQL outages, newer schemas and crashes (storage.md §5–§6, §7.3 FAIL-1, FAIL-2, FAIL-7, DUR-1…3).
-@Suite("PostgreSQL failure handling and durability", .enabled(if: TestPostgres.available))
+@Suite("PostgreSQL failure handling and durability", .serialized, .enabled(if: TestPostgres.available))
 struct PostgresFailureTests {
     @Test("FAIL-1/FAIL-7: database down at startup: listeners answer at once, storage unavailable, then recovery")
     func databaseDownAtStartup() async throws {
@@ -193,7 +193,7 @@ struct PostgresFailureTests {
         let firstAttempt = Int(try fleet.psql("SELECT max(id) FROM attempt")) ?? 0
         // Deleting the unit deletes its attempts; the sequence must not hand the id out again.
         _ = try await connection.result("del_work_units", ["s", cbormap([("work_unit_keys", ["gone"])])])
-        _ = try await connection.result("get_work", ["w1", cbormap([("lease_time", 4), ("work_spec_names", ["s"])])])
+        _ = try await connection.result("get_work", ["w1", cbormap([("lease_time", 10), ("work_spec_names", ["s"])])])
         let before = try await connection.result("get_work_unit_status", ["s", ["later", "u"]])
         daemon.signal(SIGKILL)
         _ = daemon.waitForExit()
