@@ -446,11 +446,19 @@ class ForkWorkerTests(InteropCase):
                 'num_workers': 2, 'poll_interval': 0.05, 'spawn_interval': 0.01, 'heartbeat_interval': 1,
                 'child_lifetime': 5, 'stop_jobs_early': 0}, **extra.pop('fork_worker', {})),
             **extra)
+        # The worker's output goes to a file (a pipe nobody reads could fill up and stall it); failures show it.
+        self.worker_log = os.path.join(self.daemon.data_dir, 'worker-%d.log' % len(os.listdir(self.daemon.data_dir)))
         process = subprocess.Popen(
             [os.path.join(PREFIX, 'bin', 'coordinate_worker'), '-c', config, '--foreground'],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=python_env())
+            stdout=open(self.worker_log, 'w'), stderr=subprocess.STDOUT, env=python_env())
         self.addCleanup(self.stop_worker, process)
         return process
+
+    def worker_output(self):
+        with open(self.worker_log) as f:
+            lines = f.read().splitlines()
+        notable = [line for line in lines if 'INFO' not in line and 'DEBUG' not in line]
+        return '\n'.join(notable[-60:] + ['...'] + lines[-5:])
 
     def stop_worker(self, process):
         if process.poll() is None:
@@ -475,11 +483,18 @@ class ForkWorkerTests(InteropCase):
         self.spec('explode', module='interop_tasks', run_function='explode')
         self.tm.add_work_units('double', [('n%03d' % i, {'value': i}) for i in range(300)])
         self.tm.add_work_units('explode', [('boom', {})])
-        self.start_worker()
+        # Leases of 20 s instead of the client's 900: the fork worker's parent now and then SIGTERMs a child
+        # just after the child took a unit (seen on PostgreSQL, 2 runs in ~15; docs/decisions.md), and that
+        # unit must come back within the test's patience. Every unit must still finish.
+        self.start_worker(default_lifetime=20)
         done = self.wait_for(lambda: self.tm.count_work_units('double').get(FINISHED) == 300 and
                              self.tm.count_work_units('explode').get(FAILED) == 1)
-        self.assertTrue(done, 'counts: %r %r' % (self.tm.count_work_units('double'),
-                                                 self.tm.count_work_units('explode')))
+        if not done:
+            pending = self.tm.get_work_units('double', state=PENDING)
+            statuses = [self.tm.get_work_unit_status('double', key) for key, _ in pending]
+            self.fail('counts: %r %r; pending: %r; workers: %r; worker output:\n%s' % (
+                self.tm.count_work_units('double'), self.tm.count_work_units('explode'), statuses,
+                self.tm.mode_counts(), self.worker_output()))
         for key, data in self.tm.get_work_units('double', work_unit_keys=['n000', 'n123', 'n299']):
             self.assertEqual(data['result'], data['value'] * 2)
         status = self.tm.get_work_unit_status('explode', 'boom')
