@@ -105,7 +105,7 @@ extension EngineTransaction {
             try session.updateUnit(unit)
             return false
         }
-        _ = try session.insertUnit(
+        try session.insertUnitWithoutID(
             UnitRecord(
                 specID: spec.id, key: item.key, data: item.data, priority: explicitPriority ? item.priority ?? 0 : 0,
                 notBefore: notBefore))

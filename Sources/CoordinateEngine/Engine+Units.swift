@@ -84,6 +84,7 @@ extension EngineTransaction {
         var lastItems: [UnitItem] = []
         for item in all.reversed() where seen.insert(item.key).inserted { lastItems.append(item) }
         var created = 0
+        try session.prefetchUnits(spec: spec.id, keys: lastItems.map(\.key))
         for item in lastItems.reversed() {
             if try add(item, explicitPriority: item.priority != nil, to: spec, namespace: namespace) { created += 1 }
         }

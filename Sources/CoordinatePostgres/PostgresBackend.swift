@@ -287,6 +287,7 @@ public final class PostgresBackend: StorageBackend {
                 guard let time = try rows.first?.int64(0) else { throw StorageError.corrupt("no transaction time") }
                 let session = PostgresSession(channel: channel, transactionTime: useDatabaseClock ? time : nil)
                 try body(session)
+                try channel.finishDeferred()
                 if mode == .write {
                     // The counter writes travel with the COMMIT. Should one fail, the server answers the COMMIT of
                     // the aborted transaction with a rollback, and the failure below reports it.
@@ -313,6 +314,7 @@ public final class PostgresBackend: StorageBackend {
                 checkin(channel)
                 return nil
             } catch {
+                _ = try? channel.finishDeferred()
                 if isConnectionFailure(error) {
                     // The connection itself failed, or the server ended it.
                     discard(channel)

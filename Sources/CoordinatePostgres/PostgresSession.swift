@@ -22,6 +22,8 @@ final class PostgresSession: StorageSession {
     private var namespaces: [Identifier: NamespaceRecord] = [:]
     /// Counter changes of this transaction by spec, added to the rows before commit.
     private(set) var deltas: [Int64: UnitCounts] = [:]
+    /// Units read ahead for a bulk add, by spec and key (nil: no such unit).
+    private var prefetched: [Int64: [PrefetchKey: UnitRecord?]] = [:]
 
     init(channel: SQLChannel, transactionTime: Int64?) {
         self.channel = channel
@@ -332,11 +334,49 @@ final class PostgresSession: StorageSession {
     }
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
-        try units(
+        if let found = prefetched[spec]?.removeValue(forKey: PrefetchKey(key)) { return found }
+        return try units(
             "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND key = $2",
             [.int(spec), .bytes(key.octets)]
         ).first
     }
+
+    /// Reads the units of `keys` in a few statements; each key's answer (a unit or nil) is used once.
+    func prefetchUnits(spec: Int64, keys: [Identifier]) throws {
+        guard keys.count > 1 else { return }
+        var answers: [PrefetchKey: UnitRecord?] = [:]
+        for key in keys { answers[PrefetchKey(key)] = .some(nil) }
+        let chunk = 1000
+        for start in stride(from: 0, to: keys.count, by: chunk) {
+            let slice = keys[start..<min(start + chunk, keys.count)]
+            let placeholders = (0..<slice.count).map { "$\($0 + 2)" }.joined(separator: ",")
+            let found = try units(
+                "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND key IN (\(placeholders))",
+                [.int(spec)] + slice.map { .bytes($0.octets) })
+            for unit in found { answers[PrefetchKey(unit.key)] = .some(unit) }
+        }
+        prefetched[spec, default: [:]].merge(answers) { $1 }
+    }
+
+    /// Sends the insert without waiting for it (a bulk add's inserts travel back to back).
+    func insertUnitWithoutID(_ unit: UnitRecord) throws {
+        let (bucket, time) = placement(unit)
+        try channel.sendDeferred(
+            Self.insertUnitSQL,
+            [
+                .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
+                .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
+                .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
+                .int(unit.retryCountBase),
+            ])
+        adjust(unit.specID, bucket, by: 1)
+    }
+
+    static let insertUnitSQL = """
+        INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
+            latest_attempt_id, attempt_count, retry_count_base)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+        """
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
         try units("SELECT \(Self.unitColumns) FROM work_unit WHERE id = $1", [.int(attempt.unitID)]).first
@@ -355,11 +395,7 @@ final class PostgresSession: StorageSession {
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
         let (bucket, time) = placement(unit)
         let rows = try channel.query(
-            """
-            INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
-                latest_attempt_id, attempt_count, retry_count_base)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
-            """,
+            Self.insertUnitSQL,
             [
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
@@ -701,4 +737,10 @@ final class PostgresSession: StorageSession {
             "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 ORDER BY path_key", [.int(namespace)]
         ).map(readLock)
     }
+}
+
+/// A unit key as stored: its octets (keys are unique by octets within a spec, whatever their string kind).
+struct PrefetchKey: Hashable {
+    let octets: [UInt8]
+    init(_ key: Identifier) { octets = key.octets }
 }

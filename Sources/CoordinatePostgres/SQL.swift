@@ -43,7 +43,39 @@ final class SQLChannel: @unchecked Sendable {
     /// Runs a statement with `$n` parameters and returns every row.
     @discardableResult
     func query(_ sql: String, _ values: [SQLValue] = []) throws -> [SQLRow] {
-        try finish(send(sql, values))
+        let pending = send(sql, values)
+        if !deferred.isEmpty {
+            // A failed deferred statement aborts the transaction, and this one then fails only with "current
+            // transaction is aborted": report the original failure (it decides retries).
+            do {
+                try finishDeferred()
+            } catch {
+                _ = try? finish(pending)
+                throw error
+            }
+        }
+        return try finish(pending)
+    }
+
+    /// Statements sent without waiting whose answers are checked later (at the next `query`, or by
+    /// ``finishDeferred()`` before the commit).
+    private var deferred: [EventLoopFuture<PostgresQueryResult>] = []
+
+    /// Sends a statement whose answer nobody needs now; at most 512 stay outstanding.
+    func sendDeferred(_ sql: String, _ values: [SQLValue] = []) throws {
+        deferred.append(send(sql, values))
+        if deferred.count >= 512 { try finishDeferred() }
+    }
+
+    /// Waits for every deferred statement, throwing the first failure.
+    func finishDeferred() throws {
+        let pending = deferred
+        deferred.removeAll()
+        var first: (any Error)?
+        for future in pending {
+            do { try finish(future) } catch { if first == nil { first = error } }
+        }
+        if let first { throw first }
     }
 
     /// Sends a statement without waiting for its answer, so that the next one travels in the same round trip
