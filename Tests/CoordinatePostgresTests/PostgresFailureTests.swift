@@ -45,8 +45,14 @@ struct PostgresFailureTests {
                 == "storage unavailable: initialising")
         // On PostgreSQL even `now` comes from the database (storage.md §4.4).
         #expect(try await connection.call("now").errorMessage == "storage unavailable: initialising")
+        // Both listeners accept within 2 s of the start (the HTTP one opens just after CBOR-RPC's).
         let http = HTTPTestClient(port: httpPort)
-        #expect(try http.request("GET", "/healthz").status == 503)
+        var health = try? http.request("GET", "/healthz")
+        while health == nil && Date().timeIntervalSince(started) < 2 {
+            try await Task.sleep(for: .milliseconds(20))
+            health = try? http.request("GET", "/healthz")
+        }
+        #expect(health?.status == 503, "no HTTP answer within 2 s of the start")
         let rest = try http.request("GET", "/namespace/-/work_spec")
         #expect(rest.status == 503 && rest.text.contains("ErrStorageUnavailable"), "\(rest.status) \(rest.text)")
         try await Task.sleep(for: .seconds(1))

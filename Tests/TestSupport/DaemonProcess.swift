@@ -96,7 +96,16 @@ public final class DaemonProcess: @unchecked Sendable {
         if waitForListener { try waitUntilListening() }
     }
 
-    /// Polls until a TCP connection to the port succeeds (or the process exits).
+    /// The HTTP port given with `--http-port`, unless it is 0 (disabled).
+    public var httpPort: Int? {
+        guard let index = arguments.firstIndex(of: "--http-port"), index + 1 < arguments.count,
+            let port = Int(arguments[index + 1]), port != 0
+        else { return nil }
+        return port
+    }
+
+    /// Polls until TCP connections to the CBOR-RPC port (and the HTTP port, if any) succeed, or the process
+    /// exits.
     public func waitUntilListening(timeout: Double = 20) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -104,7 +113,11 @@ public final class DaemonProcess: @unchecked Sendable {
                 throw RawConnection.ConnectionError(
                     description: "coordinated exited with \(process.terminationStatus): \(stderrText())")
             }
-            if (try? RawConnection(port: port, receiveTimeout: 1)) != nil { return }
+            if (try? RawConnection(port: port, receiveTimeout: 1)) != nil {
+                // The HTTP listener opens just after the CBOR-RPC one: wait for it too when there is one.
+                guard let httpPort else { return }
+                if (try? RawConnection(port: httpPort, receiveTimeout: 1)) != nil { return }
+            }
             usleep(20_000)
         }
         throw RawConnection.ConnectionError(description: "coordinated did not listen on \(port) within \(timeout) s")
