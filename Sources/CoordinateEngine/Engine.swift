@@ -149,31 +149,25 @@ public final class Engine: Sendable {
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let clock = self.clock
+        let transact: @Sendable (any StorageSession) throws -> Void = { [self] session in
+            var transaction = EngineTransaction(
+                engine: self, session: session, now: session.databaseTime ?? clock.now())
+            let expired = try session.materialize(now: transaction.now)
+            if !expired.isEmpty { transaction.countExpired(expired) }
+            try body(&transaction)
+            if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
+        }
         guard let observer else {
-            backend.execute(
-                mode,
-                { [self] session in
-                    var transaction = EngineTransaction(
-                        engine: self, session: session, now: session.databaseTime ?? clock.now())
-                    let expired = try session.materialize(now: transaction.now)
-                    if !expired.isEmpty { transaction.countExpired(expired) }
-                    try body(&transaction)
-                    if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
-                }, completion: completion)
+            backend.execute(mode, transact, completion: completion)
             return
         }
         let op = mode == .read ? "read" : "write"
         backend.execute(
             mode,
-            { [self] session in
+            { session in
                 let started = ContinuousClock.now
                 defer { observer.storageOperation(op, seconds: Self.seconds(since: started)) }
-                var transaction = EngineTransaction(
-                    engine: self, session: session, now: session.databaseTime ?? clock.now())
-                let expired = try session.materialize(now: transaction.now)
-                if !expired.isEmpty { transaction.countExpired(expired) }
-                try body(&transaction)
-                if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
+                try transact(session)
             },
             completion: { error in
                 if error is StorageError { observer.storageError() }

@@ -26,6 +26,20 @@ public enum LockPath {
         key.append(1)
     }
 
+    /// The smallest key greater than every key that starts with `prefix`: the exclusive upper bound of a
+    /// range scan over a prefix (path keys always end in `00 01`, so the all-`FF` fallback is never reached).
+    public static func successor(of prefix: [UInt8]) -> [UInt8] {
+        var bytes = prefix
+        while let last = bytes.last {
+            if last < 0xff {
+                bytes[bytes.count - 1] = last + 1
+                return bytes
+            }
+            bytes.removeLast()
+        }
+        return [0xff, 0xff, 0xff, 0xff]
+    }
+
     /// The end offsets of each label in `key` (after its terminator), in order.
     public static func labelBoundaries(of key: [UInt8]) -> [Int] {
         var boundaries: [Int] = []

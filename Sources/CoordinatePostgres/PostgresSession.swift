@@ -674,19 +674,6 @@ final class PostgresSession: StorageSession {
     /// High half of the lock-service advisory keys ("coor").
     static let lockServiceKey: Int64 = 0x636f_6f72 << 32
 
-    /// The smallest key greater than every key with this prefix.
-    static func successor(of prefix: [UInt8]) -> [UInt8] {
-        var bytes = prefix
-        while let last = bytes.last {
-            if last < 0xff {
-                bytes[bytes.count - 1] = last + 1
-                return bytes
-            }
-            bytes.removeLast()
-        }
-        return [0xff, 0xff, 0xff, 0xff]
-    }
-
     func conflictingLocks(namespace: Int64, pathKey: [UInt8]) throws -> [LockRecord] {
         var result: [LockRecord] = []
         for end in LockPath.labelBoundaries(of: pathKey) {
@@ -694,7 +681,7 @@ final class PostgresSession: StorageSession {
         }
         result += try channel.query(
             "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key > $2 AND path_key < $3",
-            [.int(namespace), .bytes(pathKey), .bytes(Self.successor(of: pathKey))]
+            [.int(namespace), .bytes(pathKey), .bytes(LockPath.successor(of: pathKey))]
         ).map(readLock)
         return result
     }
@@ -730,7 +717,7 @@ final class PostgresSession: StorageSession {
                 """
                 SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key >= $2 AND path_key < $3
                 ORDER BY path_key
-                """, [.int(namespace), .bytes(prefix), .bytes(Self.successor(of: prefix))]
+                """, [.int(namespace), .bytes(prefix), .bytes(LockPath.successor(of: prefix))]
             ).map(readLock)
         }
         return try channel.query(

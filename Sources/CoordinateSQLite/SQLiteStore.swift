@@ -683,19 +683,6 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     static let lockColumns = "namespace_id, path_key, path, owner, owner_kind, deadline"
 
-    /// The smallest key greater than every key with this prefix (path keys always end in `00 01`).
-    static func successor(of prefix: [UInt8]) -> [UInt8] {
-        var bytes = prefix
-        while let last = bytes.last {
-            if last < 0xff {
-                bytes[bytes.count - 1] = last + 1
-                return bytes
-            }
-            bytes.removeLast()
-        }
-        return [0xff, 0xff, 0xff, 0xff]
-    }
-
     func conflictingLocks(namespace: Int64, pathKey: [UInt8]) throws -> [LockRecord] {
         var result: [LockRecord] = []
         for end in LockPath.labelBoundaries(of: pathKey) {
@@ -705,7 +692,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? AND path_key > ? AND path_key < ?")
         try descendants.bind(1, namespace)
         try descendants.bind(2, pathKey)
-        try descendants.bind(3, Self.successor(of: pathKey))
+        try descendants.bind(3, LockPath.successor(of: pathKey))
         while try descendants.next() { result.append(readLock(descendants)) }
         descendants.reset()
         return result
@@ -746,7 +733,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             )
             try query.bind(1, namespace)
             try query.bind(2, prefix)
-            try query.bind(3, Self.successor(of: prefix))
+            try query.bind(3, LockPath.successor(of: prefix))
         } else {
             query = try statement("SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? ORDER BY path_key")
             try query.bind(1, namespace)

@@ -48,13 +48,11 @@ struct PostgresFleet {
         let deadline = Date().addingTimeInterval(timeout)
         var last = ""
         while Date() < deadline {
-            if let connection = try? RawConnection(port: port, receiveTimeout: 5) {
-                if let response = try? connection.call("list_work_specs", [.map(CBORMap())]),
-                    response["error"] == nil || response["error"] == .null
-                {
-                    return
-                }
-                last = (try? connection.call("list_work_specs", [.map(CBORMap())]))?.errorMessage ?? last
+            if let connection = try? RawConnection(port: port, receiveTimeout: 5),
+                let response = try? connection.call("list_work_specs", [.map(CBORMap())])
+            {
+                if response["error"] == nil || response["error"] == .null { return }
+                last = response.errorMessage ?? last
             }
             usleep(50_000)
         }
@@ -155,14 +153,4 @@ enum PostgresTools {
             stdout: (try? String(contentsOfFile: output + ".out", encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")
     }
-}
-
-/// Polls `condition` until it holds or `seconds` pass.
-func eventually(_ seconds: Double = 30, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
 }

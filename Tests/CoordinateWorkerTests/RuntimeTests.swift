@@ -24,16 +24,6 @@ func quietLogger() -> Logger {
     return logger
 }
 
-/// Polls `condition` every 50 ms for up to `seconds`.
-func eventually(_ seconds: Double = 30, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}
-
 /// The worker runtime in process against a real daemon (README "Worker runtime and CLI behaviour").
 @Suite("Worker runtime")
 struct RuntimeTests {
