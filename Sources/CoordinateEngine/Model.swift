@@ -205,6 +205,19 @@ public struct UnitRecord: Sendable, Equatable {
         self.retryCountBase = retryCountBase
     }
 
+    /// Where a durable backend files the unit at `now`: its bucket, and the time that orders it there (the
+    /// not-before time of a delayed unit, the lease deadline of a pending one, the completion time of a
+    /// finished or failed one; none for a ready one).
+    public func placement(at now: Timestamp) -> (bucket: UnitBucket, time: Timestamp?) {
+        let bucket = bucket(at: now)
+        switch bucket {
+        case .ready: return (.ready, nil)
+        case .delayed: return (.delayed, notBefore)
+        case .pending: return (.pending, leaseDeadline)
+        case .finished, .failed: return (bucket, completionTime)
+        }
+    }
+
     /// The bucket the unit belongs to as observed at `now` (semantics.md §4.2).
     @inlinable
     public func bucket(at now: Timestamp) -> UnitBucket {

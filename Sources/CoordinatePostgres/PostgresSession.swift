@@ -383,13 +383,7 @@ final class PostgresSession: StorageSession {
     }
 
     private func placement(_ unit: UnitRecord) -> (bucket: UnitBucket, time: Int64?) {
-        let bucket = unit.bucket(at: materializedAt)
-        switch bucket {
-        case .ready: return (.ready, nil)
-        case .delayed: return (.delayed, unit.notBefore)
-        case .pending: return (.pending, unit.leaseDeadline)
-        case .finished, .failed: return (bucket, unit.completionTime)
-        }
+        unit.placement(at: materializedAt)
     }
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {

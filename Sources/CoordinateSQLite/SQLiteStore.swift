@@ -340,13 +340,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     /// The physical bucket and time column of a record at the current instant.
     private func placement(_ unit: UnitRecord) -> (bucket: UnitBucket, time: Int64?) {
-        let bucket = unit.bucket(at: materializedAt)
-        switch bucket {
-        case .ready: return (.ready, nil)
-        case .delayed: return (.delayed, unit.notBefore)
-        case .pending: return (.pending, unit.leaseDeadline)
-        case .finished, .failed: return (bucket, unit.completionTime)
-        }
+        unit.placement(at: materializedAt)
     }
 
     private func noteDeadline(_ bucket: UnitBucket, _ time: Int64?) {
