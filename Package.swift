@@ -256,7 +256,7 @@ let package = Package(
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinatePostgresTests",
-            dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],
+            dependencies: ["CoordinateClient", "CoordinatePostgres", "CBOR", "TestSupport", "coordinated"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateServerTests",

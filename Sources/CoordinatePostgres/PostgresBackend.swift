@@ -89,6 +89,12 @@ public final class PostgresBackend: StorageBackend {
         let channel = SQLChannel(connection: connection, logger: connectionLogger)
         do {
             try channel.simple("SET search_path TO \(PostgresSchema.quoted(schema))")
+            // The statements are prepared once per connection (see SQLChannel.send) and each has one good plan
+            // whatever its parameters: an index walk by spec, key, bucket or deadline. Custom plans would cost
+            // planning on every execution and, worse, follow the table statistics, which lag behind a spec
+            // created or filled minutes ago: they then picked a unique-key scan plus a sort of every unit of
+            // the spec to find the next ready unit.
+            try channel.simple("SET plan_cache_mode = force_generic_plan")
         } catch {
             channel.close()
             throw error
@@ -278,24 +284,32 @@ public final class PostgresBackend: StorageBackend {
             }
             var committing = false
             do {
-                // BEGIN and the clock in one round trip. The operation's `now` is the transaction's start time
-                // on the database clock (storage.md §4.4).
+                // BEGIN, the clock and (on the database clock) the sweep every operation starts with, in one
+                // round trip. The operation's `now` is the transaction's start time on the database clock
+                // (storage.md §4.4).
                 let begin = channel.send("BEGIN ISOLATION LEVEL READ COMMITTED")
                 let clock = channel.send("SELECT (extract(epoch FROM transaction_timestamp()) * 1000000)::int8")
+                let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepAtTransactionTimeSQL) : nil
                 try channel.finish(begin)
                 let rows = try channel.finish(clock)
-                guard let time = try rows.first?.int64(0) else { throw StorageError.corrupt("no transaction time") }
-                let session = PostgresSession(channel: channel, transactionTime: useDatabaseClock ? time : nil)
+                guard let time = try rows.first?.int64(0) else {
+                    if let sweep { _ = try? channel.finish(sweep) }
+                    throw StorageError.corrupt("no transaction time")
+                }
+                let session = PostgresSession(
+                    channel: channel, transactionTime: useDatabaseClock ? time : nil, sentSweep: sweep)
                 try body(session)
-                try channel.finishDeferred()
+                try session.finishUnusedSweep()
                 if mode == .write {
-                    // The counter writes travel with the COMMIT. Should one fail, the server answers the COMMIT of
-                    // the aborted transaction with a rollback, and the failure below reports it.
+                    // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one
+                    // fail, the server answers the COMMIT of the aborted transaction with a rollback, and the
+                    // failure below reports it.
                     let counters = session.sendCounts()
                     committing = true
                     let started = ContinuousClock.now
                     let commit = channel.send("COMMIT")
                     do {
+                        try channel.finishDeferred()
                         for pending in counters { try channel.finish(pending) }
                     } catch {
                         // A server error means the transaction aborted and the COMMIT cannot have applied it; a
@@ -309,6 +323,7 @@ public final class PostgresBackend: StorageBackend {
                     try channel.finish(commit)
                     observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
                 } else {
+                    try channel.finishDeferred()
                     try channel.simple("ROLLBACK")
                 }
                 checkin(channel)

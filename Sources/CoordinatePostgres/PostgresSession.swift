@@ -25,9 +25,12 @@ final class PostgresSession: StorageSession {
     /// Units read ahead for a bulk add, by spec and key (nil: no such unit).
     private var prefetched: [Int64: [PrefetchKey: UnitRecord?]] = [:]
 
-    init(channel: SQLChannel, transactionTime: Int64?) {
+    /// - Parameter sentSweep: ``sweepAtTransactionTimeSQL``, already sent on `channel` in this transaction
+    ///   (only when `transactionTime` is the database's); ``materialize(now:)`` takes its answer.
+    init(channel: SQLChannel, transactionTime: Int64?, sentSweep: SQLChannel.Pending? = nil) {
         self.channel = channel
         self.transactionTime = transactionTime
+        self.sentSweep = sentSweep
     }
 
     var databaseTime: Timestamp? { transactionTime }
@@ -54,9 +57,9 @@ final class PostgresSession: StorageSession {
     /// Adds this transaction's counter deltas to one counter shard of each spec it changed (picked at random, so
     /// concurrent writers of a spec seldom wait for each other; specs in id order, so they never deadlock).
     /// The statements are sent, not awaited: the caller finishes them (with the COMMIT behind them).
-    func sendCounts() -> [EventLoopFuture<PostgresQueryResult>] {
+    func sendCounts() -> [SQLChannel.Pending] {
         let shard = Int64.random(in: 0..<Int64(Self.counterShards))
-        var sent: [EventLoopFuture<PostgresQueryResult>] = []
+        var sent: [SQLChannel.Pending] = []
         for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
             sent.append(
                 channel.send(
@@ -82,34 +85,59 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Time
 
+    /// The sweep of ``materialize(now:)``: `$1` is the instant.
+    static let sweepSQL = """
+        WITH expired AS (
+            SELECT id, spec_id, time, latest_attempt_id FROM work_unit
+            WHERE bucket = 2 AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
+        ), expired_units AS (
+            UPDATE work_unit u SET state = 1, bucket = 0, time = NULL FROM expired e WHERE u.id = e.id
+            RETURNING e.spec_id, e.time, e.latest_attempt_id
+        ), expired_attempts AS (
+            UPDATE attempt a SET status = 2, end_time = greatest(a.start_time, x.time)
+            FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 RETURNING a.id
+        ), due AS (
+            SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
+        ), promoted AS (
+            UPDATE work_unit u SET bucket = 0, time = NULL FROM due d WHERE u.id = d.id RETURNING d.spec_id
+        ), dropped_locks AS (
+            DELETE FROM held_lock WHERE deadline < $1 RETURNING 1
+        )
+        SELECT spec_id, 1::bigint AS kind, count(*)::bigint FROM expired_units GROUP BY spec_id
+        UNION ALL SELECT spec_id, 2::bigint, count(*)::bigint FROM promoted GROUP BY spec_id
+        UNION ALL SELECT 0, 3::bigint, (SELECT count(*) FROM expired_attempts) + (SELECT count(*) FROM dropped_locks)
+        """
+
+    /// The same sweep at the transaction's own start time, so that it can be sent together with BEGIN before
+    /// that time is known to the daemon.
+    static let sweepAtTransactionTimeSQL = sweepSQL.replacingOccurrences(
+        of: "$1", with: "(extract(epoch FROM transaction_timestamp()) * 1000000)::int8")
+
+    /// The sweep at the transaction time, when it was sent with BEGIN and not yet taken by ``materialize(now:)``.
+    private var sentSweep: SQLChannel.Pending?
+
+    /// Waits for a sweep sent with BEGIN that no ``materialize(now:)`` took (every sent statement is finished,
+    /// and a failed one must fail the transaction).
+    func finishUnusedSweep() throws {
+        guard let sweep = sentSweep else { return }
+        sentSweep = nil
+        _ = try channel.finish(sweep)
+    }
+
     /// Expires passed leases, promotes delayed units whose time has come, and drops expired locks, in one
     /// statement. Rows another transaction holds are skipped (`SKIP LOCKED`): status is always derived from the
     /// stored deadlines too, so a skipped row is still observed correctly.
     func materialize(now: Timestamp) throws -> [Int64: Int] {
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
-        let rows = try channel.query(
-            """
-            WITH expired AS (
-                SELECT id, spec_id, time, latest_attempt_id FROM work_unit
-                WHERE bucket = 2 AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
-            ), expired_units AS (
-                UPDATE work_unit u SET state = 1, bucket = 0, time = NULL FROM expired e WHERE u.id = e.id
-                RETURNING e.spec_id, e.time, e.latest_attempt_id
-            ), expired_attempts AS (
-                UPDATE attempt a SET status = 2, end_time = greatest(a.start_time, x.time)
-                FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 RETURNING a.id
-            ), due AS (
-                SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
-            ), promoted AS (
-                UPDATE work_unit u SET bucket = 0, time = NULL FROM due d WHERE u.id = d.id RETURNING d.spec_id
-            ), dropped_locks AS (
-                DELETE FROM held_lock WHERE deadline < $1 RETURNING 1
-            )
-            SELECT spec_id, 1::bigint AS kind, count(*)::bigint FROM expired_units GROUP BY spec_id
-            UNION ALL SELECT spec_id, 2::bigint, count(*)::bigint FROM promoted GROUP BY spec_id
-            UNION ALL SELECT 0, 3::bigint, (SELECT count(*) FROM expired_attempts) + (SELECT count(*) FROM dropped_locks)
-            """, [.int(now)])
+        var rows: [SQLRow] = []
+        if let sweep = sentSweep {
+            sentSweep = nil
+            rows = try channel.finish(sweep)
+        }
+        if now != transactionTime {
+            rows += try channel.query(Self.sweepSQL, [.int(now)])
+        }
         var expired: [Int64: Int] = [:]
         for row in rows {
             let spec = try row.int64(0)
@@ -415,7 +443,7 @@ final class PostgresSession: StorageSession {
         if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
             // A renewal with a non-positive lease: the unit expires at once.
             if let attempt = unit.latestAttemptID {
-                try channel.query(
+                try channel.sendDeferred(
                     "UPDATE attempt SET status = 2, end_time = greatest(start_time, $1) WHERE id = $2 AND status = 1",
                     [.int(deadline), .int(attempt)])
             }
@@ -424,7 +452,8 @@ final class PostgresSession: StorageSession {
         }
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
-        try channel.query(
+        // Nothing waits for the update: the next statement travels behind it (and reports its failure).
+        try channel.sendDeferred(
             """
             UPDATE work_unit SET key_kind = $2, data = $3, priority = $4, not_before = $5, state = $6, bucket = $7,
                 time = $8, latest_attempt_id = $9, attempt_count = $10, retry_count_base = $11 WHERE id = $1
@@ -571,7 +600,7 @@ final class PostgresSession: StorageSession {
     }
 
     func updateAttempt(_ attempt: AttemptRecord) throws {
-        try channel.query(
+        try channel.sendDeferred(
             "UPDATE attempt SET expiration_time = $2, end_time = $3, status = $4, data = $5 WHERE id = $1",
             [
                 .int(attempt.id), .int(attempt.expirationTime), .int(attempt.endTime),

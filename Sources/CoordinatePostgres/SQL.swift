@@ -12,6 +12,51 @@ enum SQLValue {
     case bool(Bool?)
     case bytes([UInt8]?)
     case text(String?)
+
+    /// The server's name for the value's type.
+    var typeName: String {
+        switch self {
+        case .int: return "int8"
+        case .int16: return "int2"
+        case .double: return "float8"
+        case .bool: return "bool"
+        case .bytes: return "bytea"
+        case .text: return "text"
+        }
+    }
+
+    /// The value in the server's binary format.
+    var data: PostgresData {
+        var buffer = ByteBuffer()
+        let type: PostgresDataType
+        switch self {
+        case .int(let number):
+            type = .int8
+            guard let number else { return PostgresData(type: type) }
+            buffer.writeInteger(number)
+        case .int16(let number):
+            type = .int2
+            guard let number else { return PostgresData(type: type) }
+            buffer.writeInteger(number)
+        case .double(let number):
+            type = .float8
+            guard let number else { return PostgresData(type: type) }
+            buffer.writeInteger(number.bitPattern)
+        case .bool(let flag):
+            type = .bool
+            guard let flag else { return PostgresData(type: type) }
+            buffer.writeInteger(flag ? 1 : 0, as: UInt8.self)
+        case .bytes(let octets):
+            type = .bytea
+            guard let octets else { return PostgresData(type: type) }
+            buffer.writeBytes(octets)
+        case .text(let string):
+            type = .text
+            guard let string else { return PostgresData(type: type) }
+            buffer.writeString(string)
+        }
+        return PostgresData(type: type, value: buffer)
+    }
 }
 
 /// One blocking query channel over a postgres-nio connection. Used only on the worker thread that owns it:
@@ -59,7 +104,7 @@ final class SQLChannel: @unchecked Sendable {
 
     /// Statements sent without waiting whose answers are checked later (at the next `query`, or by
     /// ``finishDeferred()`` before the commit).
-    private var deferred: [EventLoopFuture<PostgresQueryResult>] = []
+    private var deferred: [Pending] = []
 
     /// Sends a statement whose answer nobody needs now; at most 512 stay outstanding.
     func sendDeferred(_ sql: String, _ values: [SQLValue] = []) throws {
@@ -81,33 +126,75 @@ final class SQLChannel: @unchecked Sendable {
     /// Sends a statement without waiting for its answer, so that the next one travels in the same round trip
     /// (postgres-nio queues statements on a connection and answers them in order). Every sent statement must be
     /// finished with ``finish(_:)``.
-    func send(_ sql: String, _ values: [SQLValue] = []) -> EventLoopFuture<PostgresQueryResult> {
-        var bindings = PostgresBindings(capacity: values.count)
-        for value in values {
-            switch value {
-            case .int(let number): if let number { bindings.append(number) } else { bindings.appendNull() }
-            case .int16(let number): if let number { bindings.append(number) } else { bindings.appendNull() }
-            case .double(let number): if let number { bindings.append(number) } else { bindings.appendNull() }
-            case .bool(let flag): if let flag { bindings.append(flag) } else { bindings.appendNull() }
-            case .bytes(let octets):
-                if let octets { bindings.append(ByteBuffer(bytes: octets)) } else { bindings.appendNull() }
-            case .text(let string): if let string { bindings.append(string) } else { bindings.appendNull() }
+    ///
+    /// Statements run as named prepared statements, prepared once per connection: an unnamed statement is
+    /// parsed and planned by the server on every execution, which was half of the server's time per get+finish
+    /// cycle. Parameters are prepared with explicit types (see ``typed(_:_:)``) so that the binary values sent
+    /// match what the server expects.
+    func send(_ sql: String, _ values: [SQLValue] = []) -> Pending {
+        let signature = values.map(\.typeName).joined(separator: ",")
+        let key = signature + "|" + sql
+        if let statement = prepared[key] {
+            return statement.execute(values.map(\.data))
+        }
+        if prepared.count < Self.preparedStatementLimit {
+            // Prepared (one extra round trip) before it is executed so that statements still reach the server in
+            // the order they were sent: an execute chained after the preparation would overtake later sends.
+            do {
+                let statement = try wait(connection.prepare(query: Self.typed(sql, values)))
+                prepared[key] = statement
+                return statement.execute(values.map(\.data))
+            } catch {
+                return connection.eventLoop.makeFailedFuture(error)
             }
         }
-        return connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+        var bindings = PostgresBindings(capacity: values.count)
+        for value in values { bindings.append(value.data) }
+        return connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger).map(\.rows)
+    }
+
+    /// The answer of a sent statement: its rows.
+    typealias Pending = EventLoopFuture<[PostgresRow]>
+
+    /// Statements prepared on this connection, by parameter types and text.
+    private var prepared: [String: PreparedQuery] = [:]
+
+    /// Distinct statements a connection prepares before it runs further ones unnamed. The engine's statements
+    /// are a fixed set of a few dozen; only the key lists of bulk reads vary in length.
+    static let preparedStatementLimit = 256
+
+    /// `sql` with every parameter cast to the type of its value. A statement prepared without parameter types
+    /// gets the types the server infers (an `int2` column compared with `$1` makes `$1` an `int2`), and a binary
+    /// value of another width would then be misread; the cast makes the server expect exactly what is sent.
+    static func typed(_ sql: String, _ values: [SQLValue]) -> String {
+        var result = ""
+        result.reserveCapacity(sql.utf8.count + values.count * 8)
+        var characters = sql[...]
+        while let dollar = characters.firstIndex(of: "$") {
+            result += characters[..<dollar]
+            let digits = characters[characters.index(after: dollar)...].prefix(while: \.isASCII).prefix(
+                while: \.isNumber)
+            result += "$" + digits
+            if let number = Int(digits), number >= 1, number <= values.count {
+                result += "::" + values[number - 1].typeName
+            }
+            characters = characters[digits.endIndex...]
+        }
+        result += characters
+        return result
     }
 
     /// Waits for the answer of a statement sent with ``send(_:_:)``.
     @discardableResult
-    func finish(_ pending: EventLoopFuture<PostgresQueryResult>) throws -> [SQLRow] {
-        try wait(pending).rows.map { SQLRow(cells: $0.makeRandomAccess()) }
+    func finish(_ pending: Pending) throws -> [SQLRow] {
+        try wait(pending).map { SQLRow(cells: $0.makeRandomAccess()) }
     }
 
-    /// Runs one statement without parameters. (postgres-nio sends it through the extended protocol too: one
-    /// statement per call.)
-    @discardableResult
-    func simple(_ sql: String) throws -> [SQLRow] {
-        try wait(connection.simpleQuery(sql)).map { SQLRow(cells: $0.makeRandomAccess()) }
+    /// Runs one statement without parameters whose rows, if any, nobody reads (postgres-nio sends it through
+    /// the extended protocol too: one statement per call). Used for transaction control and DDL, which are not
+    /// worth preparing.
+    func simple(_ sql: String) throws {
+        _ = try wait(connection.simpleQuery(sql))
     }
 
     /// Closes the connection without waiting (a connection the server dropped may never finish closing).
@@ -186,27 +273,72 @@ enum SQLChannelError: Error, CustomStringConvertible {
 /// Whether `error` means the connection is unusable (rather than the statement failing on a healthy one):
 /// client-side connection failures, a timeout, and the server's own connection-ending errors (class 08,
 /// connection exception; class 57P, operator intervention such as `pg_ctl stop` or a crash shutdown).
+///
+/// Prepared statements run through postgres-nio's older API, which reports failures as `PostgresError` (or as
+/// the underlying NIO error) instead of `PSQLError`; both forms are understood here and below.
 func isConnectionFailure(_ error: any Error) -> Bool {
-    if error is SQLChannelError { return true }
-    guard error is PSQLError else { return false }
-    guard let code = sqlState(error) else { return true }
-    return code.hasPrefix("08") || code.hasPrefix("57P")
+    if error is SQLChannelError || error is IOError || error is ChannelError { return true }
+    if let code = sqlState(error) { return code.hasPrefix("08") || code.hasPrefix("57P") }
+    return error is PSQLError || error is PostgresError
 }
 
-/// Typed access to one result row.
+/// Typed access to one result row. Every row comes from the extended protocol, which asks for binary results,
+/// so cells are read in PostgreSQL's binary format directly. (postgres-nio's own decoding cannot be used: the
+/// rows of a statement prepared through its `PreparedQuery` claim the text format although the server sends
+/// binary.)
 struct SQLRow {
     let cells: PostgresRandomAccessRow
 
-    func int64(_ index: Int) throws -> Int64 { try cells[index].decode(Int64.self) }
-    func optionalInt64(_ index: Int) throws -> Int64? { try cells[index].decode(Int64?.self) }
+    private func cell(_ index: Int) throws -> ByteBuffer? {
+        guard index < cells.count else { throw SQLRowError(column: index, expected: "a column") }
+        return cells[index].bytes
+    }
+
+    func int64(_ index: Int) throws -> Int64 {
+        guard let value = try optionalInt64(index) else { throw SQLRowError(column: index, expected: "an integer") }
+        return value
+    }
+    func optionalInt64(_ index: Int) throws -> Int64? {
+        guard var buffer = try cell(index) else { return nil }
+        switch buffer.readableBytes {
+        case 8: return buffer.readInteger(as: Int64.self)
+        case 4: return buffer.readInteger(as: Int32.self).map(Int64.init)
+        case 2: return buffer.readInteger(as: Int16.self).map(Int64.init)
+        default: throw SQLRowError(column: index, expected: "an integer")
+        }
+    }
     func int(_ index: Int) throws -> Int { Int(try int64(index)) }
-    func double(_ index: Int) throws -> Double { try cells[index].decode(Double.self) }
-    func bool(_ index: Int) throws -> Bool { try cells[index].decode(Bool.self) }
-    func optionalBool(_ index: Int) throws -> Bool? { try cells[index].decode(Bool?.self) }
-    func int16(_ index: Int) throws -> Int16 { try cells[index].decode(Int16.self) }
-    func bytes(_ index: Int) throws -> [UInt8] { Array(try cells[index].decode(ByteBuffer.self).readableBytesView) }
+    func int16(_ index: Int) throws -> Int16 {
+        guard let value = Int16(exactly: try int64(index)) else {
+            throw SQLRowError(column: index, expected: "a 16-bit integer")
+        }
+        return value
+    }
+    func double(_ index: Int) throws -> Double {
+        guard var buffer = try cell(index) else { throw SQLRowError(column: index, expected: "a number") }
+        switch buffer.readableBytes {
+        case 8: return Double(bitPattern: buffer.readInteger(as: UInt64.self)!)
+        case 4: return Double(Float(bitPattern: buffer.readInteger(as: UInt32.self)!))
+        default: throw SQLRowError(column: index, expected: "a floating-point number")
+        }
+    }
+    func bool(_ index: Int) throws -> Bool {
+        guard let value = try optionalBool(index) else { throw SQLRowError(column: index, expected: "a boolean") }
+        return value
+    }
+    func optionalBool(_ index: Int) throws -> Bool? {
+        guard var buffer = try cell(index) else { return nil }
+        guard buffer.readableBytes == 1, let byte = buffer.readInteger(as: UInt8.self) else {
+            throw SQLRowError(column: index, expected: "a boolean")
+        }
+        return byte != 0
+    }
+    func bytes(_ index: Int) throws -> [UInt8] {
+        guard let octets = try optionalBytes(index) else { throw SQLRowError(column: index, expected: "bytes") }
+        return octets
+    }
     func optionalBytes(_ index: Int) throws -> [UInt8]? {
-        try cells[index].decode(ByteBuffer?.self).map { Array($0.readableBytesView) }
+        try cell(index).map { Array($0.readableBytesView) }
     }
     func identifier(_ index: Int, kind: Int) throws -> Identifier {
         Identifier(octets: try bytes(index), isText: try bool(kind))
@@ -217,16 +349,25 @@ struct SQLRow {
     }
 }
 
+/// A result cell that is missing or not of the type the statement promises: a bug in a statement, not bad data.
+struct SQLRowError: Error, CustomStringConvertible {
+    let column: Int
+    let expected: String
+    var description: String { "result column \(column) is not \(expected)" }
+}
+
 /// SQLSTATE of a server error, if the error came from the server.
 func sqlState(_ error: any Error) -> String? {
-    guard let error = error as? PSQLError, error.code == .server else { return nil }
-    return error.serverInfo?[.sqlState]
+    if let error = error as? PSQLError, error.code == .server { return error.serverInfo?[.sqlState] }
+    if case .server(let message) = error as? PostgresError { return message.fields[.sqlState] }
+    return nil
 }
 
 /// The server's message for an error, or a description of a client-side failure.
 func describe(_ error: any Error) -> String {
-    if let error = error as? SQLChannelError { return error.description }
-    if let error = error as? PSQLError {
+    switch error {
+    case let error as SQLChannelError: return error.description
+    case let error as PSQLError:
         if let message = error.serverInfo?[.message] { return message }
         if error.code == .connectionError || error.code == .serverClosedConnection
             || error.code == .clientClosedConnection || error.code == .uncleanShutdown
@@ -235,7 +376,14 @@ func describe(_ error: any Error) -> String {
             return "connection lost"
         }
         return "\(error.code)"
+    case let error as PostgresError:
+        switch error {
+        case .server(let message): return message.fields[.message] ?? "\(message)"
+        case .connectionClosed: return "connection lost"
+        case .protocol(let detail): return "connection lost: \(detail)"
+        }
+    case let error as IOError: return String(cString: strerror(error.errnoCode))
+    case let error as ChannelError: return "connection lost: \(error)"
+    default: return "\(error)"
     }
-    if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
-    return "\(error)"
 }

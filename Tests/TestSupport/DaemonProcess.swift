@@ -47,24 +47,37 @@ public final class DaemonProcess: @unchecked Sendable {
         buildDirectory.appendingPathComponent(name).path
     }
 
-    /// A TCP port that was free a moment ago.
+    /// A TCP port that was free a moment ago, below the kernel's ephemeral range. A port the kernel handed out
+    /// from that range (binding port 0) may be taken again at once as the local end of an outgoing connection —
+    /// the daemons' many PostgreSQL connections did so — before the daemon binds it.
     public static func freePort() -> Int {
+        let (low, _) = ephemeralRange
+        let ceiling = max(low, 1_025)
+        while true {
+            let candidate = Int.random(in: 1_024..<ceiling)
+            if canBind(candidate) { return candidate }
+        }
+    }
+
+    /// The kernel's ephemeral port range (Linux's default when it cannot be read).
+    private static let ephemeralRange: (Int, Int) = {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let bounds = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        return bounds.count == 2 ? (bounds[0], bounds[1]) : (32_768, 60_999)
+    }()
+
+    private static func canBind(_ port: Int) -> Bool {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
+        address.sin_port = UInt16(port).bigEndian
         inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        _ = withUnsafePointer(to: &address) {
+        return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Launches `coordinated` with `arguments` plus `--port`/`--http-port` (unless given) and waits until the
