@@ -174,6 +174,9 @@ struct JobQueueBench: AsyncParsableCommand {
     @Flag(help: "Skip the bulk-add and memory measurements.")
     var skipLoad = false
 
+    @Option(help: "Units added by the bulk-add measurement.")
+    var loadUnits = 1_000_000
+
     @Flag(
         help:
             "Also measure the socket ceiling: the same cycle against a bare NIO server that answers without doing any work."
@@ -333,37 +336,58 @@ struct JobQueueBench: AsyncParsableCommand {
         print(String(format: "restart with 10^6 units: %.2f s from exec until the first get_work succeeded", elapsed))
     }
 
-    /// Bulk add of 10^6 units in calls of 10 000 over one connection, and VmRSS per queued unit.
+    /// Bulk add of `loadUnits` units in calls of 10 000, one connection per daemon sending concurrently (call i
+    /// through daemon i mod D into spec i mod S), and, with one daemon, VmRSS per queued unit.
     func measureLoad(group: any EventLoopGroup) async throws {
-        let server = try await DaemonUnderTest.start(
-            address: address, executable: daemon, storage: storage, extra: daemonArguments)
-        let connection = try await BenchConnection.connect(host: server.host, port: server.port, group: group)
-        let spec = "bench-load"
-        _ = try await connection.call("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
-        let before = server.residentBytes()
-        let total = 1_000_000
+        var servers: [DaemonUnderTest] = []
+        for _ in 0..<max(1, daemons) {
+            servers.append(
+                try await DaemonUnderTest.start(
+                    address: address, executable: daemon, storage: storage, extra: daemonArguments))
+        }
+        var connections: [BenchConnection] = []
+        for server in servers {
+            connections.append(try await BenchConnection.connect(host: server.host, port: server.port, group: group))
+        }
+        let names = specs <= 1 ? ["bench-load"] : (0..<specs).map { "bench-load-\($0)" }
+        // A database shared across runs (postgres) starts empty.
+        _ = try await connections[0].call("clear", [])
+        for name in names {
+            _ = try await connections[0].call("set_work_spec", [.map(CBORMap([("name", .bytes(name))]))])
+        }
+        let before = servers.count == 1 ? servers[0].residentBytes() : nil
+        let total = loadUnits
+        let callSize = 10_000
+        let calls = (total + callSize - 1) / callSize
         let start = ContinuousClock.now
-        var next = 0
-        while next < total {
-            let items = (next..<min(next + 10_000, total)).map { index -> CBORValue in
-                .tuple([.bytes(ReferenceKeys.key(index)), .map(CBORMap([("x", 1)]))])
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (index, connection) in connections.enumerated() {
+                let stride = connections.count
+                tasks.addTask {
+                    for call in Swift.stride(from: index, to: calls, by: stride) {
+                        let items = (call * callSize..<min((call + 1) * callSize, total)).map { key -> CBORValue in
+                            .tuple([.bytes(ReferenceKeys.key(key)), .map(CBORMap([("x", 1)]))])
+                        }
+                        _ = try await connection.call("add_work_units", [.bytes(names[call % names.count]), .array(items)])
+                    }
+                }
             }
-            _ = try await connection.call("add_work_units", [.bytes(spec), .array(items)])
-            next += items.count
+            try await tasks.waitForAll()
         }
         let elapsed = seconds(ContinuousClock.now - start)
-        let after = server.residentBytes()
-        await connection.close()
-        await server.stop()
+        let after = servers.count == 1 ? servers[0].residentBytes() : nil
+        for connection in connections { await connection.close() }
+        for server in servers { await server.stop() }
         print(
             String(
-                format: "bulk add: %d units in calls of 10 000: %.2f s, %.0f units/s", total, elapsed,
-                Double(total) / elapsed))
+                format: "bulk add: %d units in calls of 10 000 through %d daemon(s) into %d spec(s): %.2f s, %.0f units/s",
+                total, servers.count, names.count, elapsed, Double(total) / elapsed))
         if let before, let after {
             print(
                 String(
-                    format: "memory: VmRSS %.1f MiB before, %.1f MiB after 10^6 units: %.0f bytes per queued unit",
-                    Double(before) / 1_048_576, Double(after) / 1_048_576, Double(after - before) / Double(total)))
+                    format: "memory: VmRSS %.1f MiB before, %.1f MiB after %d units: %.0f bytes per queued unit",
+                    Double(before) / 1_048_576, Double(after) / 1_048_576, total,
+                    Double(after - before) / Double(total)))
         }
     }
 
