@@ -215,6 +215,35 @@ struct MultiDaemonTests {
         #expect(try await a.getWork(workerID: "wa", leaseSeconds: 60).count == 1)
     }
 
+    @Test("MIG-1: a schema-version-1 store (counters on the spec rows) is upgraded with its data preserved")
+    func upgradeFromVersion1() async throws {
+        var fleet = try PostgresFleet()
+        defer { fleet.stopAll() }
+        let fixture = try String(
+            contentsOf: PostgresTools.repositoryRoot.appendingPathComponent("Tests/Fixtures/postgres/schema-v1.sql"),
+            encoding: .utf8)
+        _ = try PostgresTools.psql(url: fleet.url, sql: fixture.replacingOccurrences(of: "fixture_v1", with: fleet.schema))
+        #expect(try fleet.psql("SELECT max(version) FROM schema_version") == "1")
+        try fleet.start()
+        #expect(try fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") == "1,2")
+        let client = fleet.client(0)
+        // The counters moved from the spec rows to the shards, so every summary agrees with the units.
+        #expect(
+            try await client.countWorkUnits("fixture") == [.available: 16, .pending: 1, .finished: 2, .failed: 1])
+        #expect(try await client.countWorkUnits("other") == [.available: 1])
+        let meta = try await client.workSpec("fixture")
+        #expect(meta?["weight"] == 3)
+        #expect(meta?["priority"] == 5)
+        let finished = try await client.workUnits("fixture", keys: [.bytes(Array("unit-00".utf8))])
+        #expect(finished.first?.data?.mapValue?["result"] == .bytes(Array("ok".utf8)))
+        // The upgraded store keeps working: the next grant is the next ready unit, and finishing it counts.
+        let granted = try await client.getWork(workerID: "after-upgrade", specNames: ["fixture"], leaseSeconds: 60)
+        #expect(granted.map(\.key) == [.bytes(Array("unit-04".utf8))])
+        for unit in granted { try await unit.finish() }
+        #expect(
+            try await client.countWorkUnits("fixture") == [.available: 15, .pending: 1, .finished: 3, .failed: 1])
+    }
+
     @Test("MIG-2: three daemons started at once on an empty schema migrate it once and all serve")
     func concurrentMigrations() async throws {
         var fleet = try PostgresFleet()
