@@ -40,10 +40,13 @@ final class PostgresSession: StorageSession {
     static let attemptColumns =
         "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
     /// A spec row with its counters summed over their shards; callers append `WHERE …` on `s`.
-    static let specSelect = """
-        SELECT s.id, s.namespace_id, s.name, s.name_kind, s.data, s.overrides, s.next_continuous,
+    static let specSelect = "SELECT \(specColumns) \(specSource)"
+    static let specColumns = """
+        s.id, s.namespace_id, s.name, s.name_kind, s.data, s.overrides, s.next_continuous,
             s.archived_finished, s.archived_failed, coalesce(c.ready, 0)::int8, coalesce(c.delayed, 0)::int8,
             coalesce(c.pending, 0)::int8, coalesce(c.finished, 0)::int8, coalesce(c.failed, 0)::int8
+        """
+    static let specSource = """
         FROM work_spec s LEFT JOIN LATERAL (
             SELECT sum(ready) AS ready, sum(delayed) AS delayed, sum(pending) AS pending, sum(finished) AS finished,
                 sum(failed) AS failed
@@ -220,21 +223,40 @@ final class PostgresSession: StorageSession {
         return (record, counts)
     }
 
+    /// The namespace's specs with, in the same round trip, each spec's best ready priority and the namespace's
+    /// generation: `get_work` asks for both right after the specs (``topReadyPriority(spec:)``,
+    /// ``specGeneration(namespace:)``), one query per spec before.
+    static let namespaceSpecsSQL = """
+        SELECT \(specColumns),
+            (SELECT u.priority FROM work_unit u WHERE u.spec_id = s.id AND u.bucket = 0
+                ORDER BY u.priority DESC, u.key LIMIT 1),
+            (SELECT n.generation FROM namespace n WHERE n.id = s.namespace_id)
+        \(specSource) WHERE s.namespace_id = $1 ORDER BY s.name
+        """
+
+    /// Best ready priority by spec (nil: no ready unit), as read with the namespace's specs; dropped by any unit
+    /// write of this transaction.
+    private var readyTops: [Int64: Double?] = [:]
+    /// Namespace generations as read with the namespace's specs; each answers one ``specGeneration(namespace:)``.
+    private var readGenerations: [Int64: UInt64] = [:]
+
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
-        let rows = try channel.query(
-            "\(Self.specSelect) WHERE s.namespace_id = $1 ORDER BY s.name", [.int(namespace)])
+        let rows = try channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
             specRows[spec.id] = (spec, counts)
             ids.append(spec.id)
+            readyTops[spec.id] = .some(try row.optionalDouble(14))
+            readGenerations[namespace] = UInt64(bitPattern: try row.int64(15))
         }
         namespaceSpecs[namespace] = ids
         return ids.compactMap { specRows[$0]?.spec }
     }
 
     func specGeneration(namespace: Int64) throws -> UInt64 {
+        if let generation = readGenerations.removeValue(forKey: namespace) { return generation }
         let rows = try channel.query("SELECT generation FROM namespace WHERE id = $1", [.int(namespace)])
         return UInt64(bitPattern: try rows.first?.int64(0) ?? 0)
     }
@@ -388,6 +410,7 @@ final class PostgresSession: StorageSession {
 
     /// Sends the insert without waiting for it (a bulk add's inserts travel back to back).
     func insertUnitWithoutID(_ unit: UnitRecord) throws {
+        readyTops.removeAll()
         let (bucket, time) = placement(unit)
         try channel.sendDeferred(
             Self.insertUnitSQL,
@@ -415,6 +438,7 @@ final class PostgresSession: StorageSession {
     }
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
+        readyTops.removeAll()
         let (bucket, time) = placement(unit)
         let rows = try channel.query(
             Self.insertUnitSQL,
@@ -439,6 +463,7 @@ final class PostgresSession: StorageSession {
     }
 
     func updateUnit(_ newUnit: UnitRecord) throws {
+        readyTops.removeAll()
         var unit = newUnit
         if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
             // A renewal with a non-positive lease: the unit expires at once.
@@ -471,6 +496,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnit(_ unit: UnitRecord) throws {
+        readyTops.removeAll()
         let rows = try channel.query("DELETE FROM work_unit WHERE id = $1 RETURNING bucket", [.int(unit.id)])
         if let row = rows.first { adjust(unit.specID, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -1) }
         knownBuckets[unit.id] = nil
@@ -495,6 +521,7 @@ final class PostgresSession: StorageSession {
     }
 
     func topReadyPriority(spec: Int64) throws -> Double? {
+        if let known = readyTops[spec] { return known }
         let rows = try channel.query(
             "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = 0 ORDER BY priority DESC, key LIMIT 1",
             [.int(spec)])
@@ -540,6 +567,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
+        readyTops.removeAll()
         let selected = buckets ?? Set(UnitBucket.allCases)
         guard !selected.isEmpty else { return 0 }
         let list = selected.map { String($0.rawValue) }.sorted().joined(separator: ",")

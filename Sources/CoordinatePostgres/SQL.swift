@@ -315,7 +315,11 @@ struct SQLRow {
         return value
     }
     func double(_ index: Int) throws -> Double {
-        guard var buffer = try cell(index) else { throw SQLRowError(column: index, expected: "a number") }
+        guard let value = try optionalDouble(index) else { throw SQLRowError(column: index, expected: "a number") }
+        return value
+    }
+    func optionalDouble(_ index: Int) throws -> Double? {
+        guard var buffer = try cell(index) else { return nil }
         switch buffer.readableBytes {
         case 8: return Double(bitPattern: buffer.readInteger(as: UInt64.self)!)
         case 4: return Double(Float(bitPattern: buffer.readInteger(as: UInt32.self)!))

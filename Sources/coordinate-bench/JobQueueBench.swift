@@ -368,7 +368,8 @@ struct JobQueueBench: AsyncParsableCommand {
                         let items = (call * callSize..<min((call + 1) * callSize, total)).map { key -> CBORValue in
                             .tuple([.bytes(ReferenceKeys.key(key)), .map(CBORMap([("x", 1)]))])
                         }
-                        _ = try await connection.call("add_work_units", [.bytes(names[call % names.count]), .array(items)])
+                        _ = try await connection.call(
+                            "add_work_units", [.bytes(names[call % names.count]), .array(items)])
                     }
                 }
             }
@@ -380,7 +381,8 @@ struct JobQueueBench: AsyncParsableCommand {
         for server in servers { await server.stop() }
         print(
             String(
-                format: "bulk add: %d units in calls of 10 000 through %d daemon(s) into %d spec(s): %.2f s, %.0f units/s",
+                format:
+                    "bulk add: %d units in calls of 10 000 through %d daemon(s) into %d spec(s): %.2f s, %.0f units/s",
                 total, servers.count, names.count, elapsed, Double(total) / elapsed))
         if let before, let after {
             print(

@@ -222,7 +222,8 @@ struct MultiDaemonTests {
         let fixture = try String(
             contentsOf: PostgresTools.repositoryRoot.appendingPathComponent("Tests/Fixtures/postgres/schema-v1.sql"),
             encoding: .utf8)
-        _ = try PostgresTools.psql(url: fleet.url, sql: fixture.replacingOccurrences(of: "fixture_v1", with: fleet.schema))
+        _ = try PostgresTools.psql(
+            url: fleet.url, sql: fixture.replacingOccurrences(of: "fixture_v1", with: fleet.schema))
         #expect(try fleet.psql("SELECT max(version) FROM schema_version") == "1")
         try fleet.start()
         #expect(try fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") == "1,2")
