@@ -512,12 +512,15 @@ final class PostgresSession: StorageSession {
     }
 
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
-        // Rows a concurrent grant holds are skipped rather than waited for: they are about to be granted.
+        // Rows a concurrent grant holds are skipped rather than waited for: they are about to be granted. The
+        // limit is written into the statement: a generic plan assumes a `LIMIT $n` keeps a tenth of the rows, and
+        // for a spec holding most of the table it then chose a sequential scan and a sort over an index walk.
+        // (One prepared statement per distinct batch size; workers use a few.)
         try units(
             """
             SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = 0
-            ORDER BY priority DESC, key LIMIT $2 FOR UPDATE SKIP LOCKED
-            """, [.int(spec), .int(Int64(limit))])
+            ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            """, [.int(spec)])
     }
 
     func topReadyPriority(spec: Int64) throws -> Double? {
@@ -545,10 +548,8 @@ final class PostgresSession: StorageSession {
             sql += " AND key >= $\(values.count)"
         }
         sql += order == .key ? " ORDER BY key" : " ORDER BY priority DESC, key"
-        if limit < Int.max {
-            values.append(.int(Int64(limit)))
-            sql += " LIMIT $\(values.count)"
-        }
+        // A literal limit, as in `readyUnits`.
+        if limit < Int.max { sql += " LIMIT \(limit)" }
         return try units(sql, values)
     }
 
