@@ -6,6 +6,8 @@ let strictSwift6: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+let libm: [LinkerSetting] = [.linkedLibrary("m", .when(platforms: [.linux]))]
+
 let package = Package(
     name: "Coordinate",
     platforms: [.macOS(.v14)],
@@ -19,6 +21,10 @@ let package = Package(
         .executable(name: "coordinate", targets: ["CoordinateCLI"]),
         .executable(name: "coordinate-example", targets: ["CoordinateExample"]),
         .library(name: "CoordinateWorker", targets: ["CoordinateWorker"]),
+        // libFuzzer targets, built one at a time by scripts/fuzz (see docs/testing.md).
+        .executable(name: "FuzzCBORDecoder", targets: ["FuzzCBORDecoder"]),
+        .executable(name: "FuzzFramer", targets: ["FuzzFramer"]),
+        .executable(name: "FuzzRPC", targets: ["FuzzRPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -151,6 +157,20 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
+        // Fuzz targets: each executable's only entry point is LLVMFuzzerTestOneInput (libFuzzer supplies main when
+        // built with --sanitize=fuzzer; an ordinary build links an empty one). libm: the CBOR module's rounding
+        // reaches it through Swift's Glibc overlay, which a target importing only CBOR does not link.
+        .executableTarget(
+            name: "FuzzCBORDecoder", dependencies: ["CBOR"], swiftSettings: strictSwift6, linkerSettings: libm),
+        .executableTarget(
+            name: "FuzzFramer", dependencies: ["CBOR"], swiftSettings: strictSwift6, linkerSettings: libm),
+        .executableTarget(
+            name: "FuzzRPC",
+            dependencies: [
+                "CBOR", "CoordinateEngine", "CoordinateRPC", "CoordinateJobQueue",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6),
         .executableTarget(
             name: "CoordinateWorkerTool",
             dependencies: [
@@ -231,7 +251,8 @@ let package = Package(
             name: "CoordinateConfigTests",
             dependencies: ["CoordinateConfig"],
             swiftSettings: strictSwift6),
-        .testTarget(name: "CoordinateJSONTests", dependencies: ["CoordinateJSON", "CBOR"], swiftSettings: strictSwift6),
+        .testTarget(
+            name: "CoordinateJSONTests", dependencies: ["CoordinateJSON", "CBOR"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateClientTests",
             dependencies: ["CoordinateClient", "CBOR", "TestSupport", "coordinated"],

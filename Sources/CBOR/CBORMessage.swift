@@ -54,6 +54,9 @@ public enum CBORMessage {
             // Reading the envelope's content as a value with an unlimited depth is safe: the framer has already
             // bounded the nesting of the raw stream, and a byte string is flat.
             content = try reader.readItem(depth: 0)
+        } catch .invalidEmbeddedItem {
+            // A well-formed envelope around, say, another tag 24 whose bytes are not one item (found by fuzzing).
+            return .invalidCBOR
         } catch {
             return .notWellFormed
         }

@@ -30,8 +30,8 @@ public struct CBORStreamFramer: Sendable {
     private enum Frame: Sendable {
         /// A definite container (or a tag) still expecting `remaining` items.
         case counted(remaining: UInt64)
-        /// An indefinite array or map, ended by a break.
-        case indefinite
+        /// An indefinite array or map, ended by a break; for a map, whether it holds a key without its value.
+        case indefinite(isMap: Bool, oddItems: Bool)
         /// An indefinite string of the given major type: definite chunks of that type until a break.
         case indefiniteString(major: UInt8)
     }
@@ -143,7 +143,7 @@ public struct CBORStreamFramer: Sendable {
                 containerDepth += 1
                 if containerDepth > maxDepth { return .tooDeep }
                 if indefinite {
-                    stack.append(.indefinite)
+                    stack.append(.indefinite(isMap: major == 5, oddItems: false))
                 } else {
                     let items: UInt64
                     switch major {
@@ -169,8 +169,12 @@ public struct CBORStreamFramer: Sendable {
                     offset += headLength
                     itemCompleted()
                 case 31:
-                    // An odd indefinite map is still aligned here; the decoder rejects it afterwards.
-                    guard case .indefinite = stack.last else { return .malformed("unexpected break") }
+                    guard case .indefinite(let isMap, let oddItems) = stack.last else {
+                        return .malformed("unexpected break")
+                    }
+                    // The decoder refuses a map ending on a key; so does the framer, so that every message it
+                    // reports decodes (found by fuzzing).
+                    if isMap && oddItems { return .malformed("indefinite-length map ends after a key") }
                     offset += 1
                     stack.removeLast()
                     containerDepth -= 1
@@ -194,7 +198,10 @@ public struct CBORStreamFramer: Sendable {
                 }
                 stack.removeLast()
                 containerDepth -= 1
-            case .indefinite, .indefiniteString:
+            case .indefinite(let isMap, let oddItems):
+                if isMap { stack[stack.count - 1] = .indefinite(isMap: true, oddItems: !oddItems) }
+                return
+            case .indefiniteString:
                 return
             }
         }

@@ -1,4 +1,5 @@
 import CBOR
+import Foundation
 import TestSupport
 import Testing
 
@@ -180,5 +181,55 @@ struct FramerTests {
                 }
             }
         }
+    }
+
+    @Test("an envelope around a tag 24 whose bytes are not one item is invalid CBOR, not malformed (fuzzing find)")
+    func envelopeAroundInvalidEmbeddedItem() {
+        // tag 24 ( tag 24 ( h'a2426964…' ) ) where the inner bytes end inside their map.
+        let message = Hex.decode("d818d8184da242696409467265726573756c")
+        var framer = CBORStreamFramer(maxMessageBytes: 4096, maxDepth: 16)
+        #expect(message.withUnsafeBytes { framer.next(in: $0) } == .message(length: message.count))
+        #expect(message.withUnsafeBytes { CBORMessage.decode($0, maxDepth: 16) } == .invalidCBOR)
+    }
+
+    @Test("every input that once failed the framer fuzz target keeps the target's properties")
+    func fuzzRegressions() throws {
+        let directory = TestPaths.repositoryRoot.appendingPathComponent("Tests/Fuzz/Regressions/framer")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasPrefix(".") }
+        #expect(!names.isEmpty)
+        for name in names {
+            let input = [UInt8](try Data(contentsOf: directory.appendingPathComponent(name)))
+            guard let first = input.first else { continue }
+            let stream = Array(input.dropFirst())
+            var whole = CBORStreamFramer(maxMessageBytes: 4096, maxDepth: 16)
+            let event = stream.withUnsafeBytes { whole.next(in: $0) }
+            var harness = StreamHarness(maxMessageBytes: 4096, maxDepth: 16)
+            let chunk = Int(first % 16) + 1
+            var index = 0
+            while index < stream.count {
+                harness.feed(stream[index..<min(stream.count, index + chunk)])
+                index += chunk
+            }
+            if case .message(let length) = event {
+                #expect(harness.messages.first == Array(stream.prefix(length)), "\(name)")
+                let decoded = stream.prefix(length).withUnsafeBytes { CBORMessage.decode($0, maxDepth: 16) }
+                #expect(decoded != .notWellFormed, "\(name)")
+            }
+        }
+    }
+
+    @Test("an indefinite map that ends after a key is malformed to the framer too (fuzzing find)")
+    func oddIndefiniteMap() {
+        for hex in ["bf01ff", "bfbf01ffff", "d80cbfbfffff"] {
+            var framer = CBORStreamFramer(maxMessageBytes: 4096, maxDepth: 16)
+            let bytes = Hex.decode(hex)
+            guard case .malformed = bytes.withUnsafeBytes({ framer.next(in: $0) }) else {
+                Issue.record("\(hex) was not refused")
+                continue
+            }
+        }
+        var framer = CBORStreamFramer(maxMessageBytes: 4096, maxDepth: 16)
+        let even = Hex.decode("bf0102bf0304ffa0ff")
+        #expect(even.withUnsafeBytes { framer.next(in: $0) } == .message(length: even.count))
     }
 }
