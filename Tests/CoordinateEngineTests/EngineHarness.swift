@@ -16,8 +16,8 @@ enum BackendKind: String, CaseIterable, CustomStringConvertible, Sendable {
     var description: String { rawValue }
 
     /// Memory and SQLite always; PostgreSQL when the test script provides a server (with `CI=true` always, so
-    /// a missing server fails instead of being skipped).
-    static var allCases: [BackendKind] { TestPostgres.available ? [.memory, .sqlite, .postgres] : [.memory, .sqlite] }
+    /// a missing server fails instead of being skipped); `COORDINATE_TEST_BACKENDS` narrows the list.
+    static var allCases: [BackendKind] { [.memory, .sqlite, .postgres].filter { TestBackends.enabled($0.rawValue) } }
 
     func make(clock: ManualClock) async throws -> any StorageBackend {
         var logger = Logger(label: "test-\(rawValue)")

@@ -12,7 +12,7 @@ struct TestDaemon {
     let port: Int
 
     /// The storage backends every protocol test runs against.
-    static let backends: [StorageKind] = TestPostgres.available ? [.memory, .sqlite, .postgres] : [.memory, .sqlite]
+    static let backends: [StorageKind] = [.memory, .sqlite, .postgres].filter { TestBackends.enabled($0.rawValue) }
 
     static func start(
         storage: StorageKind = .memory, clock: any EngineClock = SystemClock(),

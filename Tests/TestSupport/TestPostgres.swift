@@ -28,3 +28,15 @@ public enum TestPostgres {
         "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
     }
 }
+
+/// Which storage backends the backend-parameterised suites run against. By default every one that can run
+/// here; `COORDINATE_TEST_BACKENDS=memory` (a comma-separated list) narrows them — the sanitizer runs use it
+/// (docs/testing.md).
+public enum TestBackends {
+    public static func enabled(_ name: String) -> Bool {
+        guard let list = ProcessInfo.processInfo.environment["COORDINATE_TEST_BACKENDS"], !list.isEmpty else {
+            return name != "postgres" || TestPostgres.available
+        }
+        return list.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == name }
+    }
+}
