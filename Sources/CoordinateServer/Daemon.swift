@@ -56,6 +56,13 @@ public final class Daemon: Sendable {
         clock: any EngineClock = SystemClock(), clockOverridesDatabase: Bool = false,
         eventLoopThreads: Int = System.coreCount
     ) throws(DaemonStartError) {
+        // TLS is configured by the spec's keys but not implemented yet: serving plaintext to an operator who asked
+        // for TLS would be silently insecure, so the daemon refuses to start instead (docs/security.md).
+        if configuration.server.tlsCertFile != nil || configuration.server.tlsKeyFile != nil {
+            throw .other(
+                "tls_cert_file/tls_key_file: TLS is not available in this build; "
+                    + "terminate TLS in front of the daemon (docs/security.md)")
+        }
         guard catalog.availableStorage.contains(configuration.server.storage) else {
             throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
         }
