@@ -114,6 +114,27 @@ public final class SoakFleet: @unchecked Sendable {
         for thread in lock.withLock({ threads }) { while thread.isExecuting { usleep(10_000) } }
     }
 
+    /// The whole SOAK-1 run: adds `units` through the daemon on `port`, runs `workers` workers while `disrupt`
+    /// (given its ordinal) runs every 2-5 s for ``seconds``, stops the workers, waits one lease period for cut-short
+    /// leases to run out, and judges. Returns the number of disruptions and the report.
+    public func run(
+        units: Int, workers: Int = 6, port: Int, disrupt: (Int) async throws -> Void
+    ) async throws -> (disruptions: Int, report: Report) {
+        try addUnits(units, port: port)
+        start(workers: workers, port: { port })
+        let deadline = Date().addingTimeInterval(Self.seconds)
+        var disruptions = 0
+        while Date() < deadline {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 2_000...5_000)))
+            try await disrupt(disruptions)
+            disruptions += 1
+        }
+        try await offCooperativePool { self.join() }
+        try await Task.sleep(for: .seconds(leaseSeconds + 1))
+        let report = try await offCooperativePool { try self.report(units: units, port: port) }
+        return (disruptions, report)
+    }
+
     /// The accounting of SOAK-1, run after the disruptions ended and one lease period passed.
     public struct Report: Sendable, CustomStringConvertible {
         public var unitsGranted = 0
@@ -128,6 +149,18 @@ public final class SoakFleet: @unchecked Sendable {
         public var lostFinishes: [String] = []
         /// Units neither FINISHED nor AVAILABLE: must be empty.
         public var stuck: [String] = []
+
+        /// What breaks the accounting rules (empty when the run passed), or that the fleet did no real work.
+        public var problems: [String] {
+            var problems: [String] = []
+            if acknowledgedFinishes <= 100 {
+                problems.append("only \(acknowledgedFinishes) finishes: the fleet did not run")
+            }
+            if !overlapping.isEmpty { problems.append("held by two workers at once: \(overlapping.prefix(10))") }
+            if !lostFinishes.isEmpty { problems.append("acknowledged finishes lost: \(lostFinishes.prefix(10))") }
+            if !stuck.isEmpty { problems.append("neither finished nor available: \(stuck.prefix(10))") }
+            return problems
+        }
 
         public var description: String {
             "\(unitsGranted) units in \(grants) grants (\(grantsWithoutDeadline) more whose status call failed), "
@@ -154,10 +187,12 @@ public final class SoakFleet: @unchecked Sendable {
             }
             if overlapped { report.overlapping.append(key) } else { report.expiryReruns += 1 }
         }
-        let connection = try RawConnection(port: port)
+        let connection = try Self.retrying { try RawConnection(port: port) }
         for start in stride(from: 0, to: units, by: 500) {
             let keys = (start..<min(units, start + 500)).map(Self.key)
-            let result = try connection.result("get_work_unit_status", [.bytes(spec), .array(keys.map { .bytes($0) })])
+            let result = try Self.retrying {
+                try connection.result("get_work_unit_status", [.bytes(self.spec), .array(keys.map { .bytes($0) })])
+            }
             guard case .tuple(let parts) = result, case .array(let statuses)? = parts.first,
                 statuses.count == keys.count
             else { throw RawConnection.ConnectionError(description: "bad get_work_unit_status answer") }
@@ -168,5 +203,14 @@ public final class SoakFleet: @unchecked Sendable {
             }
         }
         return report
+    }
+
+    /// `body`'s answer once it succeeds, trying for up to a minute: after the last disruption the daemon may
+    /// still be starting, or reconnecting to its database with backoff.
+    static func retrying<T>(_ body: () throws -> T) throws -> T {
+        let deadline = Date().addingTimeInterval(60)
+        while true {
+            do { return try body() } catch  where Date() < deadline { usleep(200_000) }
+        }
     }
 }
