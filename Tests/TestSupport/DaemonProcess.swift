@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -47,17 +48,22 @@ public final class DaemonProcess: @unchecked Sendable {
         buildDirectory.appendingPathComponent(name).path
     }
 
-    /// A TCP port that was free a moment ago, below the kernel's ephemeral range. A port the kernel handed out
-    /// from that range (binding port 0) may be taken again at once as the local end of an outgoing connection —
-    /// the daemons' many PostgreSQL connections did so — before the daemon binds it.
+    /// A TCP port that was free a moment ago, below the kernel's ephemeral range, and never handed out before in
+    /// this test process. A port the kernel hands out for port 0 may be taken again at once as the local end of
+    /// an outgoing connection (the daemons' many PostgreSQL connections did so) before the daemon binds it; and
+    /// two concurrent tests must never get the same port, or the second test's daemon fails to bind while the
+    /// test connects to the first one's.
     public static func freePort() -> Int {
         let (low, _) = ephemeralRange
         let ceiling = max(low, 1_025)
         while true {
             let candidate = Int.random(in: 1_024..<ceiling)
+            guard handedOut.withLock({ $0.insert(candidate).inserted }) else { continue }
             if canBind(candidate) { return candidate }
         }
     }
+
+    private static let handedOut = Mutex<Set<Int>>([])
 
     /// The kernel's ephemeral port range (Linux's default when it cannot be read).
     private static let ephemeralRange: (Int, Int) = {
