@@ -288,7 +288,7 @@ public final class PostgresBackend: StorageBackend {
                 // round trip. The operation's `now` is the transaction's start time on the database clock
                 // (storage.md §4.4).
                 let begin = channel.send("BEGIN ISOLATION LEVEL READ COMMITTED")
-                let clock = channel.send("SELECT (extract(epoch FROM transaction_timestamp()) * 1000000)::int8")
+                let clock = channel.send("SELECT \(PostgresSession.transactionTimeSQL)")
                 let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepAtTransactionTimeSQL) : nil
                 try channel.finish(begin)
                 let rows = try channel.finish(clock)

@@ -111,10 +111,12 @@ final class PostgresSession: StorageSession {
         UNION ALL SELECT 0, 3::bigint, (SELECT count(*) FROM expired_attempts) + (SELECT count(*) FROM dropped_locks)
         """
 
+    /// The transaction's start time on the database clock, in microseconds: every operation's `now` (§4.4).
+    static let transactionTimeSQL = "(extract(epoch FROM transaction_timestamp()) * 1000000)::int8"
+
     /// The same sweep at the transaction's own start time, so that it can be sent together with BEGIN before
     /// that time is known to the daemon.
-    static let sweepAtTransactionTimeSQL = sweepSQL.replacingOccurrences(
-        of: "$1", with: "(extract(epoch FROM transaction_timestamp()) * 1000000)::int8")
+    static let sweepAtTransactionTimeSQL = sweepSQL.replacingOccurrences(of: "$1", with: transactionTimeSQL)
 
     /// The sweep at the transaction time, when it was sent with BEGIN and not yet taken by ``materialize(now:)``.
     private var sentSweep: SQLChannel.Pending?
