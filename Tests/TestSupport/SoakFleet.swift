@@ -34,10 +34,13 @@ public final class SoakFleet: @unchecked Sendable {
         self.leaseSeconds = leaseSeconds
     }
 
-    /// Adds `count` units named `u00000`… through the daemon on `port`.
-    public func addUnits(_ count: Int, port: Int) throws {
+    /// Adds `count` units named `u00000`… through the daemon on `port` (once its storage is ready: a daemon
+    /// answers `storage unavailable: initialising` until then).
+    func addUnits(_ count: Int, port: Int) throws {
         let connection = try RawConnection(port: port)
-        _ = try connection.result("set_work_spec", [.map(CBORMap([("name", .bytes(spec))]))])
+        _ = try Self.retrying {
+            try connection.result("set_work_spec", [.map(CBORMap([("name", .bytes(self.spec))]))])
+        }
         for start in stride(from: 0, to: count, by: 1000) {
             let items = (start..<min(count, start + 1000)).map { index -> CBORValue in
                 .array([.bytes(Self.key(index)), .map(CBORMap())])
@@ -48,9 +51,8 @@ public final class SoakFleet: @unchecked Sendable {
 
     static func key(_ index: Int) -> String { String(format: "u%05d", index) }
 
-    /// Runs `workers` workers against the port `port()` returns (it may change between connections) until
-    /// ``join()``.
-    public func start(workers: Int, port: @escaping @Sendable () -> Int) {
+    /// Runs `workers` workers against the daemon on `port` (reconnecting whenever it goes away) until ``join()``.
+    func start(workers: Int, port: Int) {
         let started = (0..<workers).map { index in
             let thread = Thread { [self] in work(name: "soak-worker-\(index)", port: port) }
             thread.start()
@@ -61,13 +63,11 @@ public final class SoakFleet: @unchecked Sendable {
 
     private var threads: [Thread] = []
 
-    public func stop() { lock.withLock { stopping = true } }
-
     private var isStopping: Bool { lock.withLock { stopping } }
 
-    private func work(name: String, port: @Sendable () -> Int) {
+    private func work(name: String, port: Int) {
         while !isStopping {
-            guard let connection = try? RawConnection(port: port(), receiveTimeout: 5) else {
+            guard let connection = try? RawConnection(port: port, receiveTimeout: 5) else {
                 usleep(50_000)
                 continue
             }
@@ -109,8 +109,8 @@ public final class SoakFleet: @unchecked Sendable {
     }
 
     /// Stops the workers and waits until each has finished its current call.
-    public func join() {
-        stop()
+    func join() {
+        lock.withLock { stopping = true }
         for thread in lock.withLock({ threads }) { while thread.isExecuting { usleep(10_000) } }
     }
 
@@ -121,7 +121,7 @@ public final class SoakFleet: @unchecked Sendable {
         units: Int, workers: Int = 6, port: Int, disrupt: (Int) async throws -> Void
     ) async throws -> (disruptions: Int, report: Report) {
         try addUnits(units, port: port)
-        start(workers: workers, port: { port })
+        start(workers: workers, port: port)
         let deadline = Date().addingTimeInterval(Self.seconds)
         var disruptions = 0
         while Date() < deadline {
@@ -169,7 +169,7 @@ public final class SoakFleet: @unchecked Sendable {
         }
     }
 
-    public func report(units: Int, port: Int) throws -> Report {
+    func report(units: Int, port: Int) throws -> Report {
         let (grants, finishes, withoutDeadline) = lock.withLock {
             (self.grants, acknowledgedFinishes, grantedWithoutDeadline)
         }
