@@ -19,12 +19,14 @@ public struct ClientSettings: Sendable, Equatable {
     public var maxResponseBytes: Int
     /// Deepest nesting accepted in a response.
     public var maxNestingDepth: Int
+    /// Speak TLS to a daemon started with `tls_cert_file`/`tls_key_file`; nil (the default) speaks plain TCP.
+    public var tls: ClientTLS?
 
     /// Settings with the documented defaults, talking to `address` (default `127.0.0.1:5932`).
     public init(
         address: String = "127.0.0.1:5932", retries: Int = 5, baseRetrySeconds: Double = 0.5, timeout: Double = 60,
         connectTimeout: Double = 10, defaultLifetime: Double = 900, maxResponseBytes: Int = 1 << 30,
-        maxNestingDepth: Int = 10_000
+        maxNestingDepth: Int = 10_000, tls: ClientTLS? = nil
     ) {
         self.addresses = [address]
         self.retries = retries
@@ -34,6 +36,7 @@ public struct ClientSettings: Sendable, Equatable {
         self.defaultLifetime = defaultLifetime
         self.maxResponseBytes = maxResponseBytes
         self.maxNestingDepth = maxNestingDepth
+        self.tls = tls
     }
 
     /// The client-side keys of a configuration (`address` wins over `addresses`).
@@ -57,5 +60,19 @@ public struct ClientSettings: Sendable, Equatable {
     /// One address, chosen at random, split into host and port.
     func chooseAddress() -> (host: String, port: Int)? {
         CoordinateConfiguration.splitAddress(addresses.randomElement() ?? "127.0.0.1:5932")
+    }
+}
+
+/// How the client verifies the daemon over TLS. The certificate is always verified, including the host name
+/// (or IP address) it was reached at: there is deliberately no option to skip verification.
+public struct ClientTLS: Sendable, Equatable {
+    /// PEM file with the certificates to trust (for example a private CA's); nil trusts the system's roots.
+    public var trustRootsFile: String?
+    /// The name to verify the certificate against and to send as SNI; nil uses the host of the address.
+    public var serverName: String?
+
+    public init(trustRootsFile: String? = nil, serverName: String? = nil) {
+        self.trustRootsFile = trustRootsFile
+        self.serverName = serverName
     }
 }

@@ -2,6 +2,7 @@ import CBOR
 import DequeModule
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One CBOR-RPC connection with pipelining, in-order response matching and retries (wire-protocol.md §12).
 ///
@@ -35,10 +36,20 @@ final class PipelinedConnection: @unchecked Sendable {
     private var generation = 0
     private var nextID: UInt64 = 1
     private var responseTimer: Scheduled<Void>?
+    /// Built once: loading trust roots for every reconnection would cost a file read and a parse each time.
+    private let tlsContext: Result<NIOSSLContext, any Error>?
 
     init(settings: ClientSettings, eventLoop: any EventLoop) {
         self.settings = settings
         self.eventLoop = eventLoop
+        tlsContext = settings.tls.map { tls in
+            Result {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                configuration.minimumTLSVersion = .tlsv12
+                if let file = tls.trustRootsFile { configuration.trustRoots = .file(file) }
+                return try NIOSSLContext(configuration: configuration)
+            }
+        }
     }
 
     /// Sends one request and returns its `result` value; throws ``CoordinateClientError``.
@@ -98,20 +109,35 @@ final class PipelinedConnection: @unchecked Sendable {
             failAll(.connection("invalid address \(settings.addresses)"))
             return
         }
+        let tls: NIOSSLContext?
+        switch tlsContext {
+        case .success(let context): tls = context
+        case .failure(let error):
+            // A configuration problem: retrying cannot help.
+            failAll(.connection("cannot set up TLS: \(Self.describe(error))"))
+            return
+        case nil: tls = nil
+        }
         phase = .connecting
         generation += 1
         let expected = generation
         let maxResponseBytes = settings.maxResponseBytes
         let maxDepth = settings.maxNestingDepth
+        // SNI and name verification use a host name; an IP literal is verified against the connected address.
+        let serverName = settings.tls?.serverName ?? (Self.isIPLiteral(host) ? nil : host)
         ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeout * 1000)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ResponseHandler(
                             connection: self, generation: expected, maxResponseBytes: maxResponseBytes,
-                            maxDepth: maxDepth))
+                            maxDepth: maxDepth, overTLS: tls != nil))
                 }
             }
             .connect(host: host, port: port)
@@ -133,6 +159,10 @@ final class PipelinedConnection: @unchecked Sendable {
                         "cannot connect to \(host):\(port): \(Self.describe(error))", generation: expected)
                 }
             }
+    }
+
+    private static func isIPLiteral(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     private func armResponseTimer() {
@@ -210,6 +240,12 @@ final class PipelinedConnection: @unchecked Sendable {
         }
     }
 
+    /// The TLS handshake was refused: every outstanding call fails with a connection error, nothing is retried.
+    fileprivate func handshakeFailed(_ detail: String, generation: Int) {
+        guard generation == self.generation else { return }
+        abandon(failing: .connection(detail))
+    }
+
     /// The peer broke the protocol: every outstanding call fails, nothing is retried.
     fileprivate func protocolFailed(_ detail: String, generation: Int) {
         guard generation == self.generation else { return }
@@ -263,16 +299,30 @@ private final class ResponseHandler: ChannelInboundHandler {
     private var framer: CBORStreamFramer
     private let maxDepth: Int
     private var buffer: ByteBuffer?
+    /// Whether any byte has arrived on this connection (the first ones may reveal a TLS server).
+    private var receivedAny: Bool
 
-    init(connection: PipelinedConnection, generation: Int, maxResponseBytes: Int, maxDepth: Int) {
+    init(connection: PipelinedConnection, generation: Int, maxResponseBytes: Int, maxDepth: Int, overTLS: Bool) {
         self.connection = connection
         self.generation = generation
+        self.receivedAny = overTLS
         self.framer = CBORStreamFramer(maxMessageBytes: maxResponseBytes, maxDepth: maxDepth)
         self.maxDepth = maxDepth
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
+        if !receivedAny {
+            receivedAny = true
+            // A TLS server answers plaintext with an alert or handshake record (content type 21 or 22, version
+            // 3.x), which would otherwise decode as a small CBOR integer: say what actually happened.
+            if let head = incoming.getBytes(at: incoming.readerIndex, length: min(2, incoming.readableBytes)),
+                head.count == 2, head[0] == 21 || head[0] == 22, head[1] == 3
+            {
+                connection.protocolFailed("the server speaks TLS; connect with TLS", generation: generation)
+                return
+            }
+        }
         if buffer == nil {
             buffer = incoming
         } else {
@@ -315,8 +365,19 @@ private final class ResponseHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    private static func isVerificationFailure(_ error: any Error) -> Bool {
+        if let error = error as? NIOSSLError, case .handshakeFailed = error { return true }
+        if let error = error as? NIOSSLExtraError { return error == .failedToValidateHostname }
+        return false
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        connection.transportFailed(PipelinedConnection.describe(error), generation: generation)
+        if Self.isVerificationFailure(error) {
+            // An untrusted certificate, a wrong name or a plaintext server: retrying cannot change the answer.
+            connection.handshakeFailed("TLS handshake failed: \(error)", generation: generation)
+        } else {
+            connection.transportFailed(PipelinedConnection.describe(error), generation: generation)
+        }
         context.close(promise: nil)
     }
 }

@@ -15,6 +15,8 @@ public struct HTTPSettings: Sendable {
     public var allowedHosts: [String]
     /// `coordinate.server.http_token`.
     public var token: String?
+    /// The listener speaks only TLS: session cookies are marked `Secure` (rest-api.md §8.1).
+    public var secureTransport: Bool
     /// `coordinate.server.max_message_bytes`: the largest request body (import excepted).
     public var maxBodyBytes: Int
     /// The CBOR-RPC namespace: deleting it through REST empties it but keeps it existing.
@@ -26,12 +28,14 @@ public struct HTTPSettings: Sendable {
 
     public init(
         bindHost: String = "127.0.0.1", allowedHosts: [String] = [], token: String? = nil,
-        maxBodyBytes: Int = 64 << 20, cborNamespace: Identifier = Identifier(text: ""), storageName: String = "memory",
+        secureTransport: Bool = false, maxBodyBytes: Int = 64 << 20, cborNamespace: Identifier = Identifier(text: ""),
+        storageName: String = "memory",
         version: String = "0.0.0"
     ) {
         self.bindHost = bindHost
         self.allowedHosts = allowedHosts
         self.token = token
+        self.secureTransport = secureTransport
         self.maxBodyBytes = maxBodyBytes
         self.cborNamespace = cborNamespace
         self.storageName = storageName

@@ -1,23 +1,30 @@
 import CoordinateEngine
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// The HTTP listener: a Hummingbird application serving ``HTTPAPI`` on its own task.
+/// The HTTP listener: a Hummingbird application serving ``HTTPAPI`` on its own task, over TLS when configured.
 public final class HTTPListener: Sendable {
     private let api: HTTPAPI
     private let host: String
     private let port: Int
+    private let tls: TLSConfiguration?
     private let logger: Logger
     private let group: any EventLoopGroup
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
-    public init(api: HTTPAPI, host: String, port: Int, logger: Logger, eventLoopGroup: any EventLoopGroup) {
+    public init(
+        api: HTTPAPI, host: String, port: Int, tls: TLSConfiguration? = nil, logger: Logger,
+        eventLoopGroup: any EventLoopGroup
+    ) {
         self.api = api
         self.host = host
         self.port = port
+        self.tls = tls
         self.logger = logger
         self.group = eventLoopGroup
     }
@@ -26,11 +33,13 @@ public final class HTTPListener: Sendable {
     public func start() async throws -> SocketAddress {
         let bound = OneShot<Result<SocketAddress, any Error>>()
         let api = self.api
+        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let application = Application(
             responder: CallbackResponder(callback: { request, context in
                 await api.respond(to: request, context: context)
             }
             ),
+            server: server,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 if let address = channel.localAddress {

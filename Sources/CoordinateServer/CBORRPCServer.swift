@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A listener could not be opened; rendered as the spec's startup error line.
 public struct ListenError: Error, CustomStringConvertible, Sendable {
@@ -29,12 +30,14 @@ public struct ListenError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The CBOR-RPC TCP listener (wire-protocol.md §1): accepts connections up to `maxConnections`, optionally only
-/// from allowed networks, and serves each with an ``RPCConnectionHandler``.
+/// from allowed networks, optionally only over TLS, and serves each with an ``RPCConnectionHandler``.
 public final class CBORRPCServer: Sendable {
     public let dispatcher: RPCDispatcher
     public let limits: ConnectionLimits
     public let maxConnections: Int
     public let allowedNetworks: [CIDR]?
+    /// When set, every connection must complete a TLS handshake; a plaintext peer is closed by the TLS handler.
+    public let tls: NIOSSLContext?
     public let statistics: ServerStatistics
     private let group: any EventLoopGroup
     private let logger: Logger
@@ -47,12 +50,13 @@ public final class CBORRPCServer: Sendable {
 
     public init(
         dispatcher: RPCDispatcher, limits: ConnectionLimits, maxConnections: Int, allowedNetworks: [CIDR]?,
-        statistics: ServerStatistics, group: any EventLoopGroup, logger: Logger
+        tls: NIOSSLContext? = nil, statistics: ServerStatistics, group: any EventLoopGroup, logger: Logger
     ) {
         self.dispatcher = dispatcher
         self.limits = limits
         self.maxConnections = maxConnections
         self.allowedNetworks = allowedNetworks
+        self.tls = tls
         self.statistics = statistics
         self.group = group
         self.logger = logger
@@ -103,6 +107,8 @@ public final class CBORRPCServer: Sendable {
         let handler = RPCConnectionHandler(
             dispatcher: dispatcher, limits: limits, statistics: statistics, logger: logger)
         do {
+            // The allow-list and connection limit above are checked before any TLS work is spent on a peer.
+            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
             try channel.pipeline.syncOperations.addHandler(handler)
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {

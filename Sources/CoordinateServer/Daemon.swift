@@ -51,17 +51,21 @@ public final class Daemon: Sendable {
     ///
     /// On PostgreSQL the database clock decides leases and expiry (storage.md §4), so `clock` is ignored there
     /// unless `clockOverridesDatabase` is set — which only tests driving time by hand do.
+    ///
+    /// `configurationSource` names the file the configuration came from in configuration errors found here (an
+    /// unloadable TLS certificate or key, a malformed `postgres_url`).
     public convenience init(
-        configuration: CoordinateConfiguration, logger: Logger, catalog: ModuleCatalog = .builtIn,
-        clock: any EngineClock = SystemClock(), clockOverridesDatabase: Bool = false,
-        eventLoopThreads: Int = System.coreCount
+        configuration: CoordinateConfiguration, configurationSource: String = "configuration", logger: Logger,
+        catalog: ModuleCatalog = .builtIn, clock: any EngineClock = SystemClock(),
+        clockOverridesDatabase: Bool = false, eventLoopThreads: Int = System.coreCount
     ) throws(DaemonStartError) {
-        // TLS is configured by the spec's keys but not implemented yet: serving plaintext to an operator who asked
-        // for TLS would be silently insecure, so the daemon refuses to start instead (docs/security.md).
-        if configuration.server.tlsCertFile != nil || configuration.server.tlsKeyFile != nil {
-            throw .other(
-                "tls_cert_file/tls_key_file: TLS is not available in this build; "
-                    + "terminate TLS in front of the daemon (docs/security.md)")
+        var tls: ServerTLS?
+        if let certificate = configuration.server.tlsCertFile, let key = configuration.server.tlsKeyFile {
+            do {
+                tls = try ServerTLS(certificateFile: certificate, keyFile: key, source: configurationSource)
+            } catch {
+                throw .configuration(error)
+            }
         }
         guard catalog.availableStorage.contains(configuration.server.storage) else {
             throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
@@ -97,7 +101,8 @@ public final class Daemon: Sendable {
             } catch {
                 throw .configuration(
                     ConfigurationError(
-                        source: "configuration", key: "coordinate.server.postgres_url", reason: error.description))
+                        source: configurationSource, key: "coordinate.server.postgres_url",
+                        reason: error.description))
             }
             let created = PostgresBackend(
                 url: url, schema: configuration.server.postgresSchema, poolSize: configuration.server.postgresPoolSize,
@@ -124,15 +129,16 @@ public final class Daemon: Sendable {
         let modules = try catalog.modules(for: configuration, context: context)
         try self.init(
             configuration: configuration, modules: modules, engine: engine, sqlite: sqlite, postgres: postgres,
-            lockFileDescriptor: lockDescriptor, logger: logger, eventLoopThreads: eventLoopThreads, metrics: metrics)
+            lockFileDescriptor: lockDescriptor, tls: tls, logger: logger, eventLoopThreads: eventLoopThreads,
+            metrics: metrics)
     }
 
     /// Builds the daemon with the given RPC modules (already filtered to the enabled ones).
-    /// Fails when two modules define the same method name.
+    /// Fails when two modules define the same method name. With `tls`, both listeners accept only TLS.
     public init(
         configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil,
         sqlite: SQLiteBackend? = nil, postgres: PostgresBackend? = nil, lockFileDescriptor: Int32 = -1,
-        logger: Logger,
+        tls: ServerTLS? = nil, logger: Logger,
         eventLoopThreads: Int = System.coreCount, metrics: CoordinateMetrics? = nil
     ) throws(DaemonStartError) {
         self.configuration = configuration
@@ -158,12 +164,12 @@ public final class Daemon: Sendable {
         cborServer = CBORRPCServer(
             dispatcher: RPCDispatcher(table: table, observer: metrics.map { RPCMetrics(metrics: $0, table: table) }),
             limits: limits, maxConnections: server.maxConnections,
-            allowedNetworks: server.cborrpcAllow?.compactMap(CIDR.init), statistics: statistics, group: group,
-            logger: logger)
+            allowedNetworks: server.cborrpcAllow?.compactMap(CIDR.init), tls: tls?.context, statistics: statistics,
+            group: group, logger: logger)
         if let engine, server.httpPort != 0 {
             let settings = HTTPSettings(
                 bindHost: server.httpHost ?? server.host, allowedHosts: server.httpAllowedHosts,
-                token: server.httpToken, maxBodyBytes: server.maxMessageBytes,
+                token: server.httpToken, secureTransport: tls != nil, maxBodyBytes: server.maxMessageBytes,
                 cborNamespace: Identifier(text: configuration.namespace), storageName: server.storage.rawValue,
                 version: CoordinateVersion.current)
             let statistics = self.statistics
@@ -183,8 +189,8 @@ public final class Daemon: Sendable {
             }
             let api = HTTPAPI(engine: engine, settings: settings, logger: logger, observer: observer, metrics: render)
             http = HTTPListener(
-                api: api, host: server.httpHost ?? server.host, port: server.httpPort, logger: logger,
-                eventLoopGroup: group)
+                api: api, host: server.httpHost ?? server.host, port: server.httpPort, tls: tls?.configuration,
+                logger: logger, eventLoopGroup: group)
         } else {
             http = nil
         }

@@ -27,6 +27,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "CBOR-RPC address of coordinated (host:port); overrides the configuration.")
     var address: String?
 
+    @Flag(help: "Speak TLS to coordinated (started with tls_cert_file), trusting the system's root certificates.")
+    var tls = false
+
+    @Option(help: "Speak TLS to coordinated, trusting only the certificates in this PEM file (implies --tls).")
+    var tlsCaFile: String?
+
     @Option(name: [.customShort("n"), .long], help: "Units run at once.")
     var concurrency: Int = 4
 
@@ -76,7 +82,9 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = Logger(label: "coordinate-worker")
         for warning in warnings { logger.warning("\(warning)") }
 
-        let client = CoordinateClient(settings: ClientSettings(configuration: configuration))
+        var settings = ClientSettings(configuration: configuration)
+        settings.tls = tlsCaFile.map { ClientTLS(trustRootsFile: $0) } ?? (tls ? ClientTLS() : nil)
+        let client = CoordinateClient(settings: settings)
         let options = WorkerOptions(
             workerID: workerID ?? WorkerOptions.defaultWorkerID(), concurrency: concurrency, pollInterval: pollInterval,
             heartbeatInterval: heartbeatInterval, leaseSeconds: lease,

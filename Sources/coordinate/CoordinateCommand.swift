@@ -15,6 +15,12 @@ struct GlobalOptions: ParsableArguments {
     @Flag(help: "Print machine-readable JSON instead of tables.")
     var json = false
 
+    @Flag(help: "Speak TLS to coordinated (started with tls_cert_file), trusting the system's root certificates.")
+    var tls = false
+
+    @Option(help: "Speak TLS to coordinated, trusting only the certificates in this PEM file (implies --tls).")
+    var tlsCaFile: String?
+
     /// The effective configuration: the file (if any) with `--address` applied.
     func configuration() throws -> CoordinateConfiguration {
         var warnings: [String] = []
@@ -31,7 +37,9 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func client() throws -> CoordinateClient {
-        CoordinateClient(settings: ClientSettings(configuration: try configuration()))
+        var settings = ClientSettings(configuration: try configuration())
+        settings.tls = tlsCaFile.map { ClientTLS(trustRootsFile: $0) } ?? (tls ? ClientTLS() : nil)
+        return CoordinateClient(settings: settings)
     }
 }
 
@@ -57,12 +65,14 @@ struct CoordinateCommand: AsyncParsableCommand {
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
-            if ["-c", "--config", "--address", "--http-url"].contains(argument), index + 1 < arguments.count {
+            if ["-c", "--config", "--address", "--http-url", "--tls-ca-file"].contains(argument),
+                index + 1 < arguments.count
+            {
                 leading += arguments[index...index + 1]
                 index += 2
             } else if argument.hasPrefix("--config=") || argument.hasPrefix("--address=")
-                || argument.hasPrefix("--http-url=")
-                || argument == "--json"
+                || argument.hasPrefix("--http-url=") || argument.hasPrefix("--tls-ca-file=")
+                || argument == "--json" || argument == "--tls"
             {
                 leading.append(argument)
                 index += 1

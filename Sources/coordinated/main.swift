@@ -140,7 +140,9 @@ if let offset = command.debugLocalClockOffset {
 
 let daemon: Daemon
 do {
-    daemon = try Daemon(configuration: configuration, logger: logger, clock: clock)
+    daemon = try Daemon(
+        configuration: configuration, configurationSource: command.config ?? "configuration", logger: logger,
+        clock: clock)
 } catch {
     fail(error.description)
 }

@@ -21,6 +21,10 @@ final class CLIHarness: Sendable {
     }
 
     func file(_ text: String, suffix: String = ".yaml") throws -> String {
+        try Self.temporaryFile(text, suffix: suffix)
+    }
+
+    static func temporaryFile(_ text: String, suffix: String = ".yaml") throws -> String {
         let path = NSTemporaryDirectory() + "coordinate-cli-\(UUID().uuidString)\(suffix)"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -45,6 +49,29 @@ struct CLITests {
         let missing = try runExecutable("coordinate", ["specs", "-c", "/nonexistent/coordinate.yaml"])
         #expect(missing.status == 2)
         #expect(missing.stderr.hasPrefix("coordinate: configuration error: /nonexistent/coordinate.yaml"))
+    }
+
+    @Test("--tls-ca-file: the CLI speaks TLS to a TLS daemon; without it, it is told the server speaks TLS")
+    func tls() throws {
+        let fixtures = TestPaths.fixtures.appendingPathComponent("tls").path
+        let config = try CLIHarness.temporaryFile(
+            "coordinate:\n  server:\n    tls_cert_file: \(fixtures)/server.pem\n    tls_key_file: \(fixtures)/server.key\n"
+        )
+        let daemon = try DaemonProcess(arguments: ["-c", config, "--storage", "memory", "-q"])
+        defer { daemon.stop() }
+        let address = "127.0.0.1:\(daemon.port)"
+        let secure = try runExecutable(
+            "coordinate", ["--tls-ca-file", "\(fixtures)/ca.pem", "--address", address, "--json", "specs"])
+        #expect(secure.status == 0, "\(secure.stderr)")
+        #expect(secure.stdout == "[]\n")
+        let untrusted = try runExecutable(
+            "coordinate", ["specs", "--tls-ca-file", "\(fixtures)/other-ca.pem", "--address", address])
+        #expect(untrusted.status == 3)
+        #expect(untrusted.stderr.contains("TLS handshake failed"), "\(untrusted.stderr)")
+        let configFile = try CLIHarness.temporaryFile("coordinate:\n  address: \"\(address)\"\n  retries: 0\n")
+        let plain = try runExecutable("coordinate", ["-c", configFile, "specs"])
+        #expect(plain.status == 1)
+        #expect(plain.stderr == "coordinate: protocol error: the server speaks TLS; connect with TLS\n")
     }
 
     @Test("cannot connect: exit 3 after the configured retries; global options before the subcommand")

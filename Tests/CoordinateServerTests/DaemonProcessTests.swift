@@ -51,28 +51,6 @@ struct DaemonProcessTests {
         #expect(result.stderr == expected)
     }
 
-    @Test("TLS settings are refused at startup, not ignored: no plaintext listener when TLS was asked for")
-    func tlsRefused() throws {
-        let directory = NSTemporaryDirectory() + "coordinate-tls-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        for name in ["cert.pem", "key.pem"] {
-            try "-----BEGIN X-----\n-----END X-----\n".write(
-                toFile: directory + "/" + name, atomically: true, encoding: .utf8)
-        }
-        let path = directory + "/tls.yaml"
-        try "coordinate:\n  server:\n    tls_cert_file: \(directory)/cert.pem\n    tls_key_file: \(directory)/key.pem\n"
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        let port = DaemonProcess.freePort()
-        let result = try runExecutable("coordinated", ["-c", path, "--port", String(port), "--storage", "memory"])
-        #expect(result.status == 2)
-        #expect(
-            result.stderr
-                == "coordinated: tls_cert_file/tls_key_file: TLS is not available in this build; "
-                + "terminate TLS in front of the daemon (docs/security.md)\n")
-        #expect((try? RawConnection(port: port, receiveTimeout: 1)) == nil)
-    }
-
     @Test("a configuration file with a bad value names the file and the key")
     func badFile() throws {
         let path = NSTemporaryDirectory() + "coordinate-bad-\(UUID().uuidString).yaml"

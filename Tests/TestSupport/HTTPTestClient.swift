@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -15,12 +18,17 @@ public struct HTTPTestResponse: Sendable {
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
 }
 
-/// A deliberately plain HTTP/1.1 client over a TCP socket: every header is exactly what the test sends (a
-/// `Host` of its choice or none at all), one request per connection, chunked bodies decoded.
+/// A deliberately plain HTTP/1.1 client over a TCP socket (or TLS): every header is exactly what the test sends
+/// (a `Host` of its choice or none at all), one request per connection, chunked bodies decoded.
 public struct HTTPTestClient: Sendable {
     public let port: Int
+    /// When set, the request goes over TLS, trusting only the certificates in this PEM file.
+    public let trustRootsFile: String?
 
-    public init(port: Int) { self.port = port }
+    public init(port: Int, trustRootsFile: String? = nil) {
+        self.port = port
+        self.trustRootsFile = trustRootsFile
+    }
 
     public enum Failure: Error, CustomStringConvertible {
         case connect(String)
@@ -38,6 +46,19 @@ public struct HTTPTestClient: Sendable {
         _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
         host: String? = "127.0.0.1"
     ) throws -> HTTPTestResponse {
+        var head = "\(method) \(path) HTTP/1.1\r\n"
+        if let host { head += "Host: \(host):\(port)\r\n" }
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        if let body { head += "Content-Length: \(body.count)\r\n" }
+        head += "Connection: close\r\n\r\n"
+        var outgoing = Array(head.utf8)
+        if let body { outgoing += body }
+        let received = try trustRootsFile.map { try exchangeOverTLS(outgoing, trusting: $0) } ?? exchange(outgoing)
+        return try Self.parse(received, method: method)
+    }
+
+    /// Writes the request on a plain socket and reads until the server closes.
+    private func exchange(_ outgoing: [UInt8]) throws -> [UInt8] {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure.connect("socket") }
         defer { close(descriptor) }
@@ -53,14 +74,6 @@ public struct HTTPTestClient: Sendable {
         guard connected == 0 else { throw Failure.connect(String(cString: strerror(errno))) }
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-
-        var head = "\(method) \(path) HTTP/1.1\r\n"
-        if let host { head += "Host: \(host):\(port)\r\n" }
-        for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        if let body { head += "Content-Length: \(body.count)\r\n" }
-        head += "Connection: close\r\n\r\n"
-        var outgoing = Array(head.utf8)
-        if let body { outgoing += body }
         var offset = 0
         while offset < outgoing.count {
             let written = outgoing[offset...].withUnsafeBytes {
@@ -77,7 +90,51 @@ public struct HTTPTestClient: Sendable {
             if count <= 0 { break }
             received += chunk[..<count]
         }
-        return try Self.parse(received, method: method)
+        return received
+    }
+
+    /// Writes the request over TLS to `127.0.0.1` (verified against the certificate's IP address) and reads
+    /// until the server closes. A failed handshake throws.
+    private func exchangeOverTLS(_ outgoing: [UInt8], trusting rootsFile: String) throws -> [UInt8] {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .file(rootsFile)
+        let context = try NIOSSLContext(configuration: configuration)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let done = group.any().makePromise(of: [UInt8].self)
+        let channel = try ClientBootstrap(group: group)
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(done: done))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).wait()
+        channel.writeAndFlush(ByteBuffer(bytes: outgoing), promise: nil)
+        return try done.futureResult.wait()
+    }
+
+    /// Collects every byte until the connection ends; an error (a refused handshake) fails the collection.
+    private final class ResponseCollector: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let done: EventLoopPromise<[UInt8]>
+        var received: [UInt8] = []
+
+        init(done: EventLoopPromise<[UInt8]>) { self.done = done }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            received += unwrapInboundIn(data).readableBytesView
+        }
+
+        func channelInactive(context: ChannelHandlerContext) { done.succeed(received) }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            // A server closing without close_notify after `Connection: close` is an ordinary end here.
+            if let error = error as? NIOSSLError, case .uncleanShutdown = error { return }
+            done.fail(error)
+            context.close(promise: nil)
+        }
     }
 
     /// Convenience for JSON requests with the preferred media type.
