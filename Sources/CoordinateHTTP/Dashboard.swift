@@ -8,18 +8,26 @@ import Mustache
 import NIOCore
 import Synchronization
 
-/// The read-only web dashboard `/ui` (rest-api.md §8): server-rendered HTML, no JavaScript, no external
-/// resources, every user-supplied value HTML-escaped (Mustache's `{{…}}`), markers (`data-*` attributes) as the
-/// specification requires. Pages never create anything.
+/// The web dashboard `/ui` (rest-api.md §8): server-rendered HTML, no JavaScript, no external resources, every
+/// user-supplied value HTML-escaped (Mustache's `{{…}}`), markers (`data-*` attributes) as the specification
+/// requires. Pages never create anything. Without `http_token` it is read-only; with it, every page needs the
+/// token or a login session and the operator actions of ``DashboardActions.swift`` appear.
 final class Dashboard: Sendable {
     let engine: Engine
     let version: String
+    /// `http_token`: when set, the dashboard authenticates its own requests and offers actions.
+    let token: String?
+    /// Session cookies are `Secure` when the listener speaks only TLS.
+    let secureTransport: Bool
+    let sessions = DashboardSessions()
     private let templates: MustacheLibrary
     private let throughput = ThroughputSampler()
 
-    init(engine: Engine, version: String) {
+    init(engine: Engine, settings: HTTPSettings) {
         self.engine = engine
-        self.version = version
+        self.version = settings.version
+        self.token = settings.token
+        self.secureTransport = settings.secureTransport
         var library = MustacheLibrary()
         for (name, text) in DashboardTemplates.all {
             // The templates are constants of this file; a parse error is a programming error caught by tests.
@@ -29,7 +37,12 @@ final class Dashboard: Sendable {
     }
 
     var route: Route {
-        Route("/ui", kind: [], prefixMatch: true, [.get: { [self] request in try await self.page(request) }])
+        Route(
+            "/ui", kind: [.ownAuthentication], prefixMatch: true,
+            [
+                .get: { [self] request in try await self.page(request) },
+                .post: { [self] request in try await self.post(request) },
+            ])
     }
 
     // MARK: - Dispatch
@@ -37,13 +50,27 @@ final class Dashboard: Sendable {
     func page(_ request: RESTRequest) async throws -> Response {
         let rest = (request.parameters["rest"] ?? "").split(separator: "/").map(String.init)
         let refresh = request.query.first("refresh").flatMap(Int.init).flatMap { $0 > 0 ? min($0, 3600) : nil }
+        var principal: DashboardPrincipal?
+        if token != nil {
+            if rest == ["login"] { return loginPage() }
+            guard let authenticated = authenticate(request.request) else { return Self.redirect(to: "/ui/login") }
+            principal = authenticated
+        }
         do {
             let (title, body): (String, String)
             switch rest.count {
             case 0: (title, body) = try await home()
             case 2 where rest[0] == "namespace": (title, body) = try await namespacePage(try Self.name(rest[1]))
             case 4 where rest[0] == "namespace" && rest[2] == "work_spec":
-                (title, body) = try await specPage(try Self.name(rest[1]), try Self.name(rest[3]), query: request.query)
+                (title, body) = try await specPage(
+                    try Self.name(rest[1]), try Self.name(rest[3]), query: request.query, actions: principal != nil)
+            case 5 where rest[0] == "namespace" && rest[2] == "work_spec" && principal != nil:
+                guard let action = Action(rawValue: rest[4]), let principal else {
+                    throw PageError.notFound("No such page.")
+                }
+                (title, body) = try await confirmationPage(
+                    try Self.name(rest[1]), try Self.name(rest[3]), action, principal: principal, query: request.query)
+                return html(.ok, title: title, body: body, refresh: nil, noStore: true)
             case 6 where rest[0] == "namespace" && rest[2] == "work_spec" && rest[4] == "work_unit":
                 (title, body) = try await unitPage(
                     try Self.name(rest[1]), try Self.name(rest[3]), try Self.name(rest[5]))
@@ -53,13 +80,7 @@ final class Dashboard: Sendable {
             }
             return html(.ok, title: title, body: body, refresh: refresh)
         } catch let error as PageError {
-            switch error {
-            case .notFound(let message):
-                return html(.notFound, title: "Not found", body: render("notFound", ["message": message]), refresh: nil)
-            case .badRequest(let message):
-                return html(
-                    .badRequest, title: "Bad request", body: render("notFound", ["message": message]), refresh: nil)
-            }
+            return errorPage(error)
         }
     }
 
@@ -75,17 +96,30 @@ final class Dashboard: Sendable {
         return Identifier(octets: octets, isText: true)
     }
 
-    private func render(_ template: String, _ context: [String: Any]) -> String {
+    func render(_ template: String, _ context: [String: Any]) -> String {
         templates.render(context, withTemplate: template) ?? ""
     }
 
-    private func html(_ status: HTTPResponse.Status, title: String, body: String, refresh: Int?) -> Response {
+    /// A page in the layout. Pages may not be framed by other sites (the confirmation forms would otherwise be
+    /// open to clickjacking) and load nothing from anywhere; `noStore` keeps pages with forms out of caches.
+    func html(
+        _ status: HTTPResponse.Status, title: String, body: String, refresh: Int?, noStore: Bool = false
+    )
+        -> Response
+    {
         var context: [String: Any] = [
             "title": title, "body": body, "version": version, "now": RFC3339.format(microseconds: engine.clock.now()),
         ]
         if let refresh { context["refresh"] = refresh }
+        var headers: HTTPFields = [
+            .contentType: MediaTypes.html,
+            .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                + "frame-ancestors 'none'",
+            HTTPField.Name("X-Frame-Options")!: "DENY",
+        ]
+        if noStore { headers[.cacheControl] = "no-store" }
         return Response(
-            status: status, headers: [.contentType: MediaTypes.html],
+            status: status, headers: headers,
             body: ResponseBody(byteBuffer: ByteBuffer(string: render("layout", context))))
     }
 
@@ -195,7 +229,10 @@ final class Dashboard: Sendable {
         }
     }
 
-    private func specPage(_ ns: Identifier, _ name: Identifier, query: QueryParameters) async throws -> (String, String)
+    private func specPage(
+        _ ns: Identifier, _ name: Identifier, query: QueryParameters, actions: Bool
+    ) async throws
+        -> (String, String)
     {
         var selected: Set<UnitBucket>?
         if let status = query.first("status"), !status.isEmpty, status != "any" {
@@ -220,12 +257,17 @@ final class Dashboard: Sendable {
                 let expiration =
                     bucket == .pending
                     ? unit.leaseDeadline : (bucket == .ready || bucket == .delayed ? nil : unit.completionTime)
-                return [
+                var row: [String: Any] = [
                     "name": Self.text(unit.key), "key": Self.repr(unit.key.value),
                     "link": Self.unitLink(ns, name, unit.key),
                     "status": bucket.restName, "priority": PythonRepr.formatFloat(unit.priority),
                     "worker": latest.map { Self.text($0.worker) } ?? "", "expiration": Self.time(expiration),
                 ]
+                if actions {
+                    row["priorityLink"] =
+                        Self.specLink(ns, name) + "/priority?unit=" + CoordinateJSON.pathSegment(unit.key.octets)
+                }
+                return row
             }
             var next: String?
             if units.count > limit, let last = units.prefix(limit).last {
@@ -266,6 +308,12 @@ final class Dashboard: Sendable {
                 "failures": try Self.failures(tx, ns: ns, specs: [spec], limit: 50),
             ]
             if let next { context["next"] = next }
+            if actions {
+                context["actions"] =
+                    [
+                        "link": Self.specLink(ns, name), "paused": fields.paused, "failed": counts.failed,
+                    ] as [String: Any]
+            }
             return PageContext(context)
         }
         guard let page = page?.values else { throw PageError.notFound("No such work spec.") }

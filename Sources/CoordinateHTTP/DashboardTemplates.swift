@@ -3,7 +3,7 @@
 enum DashboardTemplates {
     static let all: [String: String] = [
         "layout": layout, "home": home, "namespace": namespace, "spec": spec, "unit": unit, "worker": worker,
-        "notFound": notFound,
+        "notFound": notFound, "login": login, "confirm": confirm,
     ]
 
     static let layout = """
@@ -96,6 +96,8 @@ enum DashboardTemplates {
         <thead><tr><th class="num">Available</th><th class="num">Delayed</th><th class="num">Pending</th><th class="num">Finished</th><th class="num">Failed</th><th class="num">Archived</th></tr></thead>
         <tbody><tr data-spec="{{spec}}">\(counts)</tr></tbody>
         </table>
+        {{#actions}}<h2>Actions</h2>
+        <p class="actions">{{#paused}}<a href="{{link}}/resume" data-action="resume">Resume</a>{{/paused}}{{^paused}}<a href="{{link}}/pause" data-action="pause">Pause</a>{{/paused}} · <a href="{{link}}/retry_failed" data-action="retry_failed">Retry {{failed}} failed units</a></p>{{/actions}}
         <h2>Control</h2>
         <dl>{{#control}}<dt>{{field}}</dt><dd data-field="{{field}}">{{value}}</dd>{{/control}}</dl>
         <h2>Work units</h2>
@@ -104,7 +106,7 @@ enum DashboardTemplates {
         {{^noUnits}}<table>
         <thead><tr><th>Key</th><th>Status</th><th class="num">Priority</th><th>Worker</th><th>Expires / completed</th></tr></thead>
         <tbody>
-        {{#units}}<tr data-unit="{{name}}"><td><a href="{{link}}">{{key}}</a></td><td data-field="status">{{status}}</td><td class="num">{{priority}}</td><td>{{worker}}</td><td>{{expiration}}</td></tr>
+        {{#units}}<tr data-unit="{{name}}"><td><a href="{{link}}">{{key}}</a></td><td data-field="status">{{status}}</td><td class="num">{{priority}}{{#priorityLink}} <a href="{{priorityLink}}" data-action="priority">change</a>{{/priorityLink}}</td><td>{{worker}}</td><td>{{expiration}}</td></tr>
         {{/units}}
         </tbody>
         </table>{{/noUnits}}
@@ -152,6 +154,30 @@ enum DashboardTemplates {
         {{/units}}</tbody></table>{{/noUnits}}
         <h2>Heartbeat data</h2>
         <pre>{{data}}</pre>
+
+        """
+
+    static let login = """
+        <h1>Log in</h1>
+        {{#error}}<p class="alert">{{error}}</p>{{/error}}
+        <form method="post" action="/ui/login">
+        <label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+        <button type="submit">Log in</button>
+        </form>
+
+        """
+
+    /// A confirmation page: what will change, and the form that does it (rest-api.md §8.1).
+    static let confirm = """
+        <p><a href="{{nsLink}}">← namespace {{namespace}}</a> · <a href="{{specLink}}">work spec {{spec}}</a></p>
+        <h1>{{heading}}</h1>
+        <p data-field="effect">{{effect}}</p>
+        <form method="post" action="{{specLink}}/{{action}}">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        {{#unit}}<input type="hidden" name="unit" value="{{unit}}">
+        <p><label>New priority <input type="number" step="any" name="priority" value="{{priority}}" required></label></p>{{/unit}}
+        <button type="submit">{{button}}</button> <a href="{{specLink}}">Cancel</a>
+        </form>
 
         """
 

@@ -79,7 +79,7 @@ public final class HTTPAPI: Sendable {
         let health = HealthCheck(engine: engine, settings: settings)
         var extra: [Route] = [
             Route("/healthz", kind: [.public_], [.get: { _ in await health.response() }]),
-            Dashboard(engine: engine, version: settings.version).route,
+            Dashboard(engine: engine, settings: settings).route,
         ]
         if let metrics {
             extra.append(
@@ -136,8 +136,8 @@ public final class HTTPAPI: Sendable {
                 break
             }
         }
-        let isPublic = matched?.0.kind.contains(.public_) ?? false
-        if !isPublic { try checkToken(request) }
+        let kind = matched?.0.kind ?? []
+        if !kind.contains(.public_) && !kind.contains(.ownAuthentication) { try checkToken(request) }
         guard let (route, parameters) = matched else { throw RESTError.notFound }
         let method = request.method == .head ? HTTPRequest.Method.get : request.method
         guard let handler = route.handlers[request.method] ?? route.handlers[method], request.method != .options else {

@@ -14,6 +14,8 @@ struct RouteKind: OptionSet, Sendable {
     static let ndjsonBody = RouteKind(rawValue: 2)
     /// Open without the bearer token (`/healthz`).
     static let public_ = RouteKind(rawValue: 4)
+    /// Checks `http_token` itself (the dashboard: bearer token or session cookie, a login page, redirects).
+    static let ownAuthentication = RouteKind(rawValue: 8)
 }
 
 /// What a handler gets: the request, its path parameters and query, the collected body, and the negotiated

@@ -108,7 +108,7 @@ struct TLSTests {
         #expect(try await makeClient(port: plain.port).allWorkSpecs().isEmpty)
     }
 
-    @Test("HTTP over TLS: REST and /healthz answer over TLS only")
+    @Test("HTTP over TLS: REST, /healthz and the dashboard login answer over TLS only")
     func httpOverTLS() async throws {
         let (daemon, httpPort) = try Self.tlsDaemon(extra: "    http_token: secret-token\n")
         defer { daemon.stop() }
@@ -118,6 +118,12 @@ struct TLSTests {
         #expect(unauthorized.status == 401)
         let listed = try secure.request("GET", "/namespace", headers: [("Authorization", "Bearer secret-token")])
         #expect(listed.status == 200)
+        // The dashboard's session cookie is marked Secure under TLS (rest-api.md §8.1).
+        let login = try secure.request(
+            "POST", "/ui/login", headers: [("Content-Type", "application/x-www-form-urlencoded")],
+            body: Array("token=secret-token".utf8))
+        #expect(login.status == 303)
+        #expect(login.header("set-cookie")?.hasSuffix("; HttpOnly; SameSite=Strict; Path=/ui; Secure") == true)
         // A plaintext request gets no HTTP answer at all.
         #expect(throws: (any Error).self) { try HTTPTestClient(port: httpPort).request("GET", "/healthz") }
         // A client that does not trust the certificate cannot complete the handshake.

@@ -43,8 +43,8 @@ let artifactDirectory: String = {
 @Suite("Dashboard /ui")
 struct DashboardTests {
     /// A namespace with two specs, a pending, a delayed and a failed unit, and a live worker.
-    static func populated() async throws -> RESTHarness {
-        let harness = try RESTHarness()
+    static func populated(extra: [String] = []) async throws -> RESTHarness {
+        let harness = try RESTHarness(extra: extra)
         let client = harness.client
         try await client.setWorkSpec(["name": "images", "then": "thumbs"])
         try await client.setWorkSpec(["name": "thumbs"])

@@ -1,0 +1,231 @@
+import CBOR
+import CoordinateEngine
+import CoordinateJSON
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// The dashboard's optional operator actions (rest-api.md §8.1), available only when `http_token` is set:
+/// login, and pause / resume / retry failed / change priority, each a GET confirmation page whose form POSTs
+/// back to the same path with a CSRF token issued for that page.
+extension Dashboard {
+    /// The actions of a spec, by the last path segment.
+    enum Action: String {
+        case pause, resume
+        case retryFailed = "retry_failed"
+        case priority
+    }
+
+    /// Who is asking, when the request carries the bearer token or a live session cookie.
+    func authenticate(_ request: Request) -> DashboardPrincipal? {
+        guard let token else { return nil }
+        if let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+            HTTPAPI.constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8))
+        {
+            return .bearer
+        }
+        if let session = request.cookies[DashboardSessions.cookieName]?.value, sessions.isValidSession(session) {
+            return .session(session)
+        }
+        return nil
+    }
+
+    // MARK: - Login
+
+    func loginPage(status: HTTPResponse.Status = .ok, error: String? = nil) -> Response {
+        var context: [String: Any] = [:]
+        if let error { context["error"] = error }
+        return html(status, title: "Log in", body: render("login", context), refresh: nil, noStore: true)
+    }
+
+    /// `POST /ui/login`: the right token starts a session (the cookie holds a random value, never the token).
+    func login(_ request: RESTRequest) -> Response {
+        guard let token else { return notFoundPage("No such page.") }
+        guard Self.isForm(request) else { return formRequired() }
+        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        guard let offered = fields["token"], HTTPAPI.constantTimeEqual(Array(offered.utf8), Array(token.utf8)) else {
+            return loginPage(status: .forbidden, error: "Wrong token.")
+        }
+        var cookie = "\(DashboardSessions.cookieName)=\(sessions.createSession()); HttpOnly; SameSite=Strict; Path=/ui"
+        if secureTransport { cookie += "; Secure" }
+        return Response(status: .seeOther, headers: [.location: "/ui", .setCookie: cookie, .cacheControl: "no-store"])
+    }
+
+    static func redirect(to location: String) -> Response {
+        Response(status: .seeOther, headers: [.location: location])
+    }
+
+    // MARK: - Confirmation pages
+
+    /// `GET …/work_spec/{spec}/{action}`: states what will change and carries the form.
+    func confirmationPage(
+        _ ns: Identifier, _ specName: Identifier, _ action: Action, principal: DashboardPrincipal,
+        query: QueryParameters
+    ) async throws -> (String, String) {
+        let unitSegment = query.first("unit") ?? ""
+        if action == .priority, unitSegment.isEmpty {
+            throw PageError.badRequest("Which unit? The link needs ?unit=NAME.")
+        }
+        let unitKey = action == .priority ? try Self.name(unitSegment) : nil
+        let page = try await engine.perform(.read) { tx -> PageContext? in
+            guard let spec = try tx.spec(namespace: ns, named: specName) else { return nil }
+            let spec_ = Self.text(specName)
+            var context: [String: Any] = [
+                "namespace": Self.label(ns), "nsLink": Self.nsLink(ns), "spec": spec_,
+                "specLink": Self.specLink(ns, specName), "action": action.rawValue,
+            ]
+            switch action {
+            case .pause:
+                context["heading"] = "Pause work spec \(spec_)?"
+                context["effect"] =
+                    spec.effective.paused
+                    ? "The work spec is already paused; pausing again changes nothing."
+                    : "Workers get no new units from this work spec until it is resumed. Units already running "
+                        + "continue and can finish."
+                context["button"] = "Pause"
+            case .resume:
+                context["heading"] = "Resume work spec \(spec_)?"
+                context["effect"] =
+                    spec.effective.paused
+                    ? "Workers get units from this work spec again."
+                    : "The work spec is not paused; resuming changes nothing."
+                context["button"] = "Resume"
+            case .retryFailed:
+                let failed = try tx.session.unitCounts(spec: spec.id).failed
+                context["heading"] = "Retry the failed units of \(spec_)?"
+                context["effect"] =
+                    "\(failed) failed unit\(failed == 1 ? "" : "s") become available again, as update_work_unit "
+                    + "with status AVAILABLE (their attempt history is kept)."
+                context["button"] = "Retry \(failed) unit\(failed == 1 ? "" : "s")"
+            case .priority:
+                guard let unitKey, let unit = try tx.workUnit(namespace: ns, spec: specName, key: unitKey) else {
+                    return PageContext(["missingUnit": true])
+                }
+                context["heading"] = "Change the priority of \(Self.repr(unit.key.value))?"
+                context["effect"] =
+                    "Its priority is \(PythonRepr.formatFloat(unit.priority)). Units with a higher priority are "
+                    + "handed out first."
+                context["button"] = "Set priority"
+                context["unit"] = unitSegment
+                context["priority"] = PythonRepr.formatFloat(unit.priority)
+            }
+            return PageContext(context)
+        }
+        guard var values = page?.values else { throw PageError.notFound("No such work spec.") }
+        if values["missingUnit"] != nil { throw PageError.notFound("No such work unit.") }
+        values["csrf"] = sessions.issueToken(for: principal)
+        return (values["heading"] as? String ?? "", render("confirm", values))
+    }
+
+    // MARK: - POST
+
+    /// `POST /ui/…`: login, or one action with a valid session (or bearer token) and CSRF token.
+    func post(_ request: RESTRequest) async throws -> Response {
+        let rest = (request.parameters["rest"] ?? "").split(separator: "/").map(String.init)
+        let isActionPath =
+            rest == ["login"]
+            || (rest.count == 5 && rest[0] == "namespace" && rest[2] == "work_spec" && Action(rawValue: rest[4]) != nil)
+        // Pages take no POST; the action routes exist only with a token.
+        guard isActionPath else {
+            var error = RESTError(.methodNotAllowed, "ErrMethodNotAllowed", "method POST not allowed")
+            error.headers = [(.allow, "GET, HEAD")]
+            throw error
+        }
+        guard token != nil else { return notFoundPage("No such page.") }
+        if rest == ["login"] { return login(request) }
+        guard let principal = authenticate(request.request) else {
+            return forbidden("You are not logged in, or your session has ended. Log in and try again.")
+        }
+        guard Self.isForm(request) else { return formRequired() }
+        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        guard let csrf = fields["csrf"], sessions.consumeToken(csrf, for: principal) else {
+            return forbidden(
+                "This form has expired, was already used, or was not issued to you. Nothing was changed. "
+                    + "Go back, reload the page and try again.")
+        }
+        guard let action = Action(rawValue: rest[4]) else { return notFoundPage("No such page.") }
+        do {
+            let (ns, specName) = (try Self.name(rest[1]), try Self.name(rest[3]))
+            try await perform(action, ns, specName, fields: fields)
+            return Self.redirect(to: Self.specLink(ns, specName))
+        } catch let error as PageError {
+            return errorPage(error)
+        }
+    }
+
+    /// Applies one action with the same effects as the corresponding CBOR-RPC operation, in one transaction.
+    private func perform(
+        _ action: Action, _ ns: Identifier, _ specName: Identifier, fields: [String: String]
+    )
+        async throws
+    {
+        switch action {
+        case .pause, .resume:
+            var change = SpecControl()
+            change.status = .unsigned(action == .pause ? 2 : 1)
+            let control = change
+            let outcome = try await engine.perform(.write) { tx in
+                try tx.controlWorkSpec(namespace: ns, named: specName, control)
+            }
+            if outcome == .noSuchSpec { throw PageError.notFound("No such work spec.") }
+        case .retryFailed:
+            let found = try await engine.perform(.write) { tx -> Bool in
+                guard let failed = try tx.queryUnits(namespace: ns, spec: specName, UnitQuery(buckets: [.failed]))
+                else { return false }
+                for unit in failed {
+                    _ = try tx.updateWorkUnit(namespace: ns, spec: specName, key: unit.key, UnitUpdate(status: 1))
+                }
+                return true
+            }
+            if !found { throw PageError.notFound("No such work spec.") }
+        case .priority:
+            guard let segment = fields["unit"], !segment.isEmpty else {
+                throw PageError.badRequest("The form has no unit.")
+            }
+            let key = try Self.name(segment)
+            guard let text = fields["priority"], let priority = Double(text.trimmingCharacters(in: .whitespaces)),
+                priority.isFinite
+            else { throw PageError.badRequest("The priority must be a finite number.") }
+            let outcome = try await engine.perform(.write) { tx -> String? in
+                guard try tx.spec(namespace: ns, named: specName) != nil else { return "No such work spec." }
+                guard try tx.workUnit(namespace: ns, spec: specName, key: key) != nil else {
+                    return "No such work unit."
+                }
+                _ = try tx.changePriorities(
+                    namespace: ns, spec: specName, UnitQuery(names: [key]), value: priority, adjust: false)
+                return nil
+            }
+            if let outcome { throw PageError.notFound(outcome) }
+        }
+    }
+
+    // MARK: - Responses
+
+    static func isForm(_ request: RESTRequest) -> Bool {
+        request.request.headers[.contentType].map(MediaTypes.essence) == "application/x-www-form-urlencoded"
+    }
+
+    func forbidden(_ message: String) -> Response {
+        html(.forbidden, title: "Forbidden", body: render("notFound", ["message": message]), refresh: nil)
+    }
+
+    func formRequired() -> Response {
+        html(
+            .unsupportedMediaType, title: "Unsupported form",
+            body: render("notFound", ["message": "Expected an application/x-www-form-urlencoded form."]),
+            refresh: nil)
+    }
+
+    func notFoundPage(_ message: String) -> Response {
+        html(.notFound, title: "Not found", body: render("notFound", ["message": message]), refresh: nil)
+    }
+
+    func errorPage(_ error: PageError) -> Response {
+        switch error {
+        case .notFound(let message): return notFoundPage(message)
+        case .badRequest(let message):
+            return html(.badRequest, title: "Bad request", body: render("notFound", ["message": message]), refresh: nil)
+        }
+    }
+}
