@@ -97,7 +97,7 @@ enum DashboardTemplates {
         <tbody><tr data-spec="{{spec}}">\(counts)</tr></tbody>
         </table>
         {{#actions}}<h2>Actions</h2>
-        <p class="actions">{{#paused}}<a href="{{link}}/resume" data-action="resume">Resume</a>{{/paused}}{{^paused}}<a href="{{link}}/pause" data-action="pause">Pause</a>{{/paused}} · <a href="{{link}}/retry_failed" data-action="retry_failed">Retry {{failed}} failed units</a></p>{{/actions}}
+        <p class="actions">{{#paused}}<a href="{{link}}/resume" data-action="resume">Resume</a>{{/paused}}{{^paused}}<a href="{{link}}/pause" data-action="pause">Pause</a>{{/paused}} · <a href="{{link}}/retry_failed" data-action="retry_failed">Retry failed units ({{failed}})</a></p>{{/actions}}
         <h2>Control</h2>
         <dl>{{#control}}<dt>{{field}}</dt><dd data-field="{{field}}">{{value}}</dd>{{/control}}</dl>
         <h2>Work units</h2>
