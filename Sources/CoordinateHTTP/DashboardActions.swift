@@ -70,46 +70,52 @@ extension Dashboard {
         let unitKey = action == .priority ? try Self.name(unitSegment) : nil
         let page = try await engine.perform(.read) { tx -> PageContext? in
             guard let spec = try tx.spec(namespace: ns, named: specName) else { return nil }
-            let spec_ = Self.text(specName)
+            let specText = Self.text(specName)
             var context: [String: Any] = [
-                "namespace": Self.label(ns), "nsLink": Self.nsLink(ns), "spec": spec_,
+                "namespace": Self.label(ns), "nsLink": Self.nsLink(ns), "spec": specText,
                 "specLink": Self.specLink(ns, specName), "action": action.rawValue,
             ]
+            let paused = spec.effective.paused
+            let (heading, effect, button): (String, String, String)
             switch action {
             case .pause:
-                context["heading"] = "Pause work spec \(spec_)?"
-                context["effect"] =
-                    spec.effective.paused
+                heading = "Pause work spec \(specText)?"
+                effect =
+                    paused
                     ? "The work spec is already paused; pausing again changes nothing."
                     : "Workers get no new units from this work spec until it is resumed. Units already running "
                         + "continue and can finish."
-                context["button"] = "Pause"
+                button = "Pause"
             case .resume:
-                context["heading"] = "Resume work spec \(spec_)?"
-                context["effect"] =
-                    spec.effective.paused
+                heading = "Resume work spec \(specText)?"
+                effect =
+                    paused
                     ? "Workers get units from this work spec again."
                     : "The work spec is not paused; resuming changes nothing."
-                context["button"] = "Resume"
+                button = "Resume"
             case .retryFailed:
                 let failed = try tx.session.unitCounts(spec: spec.id).failed
-                context["heading"] = "Retry the failed units of \(spec_)?"
-                context["effect"] =
-                    "\(failed) failed unit\(failed == 1 ? "" : "s") become available again, as update_work_unit "
-                    + "with status AVAILABLE (their attempt history is kept)."
-                context["button"] = "Retry \(failed) unit\(failed == 1 ? "" : "s")"
+                let units = failed == 1 ? "1 failed unit becomes" : "\(failed) failed units become"
+                heading = "Retry the failed units of \(specText)?"
+                effect =
+                    "\(units) available again, as update_work_unit with status AVAILABLE (their attempt history "
+                    + "is kept)."
+                button = "Retry \(failed) unit\(failed == 1 ? "" : "s")"
             case .priority:
                 guard let unitKey, let unit = try tx.workUnit(namespace: ns, spec: specName, key: unitKey) else {
                     return PageContext(["missingUnit": true])
                 }
-                context["heading"] = "Change the priority of \(Self.repr(unit.key.value))?"
-                context["effect"] =
+                heading = "Change the priority of \(Self.repr(unit.key.value))?"
+                effect =
                     "Its priority is \(PythonRepr.formatFloat(unit.priority)). Units with a higher priority are "
                     + "handed out first."
-                context["button"] = "Set priority"
+                button = "Set priority"
                 context["unit"] = unitSegment
                 context["priority"] = PythonRepr.formatFloat(unit.priority)
             }
+            context["heading"] = heading
+            context["effect"] = effect
+            context["button"] = button
             return PageContext(context)
         }
         guard var values = page?.values else { throw PageError.notFound("No such work spec.") }

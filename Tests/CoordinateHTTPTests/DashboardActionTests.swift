@@ -167,7 +167,7 @@ struct DashboardActionTests {
         let cookie = try Self.login(http)
 
         let confirm = try http.request("GET", Self.spec + "/retry_failed", headers: [cookie])
-        #expect(confirm.text.contains("1 failed unit become"))
+        #expect(confirm.text.contains("1 failed unit becomes available again"))
         let retried = try http.request(
             "POST", Self.spec + "/retry_failed", headers: [cookie, Self.formType],
             body: Self.form([("csrf", try Self.csrf(confirm))]))
