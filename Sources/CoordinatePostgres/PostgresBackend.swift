@@ -329,6 +329,7 @@ public final class PostgresBackend: StorageBackend {
                 checkin(channel)
                 return nil
             } catch {
+                channel.discardCollectedRows()
                 _ = try? channel.finishDeferred()
                 if isConnectionFailure(error) {
                     // The connection itself failed, or the server ended it.

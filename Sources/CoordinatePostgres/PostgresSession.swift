@@ -410,12 +410,12 @@ final class PostgresSession: StorageSession {
         prefetched[spec, default: [:]].merge(answers) { $1 }
     }
 
-    /// Sends the insert without waiting for it (a bulk add's inserts travel back to back).
+    /// Adds the unit to a multi-row insert sent without waiting (a bulk add is a few statements of 1 000 rows).
     func insertUnitWithoutID(_ unit: UnitRecord) throws {
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
-        try channel.sendDeferred(
-            Self.insertUnitSQL,
+        channel.appendRow(
+            Self.insertUnitsSQL,
             [
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
@@ -425,10 +425,16 @@ final class PostgresSession: StorageSession {
         adjust(unit.specID, bucket, by: 1)
     }
 
+    static let unitInsertColumns = """
+        work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id,
+            attempt_count, retry_count_base)
+        """
     static let insertUnitSQL = """
-        INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
-            latest_attempt_id, attempt_count, retry_count_base)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+        INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+        """
+    /// ``insertUnitSQL`` for many rows: each parameter is the array of one column (``SQLChannel/appendRow(_:_:)``).
+    static let insertUnitsSQL = """
+        INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         """
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {

@@ -12,6 +12,14 @@ enum SQLValue {
     case bool(Bool?)
     case bytes([UInt8]?)
     case text(String?)
+    /// A one-dimensional array of values of one type (a column of a multi-row statement, see
+    /// ``SQLChannel/appendRow(_:_:)``).
+    indirect case array([SQLValue], element: SQLValue)
+
+    /// The column `index` of `rows` as an array parameter; every row has a value of the same case there.
+    static func column(_ index: Int, of rows: [[SQLValue]]) -> SQLValue {
+        .array(rows.map { $0[index] }, element: rows[0][index])
+    }
 
     /// The server's name for the value's type.
     var typeName: String {
@@ -22,40 +30,49 @@ enum SQLValue {
         case .bool: return "bool"
         case .bytes: return "bytea"
         case .text: return "text"
+        case .array(_, let element): return element.typeName + "[]"
+        }
+    }
+
+    /// The type of a scalar value (an array's element type for an array).
+    private var scalarType: PostgresDataType {
+        switch self {
+        case .int: return .int8
+        case .int16: return .int2
+        case .double: return .float8
+        case .bool: return .bool
+        case .bytes: return .bytea
+        case .text: return .text
+        case .array(_, let element): return element.scalarType
         }
     }
 
     /// The value in the server's binary format.
     var data: PostgresData {
         var buffer = ByteBuffer()
-        let type: PostgresDataType
         switch self {
         case .int(let number):
-            type = .int8
-            guard let number else { return PostgresData(type: type) }
+            guard let number else { return PostgresData(type: scalarType) }
             buffer.writeInteger(number)
         case .int16(let number):
-            type = .int2
-            guard let number else { return PostgresData(type: type) }
+            guard let number else { return PostgresData(type: scalarType) }
             buffer.writeInteger(number)
         case .double(let number):
-            type = .float8
-            guard let number else { return PostgresData(type: type) }
+            guard let number else { return PostgresData(type: scalarType) }
             buffer.writeInteger(number.bitPattern)
         case .bool(let flag):
-            type = .bool
-            guard let flag else { return PostgresData(type: type) }
+            guard let flag else { return PostgresData(type: scalarType) }
             buffer.writeInteger(flag ? 1 : 0, as: UInt8.self)
         case .bytes(let octets):
-            type = .bytea
-            guard let octets else { return PostgresData(type: type) }
+            guard let octets else { return PostgresData(type: scalarType) }
             buffer.writeBytes(octets)
         case .text(let string):
-            type = .text
-            guard let string else { return PostgresData(type: type) }
+            guard let string else { return PostgresData(type: scalarType) }
             buffer.writeString(string)
+        case .array(let values, _):
+            return PostgresData(array: values.map(\.data), elementType: scalarType)
         }
-        return PostgresData(type: type, value: buffer)
+        return PostgresData(type: scalarType, value: buffer)
     }
 }
 
@@ -112,8 +129,44 @@ final class SQLChannel: @unchecked Sendable {
         if deferred.count >= 512 { try finishDeferred() }
     }
 
+    /// The multi-row statement being collected by ``appendRow(_:_:)``.
+    private var collecting: (sql: String, rows: [[SQLValue]])?
+
+    /// Rows per multi-row statement: large enough that a bulk add is a handful of statements, small enough
+    /// that one statement's parameters stay well below the protocol's limits.
+    static let maxRowsPerStatement = 1000
+
+    /// Adds a row to a multi-row statement in which `$n` is the array of every row's n-th value (for example
+    /// `INSERT … SELECT * FROM unnest($1, $2)`); the statement is deferred like ``sendDeferred(_:_:)``.
+    ///
+    /// Rows are collected until `maxRowsPerStatement` or until any other statement is sent, which sends the
+    /// collected ones first: statements still reach the server in the order they were made, so a later read
+    /// in the same transaction sees the rows. One statement of 1 000 rows costs the server far less than
+    /// 1 000 statements of one row (one execution, one round of parameter parsing).
+    func appendRow(_ sql: String, _ row: [SQLValue]) {
+        if let current = collecting, current.sql != sql { sendCollectedRows() }
+        if collecting == nil {
+            collecting = (sql, [])
+            collecting!.rows.reserveCapacity(Self.maxRowsPerStatement)
+        }
+        collecting!.rows.append(row)
+        if collecting!.rows.count >= Self.maxRowsPerStatement { sendCollectedRows() }
+    }
+
+    private func sendCollectedRows() {
+        guard let (sql, rows) = collecting, !rows.isEmpty else { return }
+        collecting = nil
+        deferred.append(sendNow(sql, (0..<rows[0].count).map { SQLValue.column($0, of: rows) }))
+    }
+
+    /// Drops rows not yet sent (the transaction is being rolled back).
+    func discardCollectedRows() {
+        collecting = nil
+    }
+
     /// Waits for every deferred statement, throwing the first failure.
     func finishDeferred() throws {
+        sendCollectedRows()
         let pending = deferred
         deferred.removeAll()
         var first: (any Error)?
@@ -132,6 +185,11 @@ final class SQLChannel: @unchecked Sendable {
     /// cycle. Parameters are prepared with explicit types (see ``typed(_:_:)``) so that the binary values sent
     /// match what the server expects.
     func send(_ sql: String, _ values: [SQLValue] = []) -> Pending {
+        sendCollectedRows()
+        return sendNow(sql, values)
+    }
+
+    private func sendNow(_ sql: String, _ values: [SQLValue]) -> Pending {
         let signature = values.map(\.typeName).joined(separator: ",")
         let key = signature + "|" + sql
         if let statement = prepared[key] {
@@ -194,6 +252,7 @@ final class SQLChannel: @unchecked Sendable {
     /// the extended protocol too: one statement per call). Used for transaction control and DDL, which are not
     /// worth preparing.
     func simple(_ sql: String) throws {
+        sendCollectedRows()
         _ = try wait(connection.simpleQuery(sql))
     }
 

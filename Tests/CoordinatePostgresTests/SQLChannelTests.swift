@@ -70,6 +70,49 @@ struct SQLChannelTests {
         }
     }
 
+    @Test(
+        "collected rows become multi-row statements, sent before anything else, nulls included",
+        .enabled(if: TestPostgres.available))
+    func multiRowStatements() throws {
+        try withChannel { channel in
+            try channel.simple("CREATE TEMPORARY TABLE rows_test (n int8, b bytea, f bool, s int2)")
+            let insert = "INSERT INTO rows_test SELECT * FROM unnest($1, $2, $3, $4)"
+            let total = SQLChannel.maxRowsPerStatement * 2 + 5
+            for n in 0..<total {
+                channel.appendRow(
+                    insert,
+                    [
+                        .int(Int64(n)), .bytes(n % 7 == 0 ? nil : [UInt8(n % 256)]), .bool(n % 2 == 0),
+                        .int16(Int16(n % 3)),
+                    ])
+            }
+            // The read is sent after the last five collected rows: it sees every row.
+            let counted = try channel.query("SELECT count(*), count(b), sum(n)::int8, sum(s)::int8 FROM rows_test")
+            let row = try #require(counted.first)
+            #expect(try row.int64(0) == Int64(total))
+            #expect(try row.int64(1) == Int64(total - (0..<total).filter { $0 % 7 == 0 }.count))
+            #expect(try row.int64(2) == Int64(total * (total - 1) / 2))
+            #expect(try row.int64(3) == Int64((0..<total).map { $0 % 3 }.reduce(0, +)))
+            let sample = try #require(try channel.query("SELECT b, f FROM rows_test WHERE n = 1002").first)
+            #expect(try sample.bytes(0) == [UInt8(1002 % 256)])
+            #expect(try sample.bool(1))
+            // Discarded rows are never sent.
+            channel.appendRow(insert, [.int(-1), .bytes(nil), .bool(true), .int16(0)])
+            channel.discardCollectedRows()
+            try channel.finishDeferred()
+            #expect(try channel.query("SELECT count(*) FROM rows_test WHERE n = -1").first?.int64(0) == 0)
+            // A multi-row statement that fails reports the server's error where deferred statements do.
+            try channel.simple("CREATE UNIQUE INDEX rows_test_n ON rows_test (n)")
+            channel.appendRow(insert, [.int(1), .bytes(nil), .bool(nil), .int16(nil)])
+            do {
+                try channel.finishDeferred()
+                Issue.record("a duplicate row was accepted")
+            } catch {
+                #expect(sqlState(error) == "23505", "\(error)")
+            }
+        }
+    }
+
     @Test("past the per-connection limit statements still run, unprepared", .enabled(if: TestPostgres.available))
     func beyondThePreparedLimit() throws {
         try withChannel { channel in
