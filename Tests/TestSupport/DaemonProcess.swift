@@ -86,6 +86,32 @@ public final class DaemonProcess: @unchecked Sendable {
         }
     }
 
+    /// Reads `pipe` to its end on a thread of its own, handing each chunk to `sink`.
+    ///
+    /// A blocking read loop rather than `FileHandle.readabilityHandler`: tearing that handler's dispatch source
+    /// down races the descriptor's close inside libdispatch on Linux and crashed the test process in
+    /// `_dispatch_event_loop_drain` (swift-corelibs-libdispatch#949). The thread reads its own duplicate of the
+    /// descriptor, so closing the pipe can never hand it another file; it ends when the process has exited and
+    /// the pipe is drained.
+    static func drain(_ pipe: Pipe, into sink: @escaping @Sendable (Data) -> Void) {
+        let descriptor = dup(pipe.fileHandleForReading.fileDescriptor)
+        guard descriptor >= 0 else { return }
+        Thread.detachNewThread {
+            defer { close(descriptor) }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    sink(Data(buffer[..<count]))
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return
+                }
+            }
+        }
+    }
+
     /// Launches `coordinated` with `arguments` plus `--port`/`--http-port` (unless given) and waits until the
     /// CBOR-RPC port accepts connections.
     public init(
@@ -109,9 +135,9 @@ public final class DaemonProcess: @unchecked Sendable {
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe
         let captured = self.captured
-        stderrPipe.fileHandleForReading.readabilityHandler = { handle in captured.append(stderr: handle.availableData) }
-        stdoutPipe.fileHandleForReading.readabilityHandler = { handle in captured.append(stdout: handle.availableData) }
         try process.run()
+        Self.drain(stderrPipe) { captured.append(stderr: $0) }
+        Self.drain(stdoutPipe) { captured.append(stdout: $0) }
         if waitForListener { try waitUntilListening() }
     }
 
