@@ -2,7 +2,6 @@ import ArgumentParser
 import CoordinateClient
 import CoordinateConfig
 import CoordinateWorker
-import Dispatch
 import Foundation
 import Logging
 
@@ -104,23 +103,59 @@ struct WorkerCommand: AsyncParsableCommand {
 }
 
 /// Turns SIGTERM and SIGINT into a graceful stop.
+///
+/// A plain signal handler that writes to a pipe, read by a thread of its own, rather than a Dispatch signal
+/// source: on Linux those receive signals through `signalfd`, which sees a signal only when it is blocked in the
+/// thread the kernel delivers it to, and a SIGTERM delivered to another thread was missed (a CI run saw a worker
+/// keep taking work for ten seconds after SIGTERM). Handlers, unlike ignored dispositions and blocked signal
+/// masks, are reset on exec, so the commands the worker runs still stop on SIGTERM.
 final class StopSignals {
-    private let sources: [any DispatchSourceSignal]
+    private let readDescriptor: Int32
 
     init(_ handler: @escaping @Sendable () -> Void) {
-        sources = [SIGTERM, SIGINT].map { number in
-            #if canImport(Darwin)
-            // Darwin delivers signal sources through kqueue alongside the default action, which must be off.
-            // On Linux Dispatch installs a handler of its own; an ignored disposition there would be inherited by
-            // every command the worker runs, making them deaf to the SIGTERM that stops them.
-            signal(number, SIG_IGN)
-            #endif
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler(handler: handler)
-            source.resume()
-            return source
+        var descriptors: [Int32] = [-1, -1]
+        guard pipe(&descriptors) == 0 else {
+            fatalError("coordinate-worker: cannot create the signal pipe: \(String(cString: strerror(errno)))")
+        }
+        for descriptor in descriptors { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+        readDescriptor = descriptors[0]
+        stopSignalWriteDescriptor = descriptors[1]
+        for number in [SIGTERM, SIGINT] { signal(number, stopSignalHandler) }
+        let reader = readDescriptor
+        Thread.detachNewThread {
+            var byte: UInt8 = 0
+            while true {
+                let count = read(reader, &byte, 1)
+                if count == 1 {
+                    handler()
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    close(reader)  // the write end was closed by cancel()
+                    return
+                }
+            }
         }
     }
 
-    func cancel() { sources.forEach { $0.cancel() } }
+    /// Restores the default dispositions and ends the reader thread.
+    func cancel() {
+        for number in [SIGTERM, SIGINT] { signal(number, SIG_DFL) }
+        let writer = stopSignalWriteDescriptor
+        stopSignalWriteDescriptor = -1
+        close(writer)
+    }
+}
+
+/// The pipe ``stopSignalHandler`` writes to; -1 when no ``StopSignals`` is active.
+// nonisolated(unsafe): set by StopSignals before the handler is installed and reset after it is removed; the
+// handler only reads it (a signal handler cannot take a lock).
+nonisolated(unsafe) private var stopSignalWriteDescriptor: Int32 = -1
+
+/// Async-signal-safe: one `write` of one byte, with `errno` preserved for the interrupted code.
+private let stopSignalHandler: @convention(c) (Int32) -> Void = { number in
+    let saved = errno
+    var byte = UInt8(truncatingIfNeeded: number)
+    _ = write(stopSignalWriteDescriptor, &byte, 1)
+    errno = saved
 }
