@@ -152,10 +152,11 @@ final class MemoryStore: StorageSession {
         var lastBox: UnitBox?
 
         func box(for key: Identifier) -> UnitBox? {
-            if let cached = lastBox, !cached.deleted, cached.key.equals(key.octets) { return cached }
+            let probe = SmallBytes(key.octets)
+            if let cached = lastBox, !cached.deleted, cached.key == probe { return cached }
             var found: UnitBox?
-            byKey.forEach(from: { $0.box.key.precedes(key.octets) }) { entry in
-                if entry.box.key.equals(key.octets) { found = entry.box }
+            byKey.forEach(from: { $0.box.key.precedes(probe) }) { entry in
+                if entry.box.key == probe { found = entry.box }
                 return false
             }
             if found != nil { lastBox = found }

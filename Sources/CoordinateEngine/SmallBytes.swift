@@ -67,7 +67,24 @@ struct SmallBytes: Equatable {
     }
 
     func precedes(_ other: SmallBytes) -> Bool {
-        withUnsafeBytes { mine in other.withUnsafeBytes { theirs in Self.compare(mine, theirs) < 0 } }
+        if heap == nil && other.heap == nil { return Self.compareInline(self, other) < 0 }
+        return withUnsafeBytes { mine in other.withUnsafeBytes { theirs in Self.compare(mine, theirs) < 0 } }
+    }
+
+    /// Raw-octet order of two inline values in a few word comparisons: key lookups and ordered inserts compare
+    /// ~20 keys each, and a `memcmp` call per comparison was a fifth of a bulk add's time.
+    ///
+    /// The bytes read as big-endian words order like the octets themselves. Bytes past the end are zero (the
+    /// initializer zero-fills), so when the words tie one value is the other followed by zeros, and the
+    /// shorter comes first, as a proper prefix does.
+    private static func compareInline(_ a: SmallBytes, _ b: SmallBytes) -> Int32 {
+        let first = (UInt64(bigEndian: a.low), UInt64(bigEndian: b.low))
+        if first.0 != first.1 { return first.0 < first.1 ? -1 : 1 }
+        let withoutLength: UInt64 = 0x00FF_FFFF_FFFF_FFFF
+        let second = (UInt64(bigEndian: a.high & withoutLength), UInt64(bigEndian: b.high & withoutLength))
+        if second.0 != second.1 { return second.0 < second.1 ? -1 : 1 }
+        let counts = (a.high >> 56, b.high >> 56)
+        return counts.0 == counts.1 ? 0 : (counts.0 < counts.1 ? -1 : 1)
     }
 
     static func compare(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int32 {
