@@ -51,10 +51,12 @@ final class Dashboard: Sendable {
         let rest = (request.parameters["rest"] ?? "").split(separator: "/").map(String.init)
         let refresh = request.query.first("refresh").flatMap(Int.init).flatMap { $0 > 0 ? min($0, 3600) : nil }
         var principal: DashboardPrincipal?
+        var logout: String?
         if token != nil {
             if rest == ["login"] { return loginPage() }
             guard let authenticated = authenticate(request.request) else { return Self.redirect(to: "/ui/login") }
             principal = authenticated
+            if case .session(let id) = authenticated { logout = sessions.logoutToken(forSession: id) }
         }
         do {
             let (title, body): (String, String)
@@ -70,7 +72,7 @@ final class Dashboard: Sendable {
                 }
                 (title, body) = try await confirmationPage(
                     try Self.name(rest[1]), try Self.name(rest[3]), action, principal: principal, query: request.query)
-                return html(.ok, title: title, body: body, refresh: nil, noStore: true)
+                return html(.ok, title: title, body: body, refresh: nil, noStore: true, logout: logout)
             case 6 where rest[0] == "namespace" && rest[2] == "work_spec" && rest[4] == "work_unit":
                 (title, body) = try await unitPage(
                     try Self.name(rest[1]), try Self.name(rest[3]), try Self.name(rest[5]))
@@ -78,7 +80,7 @@ final class Dashboard: Sendable {
                 (title, body) = try await workerPage(try Self.name(rest[1]), try Self.name(rest[3]))
             default: throw PageError.notFound("No such page.")
             }
-            return html(.ok, title: title, body: body, refresh: refresh)
+            return html(.ok, title: title, body: body, refresh: refresh, noStore: logout != nil, logout: logout)
         } catch let error as PageError {
             return errorPage(error)
         }
@@ -102,8 +104,10 @@ final class Dashboard: Sendable {
 
     /// A page in the layout. Pages may not be framed by other sites (the confirmation forms would otherwise be
     /// open to clickjacking) and load nothing from anywhere; `noStore` keeps pages with forms out of caches.
+    /// `logout` is the session's logout token: the page then carries a logout button.
     func html(
-        _ status: HTTPResponse.Status, title: String, body: String, refresh: Int?, noStore: Bool = false
+        _ status: HTTPResponse.Status, title: String, body: String, refresh: Int?, noStore: Bool = false,
+        logout: String? = nil
     )
         -> Response
     {
@@ -111,6 +115,7 @@ final class Dashboard: Sendable {
             "title": title, "body": body, "version": version, "now": RFC3339.format(microseconds: engine.clock.now()),
         ]
         if let refresh { context["refresh"] = refresh }
+        if let logout { context["logout"] = logout }
         var headers: HTTPFields = [
             .contentType: MediaTypes.html,
             .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "

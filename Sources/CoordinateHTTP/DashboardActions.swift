@@ -52,6 +52,19 @@ extension Dashboard {
         return Response(status: .seeOther, headers: [.location: "/ui", .setCookie: cookie, .cacheControl: "no-store"])
     }
 
+    /// `POST /ui/logout`: ends the session whose cookie and logout token the form carries.
+    func logout(_ request: RESTRequest) -> Response {
+        guard Self.isForm(request) else { return formRequired() }
+        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        guard let session = request.request.cookies[DashboardSessions.cookieName]?.value, let csrf = fields["csrf"],
+            sessions.endSession(session, logoutToken: csrf)
+        else { return forbidden("You are not logged in, or this form has expired. Nothing was changed.") }
+        var cookie = "\(DashboardSessions.cookieName)=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/ui"
+        if secureTransport { cookie += "; Secure" }
+        return Response(
+            status: .seeOther, headers: [.location: "/ui/login", .setCookie: cookie, .cacheControl: "no-store"])
+    }
+
     static func redirect(to location: String) -> Response {
         Response(status: .seeOther, headers: [.location: location])
     }
@@ -130,7 +143,7 @@ extension Dashboard {
     func post(_ request: RESTRequest) async throws -> Response {
         let rest = (request.parameters["rest"] ?? "").split(separator: "/").map(String.init)
         let isActionPath =
-            rest == ["login"]
+            rest == ["login"] || rest == ["logout"]
             || (rest.count == 5 && rest[0] == "namespace" && rest[2] == "work_spec" && Action(rawValue: rest[4]) != nil)
         // Pages take no POST; the action routes exist only with a token.
         guard isActionPath else {
@@ -140,6 +153,7 @@ extension Dashboard {
         }
         guard token != nil else { return notFoundPage("No such page.") }
         if rest == ["login"] { return login(request) }
+        if rest == ["logout"] { return logout(request) }
         guard let principal = authenticate(request.request) else {
             return forbidden("You are not logged in, or your session has ended. Log in and try again.")
         }

@@ -29,6 +29,9 @@ final class DashboardSessions: Sendable {
     private struct Entry {
         var expires: ContinuousClock.Instant
         var tokens: [String: ContinuousClock.Instant] = [:]
+        /// The CSRF token of the logout form every page of a session carries: one per session, so that pages
+        /// reloading themselves do not use up the per-page tokens of open confirmation pages.
+        var logoutToken: String?
     }
 
     private let entries = Mutex<[DashboardPrincipal: Entry]>([:])
@@ -45,9 +48,25 @@ final class DashboardSessions: Sendable {
             {
                 entries.removeValue(forKey: oldest.key)
             }
-            entries[.session(id)] = Entry(expires: now + Self.sessionLifetime)
+            entries[.session(id)] = Entry(expires: now + Self.sessionLifetime, logoutToken: Self.randomValue())
         }
         return id
+    }
+
+    /// The logout form's token of a live session.
+    func logoutToken(forSession id: String) -> String? {
+        entries.withLock { $0[.session(id)]?.logoutToken }
+    }
+
+    /// Ends the session when `token` is its logout token; false (and nothing changes) otherwise.
+    func endSession(_ id: String, logoutToken token: String) -> Bool {
+        entries.withLock { entries in
+            guard let expected = entries[.session(id)]?.logoutToken,
+                HTTPAPI.constantTimeEqual(Array(expected.utf8), Array(token.utf8))
+            else { return false }
+            entries.removeValue(forKey: .session(id))
+            return true
+        }
     }
 
     func isValidSession(_ id: String) -> Bool {

@@ -37,10 +37,11 @@ enum DashboardTemplates {
         dl { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; background: #fff; padding: 10px 14px; box-shadow: 0 1px 2px rgba(0,0,0,.08); width: max-content; }
         dt { font-weight: 600; } dd { margin: 0; }
         .muted { color: #667085; }
+        form.logout { display: inline; } form.logout button { font: inherit; padding: 0 6px; }
         </style>
         </head>
         <body>
-        <header><a href="/ui">Coordinate</a><span class="meta">{{now}} · version {{version}} · <a href="?refresh=5">refresh every 5 s</a></span></header>
+        <header><a href="/ui">Coordinate</a><span class="meta">{{now}} · version {{version}} · <a href="?refresh=5">refresh every 5 s</a>{{#logout}} · <form class="logout" method="post" action="/ui/logout"><input type="hidden" name="csrf" value="{{logout}}"><button type="submit">Log out</button></form>{{/logout}}</span></header>
         <main>
         {{{body}}}
         </main>

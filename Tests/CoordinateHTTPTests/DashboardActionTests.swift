@@ -44,9 +44,19 @@ struct DashboardActionTests {
         return ("Cookie", "coordinate_session=\(match.1)")
     }
 
-    /// The CSRF token in a confirmation page's form.
+    /// The CSRF token in a confirmation page's form (not the logout form's).
     static func csrf(_ page: HTTPTestResponse) throws -> String {
-        let match = try #require(page.text.firstMatch(of: /<input type="hidden" name="csrf" value="([0-9a-f]{64})">/))
+        let match = try #require(
+            page.text.firstMatch(
+                of: /<form method="post" action="[^"]*">\s*<input type="hidden" name="csrf" value="([0-9a-f]{64})">/))
+        return String(match.1)
+    }
+
+    /// The token of the logout form in a page's header.
+    static func logoutToken(_ page: HTTPTestResponse) throws -> String {
+        let match = try #require(
+            page.text.firstMatch(
+                of: /action="\/ui\/logout"><input type="hidden" name="csrf" value="([0-9a-f]{64})">/))
         return String(match.1)
     }
 
@@ -106,6 +116,38 @@ struct DashboardActionTests {
         // Pages with actions cannot be framed by another site (clickjacking).
         #expect(page.header("content-security-policy")?.contains("frame-ancestors 'none'") == true)
         #expect(page.header("x-frame-options") == "DENY")
+    }
+
+    @Test("logout: every page of a session carries a logout form; its token ends that session only")
+    func logout() async throws {
+        let harness = try await Self.harness()
+        let http = harness.http
+        let cookie = try Self.login(http)
+        let other = try Self.login(http)
+        let page = try http.request("GET", "/ui", headers: [cookie])
+        #expect(page.text.contains(#"<form class="logout" method="post" action="/ui/logout">"#))
+        #expect(page.header("cache-control") == "no-store")
+        let token = try Self.logoutToken(page)
+        // A bearer-token request has no session to end: no logout form.
+        #expect(!(try http.request("GET", "/ui", headers: [Self.bearer]).text.contains("/ui/logout")))
+
+        // Another session's token, a made-up one, or none: refused, both sessions stay.
+        for (headers, fields) in [
+            ([other, Self.formType], [("csrf", token)]),
+            ([cookie, Self.formType], [("csrf", String(repeating: "b", count: 64))]),
+            ([Self.formType], [("csrf", token)]),
+        ] as [([(String, String)], [(String, String)])] {
+            #expect(try http.request("POST", "/ui/logout", headers: headers, body: Self.form(fields)).status == 403)
+        }
+        #expect(try http.request("GET", "/ui", headers: [cookie]).status == 200)
+
+        let out = try http.request(
+            "POST", "/ui/logout", headers: [cookie, Self.formType], body: Self.form([("csrf", token)]))
+        #expect(out.status == 303)
+        #expect(out.header("location") == "/ui/login")
+        #expect(out.header("set-cookie")?.hasPrefix("coordinate_session=; Max-Age=0;") == true)
+        #expect(try http.request("GET", "/ui", headers: [cookie]).status == 303)
+        #expect(try http.request("GET", "/ui", headers: [other]).status == 200)
     }
 
     @Test("pause and resume go through a confirmation page; CSRF tokens are per page, per session and single-use")
