@@ -401,14 +401,24 @@ final class PostgresSession: StorageSession {
         let chunk = 1000
         for start in stride(from: 0, to: keys.count, by: chunk) {
             let slice = keys[start..<min(start + chunk, keys.count)]
-            let placeholders = (0..<slice.count).map { "$\($0 + 2)" }.joined(separator: ",")
             let found = try units(
-                "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND key IN (\(placeholders))",
-                [.int(spec)] + slice.map { .bytes($0.octets) })
+                Self.unitsByKeySQL, [.int(spec), .array(slice.map { .bytes($0.octets) }, element: .bytes(nil))])
             for unit in found { answers[PrefetchKey(unit.key)] = .some(unit) }
         }
         prefetched[spec, default: [:]].merge(answers) { $1 }
     }
+
+    /// The units of a spec with the keys in the array `$2`, one unique-index lookup per key.
+    ///
+    /// Written as a lateral join so that no plan can do anything else: `key IN ($2, …)` let a plan cached while
+    /// the spec was nearly empty (a generic plan lives as long as the connection, until ANALYZE invalidates it)
+    /// read every unit of the spec and compare it with each of the 1 000 keys. Bulk adds into a fresh spec
+    /// slowed down with every call — 0.2 s for the first 10 000 units, 4.3 s for the third — and this plan
+    /// answers the same chunk in ~1.4 ms instead of ~600 ms.
+    static let unitsByKeySQL = """
+        SELECT u.* FROM unnest($2) AS k(key)
+        CROSS JOIN LATERAL (SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND key = k.key) u
+        """
 
     /// Adds the unit to a multi-row insert sent without waiting (a bulk add is a few statements of 1 000 rows).
     func insertUnitWithoutID(_ unit: UnitRecord) throws {
