@@ -17,18 +17,6 @@ final class RESTHarness: Sendable {
         if storage == "sqlite" {
             arguments += ["--data-dir", NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString)"]
         }
-        if storage == "postgres" {
-            let config = NSTemporaryDirectory() + "coordinate-rest-pg-\(UUID().uuidString).yaml"
-            try """
-            coordinate:
-              server:
-                postgres_url: "\(try TestPostgres.url())"
-                postgres_schema: \(TestPostgres.freshSchema())
-                postgres_pool_size: 4
-
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-            arguments += ["--config", config]
-        }
         daemon = try DaemonProcess(arguments: arguments)
         http = HTTPTestClient(port: httpPort)
         client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
@@ -36,9 +24,6 @@ final class RESTHarness: Sendable {
         // both: wait until /healthz says the storage answers.
         for _ in 0..<1000 where (try? http.request("GET", "/healthz"))?.status != 200 { usleep(10_000) }
     }
-
-    /// The backends the backend-parameterised REST cases run on (`COORDINATE_TEST_BACKENDS` narrows them).
-    static let backends = ["memory", "sqlite", "postgres"].filter(TestBackends.enabled)
 
     deinit { daemon.stop() }
 

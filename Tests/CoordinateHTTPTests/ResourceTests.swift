@@ -7,11 +7,9 @@ import Testing
 
 @Suite("REST: resources (rest-api.md §3–§4)")
 struct RESTResourceTests {
-    @Test(
-        "namespaces: list, create, get-or-create, summary, delete (the CBOR-RPC namespace is emptied, not removed)",
-        arguments: RESTHarness.backends)
-    func namespaces(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("namespaces: list, create, get-or-create, summary, delete (the CBOR-RPC namespace is emptied, not removed)")
+    func namespaces() async throws {
+        let harness = try RESTHarness()
         let created = try harness.http.json("POST", "/namespace", #"{"name": "a b"}"#)
         #expect(created.status == 201)
         #expect(created.header("location") == "/namespace/-YSBi")
@@ -41,11 +39,9 @@ struct RESTResourceTests {
         #expect(try harness.call("GET", "/namespace").1["namespaces"]?.elements?.count == 2)
     }
 
-    @Test(
-        "work specs: create/update, representation, meta with counts, meta PUT, counts, errors",
-        arguments: RESTHarness.backends)
-    func workSpecs(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("work specs: create/update, representation, meta with counts, meta PUT, counts, errors")
+    func workSpecs() async throws {
+        let harness = try RESTHarness()
         let first = try harness.http.json(
             "POST", "/namespace/-/work_spec", #"{"data": {"name": "s", "then": "t", "min_gb": 2}}"#)
         #expect(first.status == 201)
@@ -122,11 +118,9 @@ struct RESTResourceTests {
         #expect(try harness.call("DELETE", "/namespace/-/work_spec/plain").0 == 404)
     }
 
-    @Test(
-        "bulk add of 100 000 units in requests of 10 000; an oversized request and invalid items get 400",
-        arguments: RESTHarness.backends)
-    func bulkAdd(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("bulk add of 100 000 units in requests of 10 000; an oversized request and invalid items get 400")
+    func bulkAdd() async throws {
+        let harness = try RESTHarness()
         try await harness.client.setWorkSpec(["name": "bulk"])
         for batch in 0..<10 {
             let items = (0..<10_000).map { #"{"name": "u\#(batch * 10_000 + $0)", "data": {"i": \#($0)}}"# }
@@ -169,11 +163,9 @@ struct RESTResourceTests {
             try harness.call("POST", "/namespace/-/work_spec/ghost/add_work_units", #"{"work_units": []}"#).0 == 404)
     }
 
-    @Test(
-        "unit queries, change/adjust, single-unit POST, GET, PUT, DELETE and bulk update",
-        arguments: RESTHarness.backends)
-    func units(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("unit queries, change/adjust, single-unit POST, GET, PUT, DELETE and bulk update")
+    func units() async throws {
+        let harness = try RESTHarness()
         let client = harness.client
         try await client.setWorkSpec(["name": "s"])
         try await client.addWorkUnits("s", ["a", "b", "c", "d", "e"].map { WorkUnitSubmission(key: .text($0)) })
@@ -257,11 +249,9 @@ struct RESTResourceTests {
         #expect(try await client.countWorkUnits("s") == [:])
     }
 
-    @Test(
-        "attempts: request, renew, expire, finish, fail, retry with their 409s, and the alias route",
-        arguments: RESTHarness.backends)
-    func attempts(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("attempts: request, renew, expire, finish, fail, retry with their 409s, and the alias route")
+    func attempts() async throws {
+        let harness = try RESTHarness()
         let client = harness.client
         try await client.setWorkSpec(["name": "s", "then": "t"])
         try await client.setWorkSpec(["name": "t"])
@@ -326,9 +316,9 @@ struct RESTResourceTests {
         #expect(empty.1 == ["attempts": []])
     }
 
-    @Test("workers: get-or-create, PUT semantics, lists, children, delete; locks", arguments: RESTHarness.backends)
-    func workers(storage: String) async throws {
-        let harness = try RESTHarness(storage: storage)
+    @Test("workers: get-or-create, PUT semantics, lists, children, delete; locks")
+    func workers() async throws {
+        let harness = try RESTHarness()
         let client = harness.client
         let created = try harness.call("GET", "/namespace/-/worker/p").1
         #expect(created["active"] == true)

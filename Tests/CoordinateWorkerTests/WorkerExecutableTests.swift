@@ -105,8 +105,9 @@ struct WorkerExecutableTests {
         let daemon = try DaemonProcess(arguments: ["--storage", "memory", "-q"])
         defer { daemon.stop() }
         let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
-        // 40 one-second commands on 4 slots would take 10 s: a prompt stop leaves most of them untouched.
-        try await client.setWorkSpec(["name": "naps", "command": ["sleep", "1"]])
+        // 40 three-second commands on 4 slots would take 30 s: a prompt stop leaves most of them untouched, even
+        // when a loaded machine delays the test's SIGTERM by several seconds.
+        try await client.setWorkSpec(["name": "naps", "command": ["sleep", "3"]])
         try await client.addWorkUnits("naps", (0..<40).map { WorkUnitSubmission(key: .text("n\($0)")) })
         let worker = try WorkerProcess(port: daemon.port, arguments: ["-n", "4", "--worker-id", "drainer"])
         #expect(try await eventually { (try await client.countWorkUnits("naps")[.pending] ?? 0) == 4 })
