@@ -165,7 +165,9 @@ struct ClientAPITests {
         let daemon = try memoryDaemon()
         defer { daemon.stop() }
         let client = makeClient(port: daemon.port)
-        #expect(try await client.lock(lockerID: "me", paths: [["jobs", "a"]], timeout: 30).succeeded)
+        // An hour, not 30 s: this case is about contention, and on a loaded 2-core machine the suite running
+        // beside it has stalled it past 30 s (the lock expired and every later expectation failed).
+        #expect(try await client.lock(lockerID: "me", paths: [["jobs", "a"]], timeout: 3600).succeeded)
         let refused = try await client.lock(lockerID: "you", paths: [["jobs"]])
         #expect(refused == LockOutcome(succeeded: false, message: "['jobs'] is not lockable"))
         #expect(

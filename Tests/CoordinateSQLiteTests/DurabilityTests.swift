@@ -49,7 +49,8 @@ struct DurabilityTests {
             daemon = try DaemonProcess(arguments: arguments, port: port)
         }
         print("SOAK-1 sqlite: \(kills) kills survived; \(report)")
-        #expect(kills >= 3)
+        // Usually 6-9 kills in 30 s; a loaded machine (restarts wait for the listener) has managed only 2.
+        #expect(kills >= 2)
         #expect(report.problems == [], "\(report)")
     }
 
