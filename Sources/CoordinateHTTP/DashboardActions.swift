@@ -43,26 +43,34 @@ extension Dashboard {
     func login(_ request: RESTRequest) -> Response {
         guard let token else { return notFoundPage("No such page.") }
         guard Self.isForm(request) else { return formRequired() }
-        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        let fields = Self.formFields(request)
         guard let offered = fields["token"], HTTPAPI.constantTimeEqual(Array(offered.utf8), Array(token.utf8)) else {
             return loginPage(status: .forbidden, error: "Wrong token.")
         }
-        var cookie = "\(DashboardSessions.cookieName)=\(sessions.createSession()); HttpOnly; SameSite=Strict; Path=/ui"
-        if secureTransport { cookie += "; Secure" }
+        let cookie = sessionCookie(sessions.createSession())
         return Response(status: .seeOther, headers: [.location: "/ui", .setCookie: cookie, .cacheControl: "no-store"])
     }
 
     /// `POST /ui/logout`: ends the session whose cookie and logout token the form carries.
     func logout(_ request: RESTRequest) -> Response {
         guard Self.isForm(request) else { return formRequired() }
-        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        let fields = Self.formFields(request)
         guard let session = request.request.cookies[DashboardSessions.cookieName]?.value, let csrf = fields["csrf"],
             sessions.endSession(session, logoutToken: csrf)
         else { return forbidden("You are not logged in, or this form has expired. Nothing was changed.") }
-        var cookie = "\(DashboardSessions.cookieName)=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/ui"
-        if secureTransport { cookie += "; Secure" }
+        let cookie = sessionCookie("", attributes: "Max-Age=0; ")
         return Response(
             status: .seeOther, headers: [.location: "/ui/login", .setCookie: cookie, .cacheControl: "no-store"])
+    }
+
+    /// The `Set-Cookie` value for the session cookie (rest-api.md §8.1); `Secure` under TLS.
+    private func sessionCookie(_ value: String, attributes: String = "") -> String {
+        "\(DashboardSessions.cookieName)=\(value); \(attributes)HttpOnly; SameSite=Strict; Path=/ui"
+            + (secureTransport ? "; Secure" : "")
+    }
+
+    static func formFields(_ request: RESTRequest) -> [String: String] {
+        FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
     }
 
     static func redirect(to location: String) -> Response {
@@ -142,11 +150,10 @@ extension Dashboard {
     /// `POST /ui/…`: login, or one action with a valid session (or bearer token) and CSRF token.
     func post(_ request: RESTRequest) async throws -> Response {
         let rest = (request.parameters["rest"] ?? "").split(separator: "/").map(String.init)
-        let isActionPath =
-            rest == ["login"] || rest == ["logout"]
-            || (rest.count == 5 && rest[0] == "namespace" && rest[2] == "work_spec" && Action(rawValue: rest[4]) != nil)
+        let action =
+            rest.count == 5 && rest[0] == "namespace" && rest[2] == "work_spec" ? Action(rawValue: rest[4]) : nil
         // Pages take no POST; the action routes exist only with a token.
-        guard isActionPath else {
+        guard action != nil || rest == ["login"] || rest == ["logout"] else {
             var error = RESTError(.methodNotAllowed, "ErrMethodNotAllowed", "method POST not allowed")
             error.headers = [(.allow, "GET, HEAD")]
             throw error
@@ -158,13 +165,13 @@ extension Dashboard {
             return forbidden("You are not logged in, or your session has ended. Log in and try again.")
         }
         guard Self.isForm(request) else { return formRequired() }
-        let fields = FormFields.parse(request.body.map { Array($0.readableBytesView) } ?? [])
+        let fields = Self.formFields(request)
         guard let csrf = fields["csrf"], sessions.consumeToken(csrf, for: principal) else {
             return forbidden(
                 "This form has expired, was already used, or was not issued to you. Nothing was changed. "
                     + "Go back, reload the page and try again.")
         }
-        guard let action = Action(rawValue: rest[4]) else { return notFoundPage("No such page.") }
+        guard let action else { return notFoundPage("No such page.") }
         do {
             let (ns, specName) = (try Self.name(rest[1]), try Self.name(rest[3]))
             try await perform(action, ns, specName, fields: fields)
