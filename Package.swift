@@ -224,16 +224,20 @@ let package = Package(
             path: "Sources/coordinate-bench",
             swiftSettings: strictSwift6),
 
+        // Process launching with a parent-death signal (vfork + prctl + execve), for the tests' child processes.
+        .target(name: "CSpawn", path: "Tests/CSpawn"),
+
         .target(
             name: "TestSupport",
             dependencies: [
-                "CBOR", .product(name: "NIOCore", package: "swift-nio"),
+                "CBOR", "CSpawn", "CoordinateConfig", "CoordinateServer", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Tests/TestSupport",
             swiftSettings: strictSwift6),
 
+        .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"], swiftSettings: strictSwift6),
         .testTarget(name: "CBORTests", dependencies: ["CBOR", "TestSupport"], swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateEngineTests",

@@ -68,6 +68,8 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var host = "127.0.0.1"
         public var port = 5932
         public var httpHost: String?
+        /// The HTTP port: 0 disables the listener, ``automaticPort`` (`auto` in a file or on the command line)
+        /// binds a free port the kernel chooses (`coordinated --ports-file` reports it).
         public var httpPort = 5980
         public var modules = ["JobQueue", "LockService"]
         /// The built-in default is the durable embedded SQLite backend.
@@ -92,6 +94,9 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var httpToken: String?
         public var httpAllowedHosts: [String] = []
         public var cborrpcAllow: [String]?
+
+        /// The ``httpPort`` value meaning "any free port": HTTP has no port 0 of its own, since 0 disables it.
+        public static let automaticPort = -1
 
         public init() {}
     }
@@ -212,7 +217,7 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             ("host", .string(server.host)),
             ("port", .int(Int64(server.port))),
             ("http_host", string(server.httpHost)),
-            ("http_port", .int(Int64(server.httpPort))),
+            ("http_port", server.httpPort == Server.automaticPort ? .string("auto") : .int(Int64(server.httpPort))),
             ("modules", .list(server.modules.map(ConfigTree.string))),
             ("storage", .string(server.storage.rawValue)),
             ("data_dir", string(server.dataDir)),

@@ -27,6 +27,14 @@ public enum DaemonStartError: Error, CustomStringConvertible {
     }
 }
 
+/// Where a started daemon listens.
+public struct ListeningAddresses: Sendable {
+    /// The CBOR-RPC listener.
+    public let cborRPC: SocketAddress
+    /// The HTTP listener; nil when it is disabled.
+    public let http: SocketAddress?
+}
+
 /// The running daemon: its event loops, its CBOR-RPC listener, the engine and the RPC modules it serves.
 public final class Daemon: Sendable {
     public let configuration: CoordinateConfiguration
@@ -189,34 +197,37 @@ public final class Daemon: Sendable {
             }
             let api = HTTPAPI(engine: engine, settings: settings, logger: logger, observer: observer, metrics: render)
             http = HTTPListener(
-                api: api, host: server.httpHost ?? server.host, port: server.httpPort, tls: tls?.configuration,
+                api: api, host: server.httpHost ?? server.host, port: max(0, server.httpPort), tls: tls?.configuration,
                 logger: logger, eventLoopGroup: group)
         } else {
             http = nil
         }
     }
 
-    /// Opens the listeners. Returns the CBOR-RPC address actually bound (useful with port 0). Storage that
-    /// needs initialising is initialised afterwards by ``initializeStorage()`` (storage.md §5.2).
+    /// Opens the listeners and returns the addresses actually bound (with port 0, or `http_port: auto`, the
+    /// kernel chooses). Storage that needs initialising is initialised afterwards by ``initializeStorage()``
+    /// (storage.md §5.2).
     @discardableResult
-    public func start() async throws(DaemonStartError) -> SocketAddress {
+    public func start() async throws(DaemonStartError) -> ListeningAddresses {
         do throws(ListenError) {
             let address = try await cborServer.start(host: configuration.server.host, port: configuration.server.port)
             logger.info("CBOR-RPC listening on \(address)")
+            var httpAddress: SocketAddress?
             if let http {
                 let host = configuration.server.httpHost ?? configuration.server.host
                 do {
                     let bound = try await http.start()
+                    httpAddress = bound
                     logger.info("HTTP listening on \(bound)")
                 } catch {
                     await cborServer.shutdown(grace: .seconds(1))
                     throw ListenError(
-                        host: host, port: configuration.server.httpPort, listener: "HTTP",
+                        host: host, port: max(0, configuration.server.httpPort), listener: "HTTP",
                         reason: ListenError.reason(for: error))
                 }
             }
             if sqlite == nil && postgres == nil { await createRPCNamespace() }
-            return address
+            return ListeningAddresses(cborRPC: address, http: httpAddress)
         } catch {
             throw .listen(error)
         }
@@ -269,6 +280,11 @@ public final class Daemon: Sendable {
         var sinceArchive = 0.0
         var sincePurge = 0.0
         var sinceCheckpoint = 0.0
+        // Tests that must tell the size-triggered checkpoint from the periodic one push the latter out of the way.
+        let environment = ProcessInfo.processInfo.environment
+        let checkpointEvery =
+            environment["COORDINATE_TESTING"] == "1"
+            ? environment["COORDINATE_TEST_SQLITE_CHECKPOINT_SECONDS"].flatMap(Double.init) ?? 10 : 10
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: .seconds(1))
@@ -286,7 +302,7 @@ public final class Daemon: Sendable {
             if let sqlite {
                 // Notice a removed or replaced database file within 5 s (storage.md §6.5).
                 if Int(sincePurge) % 5 == 0 { sqlite.checkFileIdentity() }
-                if sinceCheckpoint >= 10 {
+                if sinceCheckpoint >= checkpointEvery {
                     sinceCheckpoint = 0
                     await Task.detached { sqlite.checkpoint() }.value
                 }
@@ -329,22 +345,37 @@ public final class Daemon: Sendable {
 public struct DaemonService: Service {
     let daemon: Daemon
     let pidFile: String?
+    let portsFile: String?
 
-    /// - Parameter pidFile: Written once the listeners are open, so a supervisor that signals the pid as soon as
-    ///   it appears gets a graceful stop.
-    public init(daemon: Daemon, pidFile: String? = nil) {
+    /// - Parameters:
+    ///   - pidFile: Written once the listeners are open, so a supervisor that signals the pid as soon as it
+    ///     appears gets a graceful stop.
+    ///   - portsFile: Written (atomically) once the listeners are open with the ports they bound, as JSON:
+    ///     `{"cborrpc": 5932, "http": 5980}`, `"http": null` when HTTP is disabled. It is how a supervisor or a
+    ///     test learns the ports the kernel chose for `--port 0` and `--http-port auto`.
+    public init(daemon: Daemon, pidFile: String? = nil, portsFile: String? = nil) {
         self.daemon = daemon
         self.pidFile = pidFile
+        self.portsFile = portsFile
     }
 
     /// Throws ``DaemonStartError`` when a listener cannot open.
     public func run() async throws {
-        try await daemon.start()
+        let addresses = try await daemon.start()
         if let pidFile {
             do {
                 try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
             } catch {
                 daemon.logger.error("cannot write pid file \(pidFile): \(error)")
+            }
+        }
+        if let portsFile {
+            let http = addresses.http?.port.map(String.init) ?? "null"
+            let json = #"{"cborrpc": \#(addresses.cborRPC.port ?? 0), "http": \#(http)}"# + "\n"
+            do {
+                try json.write(toFile: portsFile, atomically: true, encoding: .utf8)
+            } catch {
+                daemon.logger.error("cannot write ports file \(portsFile): \(error)")
             }
         }
         await withTaskGroup(of: Void.self) { group in

@@ -128,7 +128,7 @@ struct RequestPathBench: AsyncParsableCommand {
         configuration.server.httpPort = 0
         let daemon = try Daemon(
             configuration: configuration, modules: [PingModule()], logger: logger, eventLoopThreads: serverThreads)
-        let daemonPort = try await daemon.start().port!
+        let daemonPort = try await daemon.start().cborRPC.port!
         let echoGroup = MultiThreadedEventLoopGroup(numberOfThreads: serverThreads)
         let request = CBOREncoder.encodeEnvelope(.map(CBORMap([("id", 1), ("method", "ping"), ("params", [])])))
         let reply = CBOREncoder.encodeEnvelope(RPCDispatcher.successResponse(id: 1, result: .null))

@@ -21,7 +21,9 @@ struct CoordinatedCommand: ParsableCommand {
     @Option(name: [.customShort("p"), .long], help: "CBOR-RPC port (coordinate.server.port).")
     var port: String?
 
-    @Option(name: .customLong("http-port"), help: "HTTP port; 0 disables the HTTP listener.")
+    @Option(
+        name: .customLong("http-port"),
+        help: "HTTP port; 0 disables the HTTP listener, auto binds a free port (see --ports-file).")
     var httpPort: String?
 
     @Option(help: "Storage backend: memory, sqlite or postgres.")
@@ -32,6 +34,14 @@ struct CoordinatedCommand: ParsableCommand {
 
     @Option(help: "Write the process id to this file once the listeners are open.")
     var pid: String?
+
+    @Option(
+        name: .customLong("ports-file"),
+        help: ArgumentHelp(
+            "Write the bound ports as JSON to this file once the listeners are open.",
+            discussion: #"For example {"cborrpc": 5932, "http": 5980}; "http" is null when HTTP is disabled. "#
+                + "With --port 0 and --http-port auto the kernel chooses the ports."))
+    var portsFile: String?
 
     @Flag(name: [.customShort("v"), .long], help: "Debug logging.")
     var verbose = false
@@ -68,11 +78,15 @@ struct CoordinatedCommand: ParsableCommand {
             configuration.server.port = value
         }
         if let httpPort {
-            guard let value = Int(httpPort), (0...65535).contains(value) else {
-                throw ConfigurationError(
-                    source: source, key: "coordinate.server.http_port", reason: "expected an integer port")
+            if httpPort == "auto" {
+                configuration.server.httpPort = CoordinateConfiguration.Server.automaticPort
+            } else {
+                guard let value = Int(httpPort), (0...65535).contains(value) else {
+                    throw ConfigurationError(
+                        source: source, key: "coordinate.server.http_port", reason: "expected an integer port or auto")
+                }
+                configuration.server.httpPort = value
             }
-            configuration.server.httpPort = value
         }
         if let storage {
             guard let kind = StorageKind(rawValue: storage) else {
@@ -159,7 +173,7 @@ Task {
 
 let serviceGroup = ServiceGroup(
     configuration: ServiceGroupConfiguration(
-        services: [.init(service: DaemonService(daemon: daemon, pidFile: command.pid))],
+        services: [.init(service: DaemonService(daemon: daemon, pidFile: command.pid, portsFile: command.portsFile))],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger))
 do {

@@ -11,7 +11,8 @@ import Glibc
 
 /// A deliberately misbehaving peer: accepts one connection at a time and answers each request with whatever
 /// `respond` returns (nothing, to stay silent). The real daemon never breaks the protocol, so these client
-/// paths need a server that does.
+/// paths need a server that does. It serves on threads of its own (blocking sockets, never on the cooperative
+/// pool).
 final class ScriptedServer: @unchecked Sendable {
     // @unchecked Sendable: `listener` is fixed at init; the accept thread owns every accepted descriptor.
     let port: Int
@@ -86,54 +87,56 @@ final class ScriptedServer: @unchecked Sendable {
 struct ConnectionTests {
     @Test("500 concurrent calls pipelined on one client each get their own answer")
     func pipelining() async throws {
-        let daemon = try memoryDaemon()
-        defer { daemon.stop() }
-        let client = makeClient(port: daemon.port)
-        for index in 0..<20 { try await client.setWorkSpec(["name": .text("spec\(index)"), "n": .int(index)]) }
-        let answers = try await withThrowingTaskGroup(of: (Int, Int64?).self) { group in
-            for call in 0..<500 {
-                group.addTask {
-                    let spec = try await client.workSpec("spec\(call % 20)")
-                    return (call, spec?["n"]?.int64Value)
+        try await withDaemon(arguments: ["-q"]) { daemon in
+            let client = makeClient(port: daemon.port)
+            for index in 0..<20 { try await client.setWorkSpec(["name": .text("spec\(index)"), "n": .int(index)]) }
+            let answers = try await withThrowingTaskGroup(of: (Int, Int64?).self) { group in
+                for call in 0..<500 {
+                    group.addTask {
+                        let spec = try await client.workSpec("spec\(call % 20)")
+                        return (call, spec?["n"]?.int64Value)
+                    }
                 }
+                var collected: [(Int, Int64?)] = []
+                for try await answer in group { collected.append(answer) }
+                return collected
             }
-            var collected: [(Int, Int64?)] = []
-            for try await answer in group { collected.append(answer) }
-            return collected
+            #expect(answers.count == 500)
+            for (call, n) in answers { #expect(n == Int64(call % 20)) }
         }
-        #expect(answers.count == 500)
-        for (call, n) in answers { #expect(n == Int64(call % 20)) }
     }
 
     @Test("a daemon restarted mid-run: calls made while it is down are resent and succeed")
     func restartMidRun() async throws {
         // The memory backend answers as soon as it listens (SQLite answers `storage unavailable: initialising`
         // for its first milliseconds, an error response that is deliberately not retried).
-        let first = try DaemonProcess(arguments: ["--storage", "memory", "-q"])
-        let port = first.port
-        let client = makeClient(port: port, retries: 8, base: 0.05)
-        try await client.setWorkSpec(["name": "before"])
-        first.stop()
-        // Calls made while the daemon is down wait in the retry loop until it is back.
-        async let created: Void = client.setWorkSpec(["name": "during"])
-        async let counted = client.countWorkUnits("during")
-        try await Task.sleep(for: .milliseconds(300))
-        let second = try DaemonProcess(arguments: ["--storage", "memory", "-q"], port: port)
-        defer { second.stop() }
-        try await created
-        // Pipelined behind the spec's creation, in order, on the new connection.
-        #expect(try await counted == [:])
-        #expect(try await client.allWorkSpecs().map { $0["name"] } == [.bytes("during")])
+        try await withDaemons { group in
+            let first = try await group.start(arguments: ["-q"])
+            let port = first.port
+            let client = makeClient(port: port, retries: 8, base: 0.05)
+            try await client.setWorkSpec(["name": "before"])
+            await first.stop()
+            // Calls made while the daemon is down wait in the retry loop until it is back.
+            async let created: Void = client.setWorkSpec(["name": "during"])
+            async let counted = client.countWorkUnits("during")
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await group.start(arguments: ["-q"], port: port)
+            try await created
+            // Pipelined behind the spec's creation, in order, on the new connection.
+            #expect(try await counted == [:])
+            #expect(try await client.allWorkSpecs().map { $0["name"] } == [.bytes("during")])
+        }
     }
 
     @Test("no daemon: the call fails with a connection error naming the address")
     func noDaemon() async throws {
-        let port = DaemonProcess.freePort()
-        let client = makeClient(port: port, retries: 2, base: 0.01)
-        await #expect(
-            throws: CoordinateClientError.connection("cannot connect to 127.0.0.1:\(port): Connection refused")
-        ) {
-            _ = try await client.now()
+        try await withUnusedPort { port in
+            let client = makeClient(port: port, retries: 2, base: 0.01)
+            await #expect(
+                throws: CoordinateClientError.connection("cannot connect to 127.0.0.1:\(port): Connection refused")
+            ) {
+                _ = try await client.now()
+            }
         }
     }
 
@@ -189,19 +192,19 @@ struct ConnectionTests {
 
     @Test("a response larger than max_response_bytes is a protocol error")
     func oversizedResponse() async throws {
-        let daemon = try memoryDaemon()
-        defer { daemon.stop() }
-        let writer = makeClient(port: daemon.port)
-        try await writer.setWorkSpec(["name": "s"])
-        try await writer.addWorkUnits(
-            "s", [WorkUnitSubmission(key: "big", data: ["blob": .bytes(Array(repeating: 1, count: 5000))])])
-        var settings = ClientSettings(address: "127.0.0.1:\(daemon.port)")
-        settings.maxResponseBytes = 1000
-        let reader = CoordinateClient(settings: settings)
-        await #expect(throws: CoordinateClientError.protocolViolation("response larger than max_response_bytes")) {
-            _ = try await reader.workUnits("s")
+        try await withDaemon(arguments: ["-q"]) { daemon in
+            let writer = makeClient(port: daemon.port)
+            try await writer.setWorkSpec(["name": "s"])
+            try await writer.addWorkUnits(
+                "s", [WorkUnitSubmission(key: "big", data: ["blob": .bytes(Array(repeating: 1, count: 5000))])])
+            var settings = ClientSettings(address: "127.0.0.1:\(daemon.port)")
+            settings.maxResponseBytes = 1000
+            let reader = CoordinateClient(settings: settings)
+            await #expect(throws: CoordinateClientError.protocolViolation("response larger than max_response_bytes")) {
+                _ = try await reader.workUnits("s")
+            }
+            #expect(try await reader.countWorkUnits("s") == [.available: 1])
         }
-        #expect(try await reader.countWorkUnits("s") == [.available: 1])
     }
 
     @Test("an error response is returned as is and not retried")

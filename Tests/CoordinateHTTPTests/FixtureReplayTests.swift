@@ -16,54 +16,55 @@ import Testing
 struct FixtureReplayTests {
     static let zeroTime = "0001-01-01T00:00:00Z"
 
-    @Test("coordbench add, do and clear replay on one daemon")
-    func replay() throws {
-        let harness = try RESTHarness()
-        var lastAttempts: [JSONValue] = []
-        for name in ["coordbench-add", "coordbench-do", "coordbench-clear"] {
-            let url = TestPaths.fixtures.appendingPathComponent("spec/rest-fixtures/\(name).json")
-            let fixture = try JSONValue.parse(String(contentsOf: url, encoding: .utf8))
-            let exchanges = try #require(fixture["exchanges"]?.elements)
-            for (index, exchange) in exchanges.enumerated() {
-                let label = "\(name)[\(index)]"
-                let method = try #require(exchange["method"]?.stringValue)
-                var path = try #require(exchange["path"]?.stringValue)
-                let volatile = exchange["volatile"]?.elements?.compactMap { $0.stringValue } ?? []
-                if volatile.contains("path"), let action = path.split(separator: "/").last {
-                    // The recorded URL names the reference server's attempt; use ours.
-                    let live = lastAttempts.first?["\(action)_url"]?.stringValue
-                    path = try #require(live, "\(label): no live attempt for \(path)")
-                }
-                var headers: [(String, String)] = []
-                if let type = exchange["request_content_type"]?.stringValue { headers.append(("Content-Type", type)) }
-                if let accept = exchange["request_accept"]?.stringValue { headers.append(("Accept", accept)) }
-                let body = exchange["request_body"].flatMap { $0 == .null ? nil : Array($0.serialized().utf8) }
-                let response = try harness.http.request(method, path, headers: headers, body: body)
+    @Test("coordbench add, do and clear replay on one daemon", arguments: RESTHarness.backends)
+    func replay(storage: String) async throws {
+        try await withRESTHarness(storage: storage) { harness in
+            var lastAttempts: [JSONValue] = []
+            for name in ["coordbench-add", "coordbench-do", "coordbench-clear"] {
+                let url = TestPaths.fixtures.appendingPathComponent("spec/rest-fixtures/\(name).json")
+                let fixture = try JSONValue.parse(String(contentsOf: url, encoding: .utf8))
+                let exchanges = try #require(fixture["exchanges"]?.elements)
+                for (index, exchange) in exchanges.enumerated() {
+                    let label = "\(name)[\(index)]"
+                    let method = try #require(exchange["method"]?.stringValue)
+                    var path = try #require(exchange["path"]?.stringValue)
+                    let volatile = exchange["volatile"]?.elements?.compactMap { $0.stringValue } ?? []
+                    if volatile.contains("path"), let action = path.split(separator: "/").last {
+                        // The recorded URL names the reference server's attempt; use ours.
+                        let live = lastAttempts.first?["\(action)_url"]?.stringValue
+                        path = try #require(live, "\(label): no live attempt for \(path)")
+                    }
+                    var headers: [(String, String)] = []
+                    if let type = exchange["request_content_type"]?.stringValue { headers.append(("Content-Type", type)) }
+                    if let accept = exchange["request_accept"]?.stringValue { headers.append(("Accept", accept)) }
+                    let body = exchange["request_body"].flatMap { $0 == .null ? nil : Array($0.serialized().utf8) }
+                    let response = try await harness.http.request(method, path, headers: headers, body: body)
 
-                var expected = Int(exchange["status"]?.intValue ?? 0)
-                // go-coordinate answers 201 to every POST of a spec; the specification answers 200 when it
-                // updates an existing one (docs/decisions.md). The go client accepts either.
-                if expected == 201, method == "POST", path.hasSuffix("/work_spec"), response.status == 200 {
-                    expected = 200
+                    var expected = Int(exchange["status"]?.intValue ?? 0)
+                    // go-coordinate answers 201 to every POST of a spec; the specification answers 200 when it
+                    // updates an existing one (docs/decisions.md). The go client accepts either.
+                    if expected == 201, method == "POST", path.hasSuffix("/work_spec"), response.status == 200 {
+                        expected = 200
+                    }
+                    #expect(response.status == expected, "\(label) \(method) \(path)")
+                    if response.status != 204 {
+                        #expect(
+                            response.header("content-type") == exchange["response_content_type"]?.stringValue, "\(label)")
+                    }
+                    if let location = exchange["response_location"]?.stringValue {
+                        #expect(response.header("location") == location, "\(label)")
+                    }
+                    let recorded = exchange["response_body"] ?? JSONValue.null
+                    guard recorded != .null else { continue }
+                    let actual = try JSONValue.parse(response.body)
+                    let problems = Self.shapeProblems(recorded: recorded, actual: actual, at: "response_body")
+                    #expect(problems.isEmpty, "\(label) \(method) \(path): \(problems)")
+                    if let attempts = actual["attempts"]?.elements, !attempts.isEmpty { lastAttempts = attempts }
                 }
-                #expect(response.status == expected, "\(label) \(method) \(path)")
-                if response.status != 204 {
-                    #expect(
-                        response.header("content-type") == exchange["response_content_type"]?.stringValue, "\(label)")
-                }
-                if let location = exchange["response_location"]?.stringValue {
-                    #expect(response.header("location") == location, "\(label)")
-                }
-                let recorded = exchange["response_body"] ?? JSONValue.null
-                guard recorded != .null else { continue }
-                let actual = try JSONValue.parse(response.body)
-                let problems = Self.shapeProblems(recorded: recorded, actual: actual, at: "response_body")
-                #expect(problems.isEmpty, "\(label) \(method) \(path): \(problems)")
-                if let attempts = actual["attempts"]?.elements, !attempts.isEmpty { lastAttempts = attempts }
             }
+            // `clear` deleted everything `add` created and `do` finished.
+            #expect(try await harness.call("GET", "/namespace/fx-add/work_spec/spec/counts").1 == [:])
         }
-        // `clear` deleted everything `add` created and `do` finished.
-        #expect(try harness.call("GET", "/namespace/fx-add/work_spec/spec/counts").1 == [:])
     }
 
     /// Differences between a recorded answer and ours under the rules above.

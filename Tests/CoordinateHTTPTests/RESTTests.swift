@@ -6,131 +6,132 @@ import TestSupport
 import Testing
 
 /// A daemon with both listeners on loopback, an HTTP client and a CBOR-RPC client for it.
-final class RESTHarness: Sendable {
+struct RESTHarness: Sendable {
     let daemon: DaemonProcess
     let http: HTTPTestClient
     let client: CoordinateClient
 
-    init(extra: [String] = [], storage: String = "memory") throws {
-        let httpPort = DaemonProcess.freePort()
-        var arguments = ["--storage", storage, "-q", "--http-port", String(httpPort)] + extra
-        if storage == "sqlite" {
-            arguments += ["--data-dir", NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString)"]
-        }
-        daemon = try DaemonProcess(arguments: arguments)
-        http = HTTPTestClient(port: httpPort)
-        client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
-        // The HTTP listener opens right after the CBOR-RPC one, and durable storage finishes initialising after
-        // both: wait until /healthz says the storage answers.
-        for _ in 0..<1000 where (try? http.request("GET", "/healthz"))?.status != 200 { usleep(10_000) }
-    }
-
-    deinit { daemon.stop() }
+    /// The backends the backend-parameterised REST cases run on (`COORDINATE_TEST_BACKENDS` narrows them).
+    static let backends = ["memory", "sqlite", "postgres"].filter(TestBackends.enabled)
 
     /// Sends a JSON request and parses the JSON answer (`.null` for an empty body).
     func call(
         _ method: String, _ path: String, _ body: String? = nil, accept: String? = nil
-    ) throws -> (
-        Int, JSONValue
-    ) {
-        let response = try http.json(method, path, body, accept: accept)
+    ) async throws -> (Int, JSONValue) {
+        let response = try await http.json(method, path, body, accept: accept)
         let json = response.body.isEmpty ? JSONValue.null : try JSONValue.parse(response.body)
         return (response.status, json)
+    }
+}
+
+/// Runs `body` with a daemon on `storage` serving both listeners (its storage ready); it stops when `body` ends.
+func withRESTHarness<R>(
+    storage: String = "memory", extra: [String] = [], _ body: (RESTHarness) async throws -> R
+) async throws -> R {
+    try await withDaemon(storage: storage, arguments: ["-q"] + extra, http: true) { daemon in
+        let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
+        return try await withCleanup {
+            try await body(RESTHarness(daemon: daemon, http: daemon.http, client: client))
+        } cleanup: {
+            await client.close()
+        }
     }
 }
 
 @Suite("REST: protections and negotiation (rest-api.md §1)")
 struct RESTProtectionTests {
     @Test("discovery document, Host check, unknown routes, methods, Accept and Content-Type")
-    func protections() throws {
-        let harness = try RESTHarness()
-        let http = harness.http
-        let root = try http.json("GET", "/")
-        #expect(root.status == 200)
-        #expect(root.header("content-type") == "application/vnd.diffeo.coordinate.v1+json")
-        #expect(
-            try JSONValue.parse(root.body) == [
-                "url": "/", "summary_url": "/summary", "namespaces_url": "/namespace",
-                "namespace_url": "/namespace/{namespace}", "metrics_url": "/metrics", "health_url": "/healthz",
-                "ui_url": "/ui",
-            ])
-        // DNS rebinding: a foreign Host is refused before anything else; no Host at all is a bad request.
-        let foreign = try http.request("GET", "/namespace/x", host: "evil.example")
-        #expect(foreign.status == 421)
-        #expect(try JSONValue.parse(foreign.body)["error"] == "ErrMisdirectedRequest")
-        #expect(try http.request("GET", "/healthz", host: "evil.example").status == 421)
-        #expect(try http.request("GET", "/", host: nil).status == 400)
-        #expect(try http.request("GET", "/", host: "localhost").status == 200)
-        // The foreign Host did not create the namespace.
-        #expect(try harness.call("GET", "/namespace").1 == ["namespaces": [["url": "/namespace/-", "name": ""]]])
+    func protections() async throws {
+        try await withRESTHarness { harness in
+            let http = harness.http
+            let root = try await http.json("GET", "/")
+            #expect(root.status == 200)
+            #expect(root.header("content-type") == "application/vnd.diffeo.coordinate.v1+json")
+            #expect(
+                try JSONValue.parse(root.body) == [
+                    "url": "/", "summary_url": "/summary", "namespaces_url": "/namespace",
+                    "namespace_url": "/namespace/{namespace}", "metrics_url": "/metrics", "health_url": "/healthz",
+                    "ui_url": "/ui",
+                ])
+            // DNS rebinding: a foreign Host is refused before anything else; no Host at all is a bad request.
+            let foreign = try await http.request("GET", "/namespace/x", host: "evil.example")
+            #expect(foreign.status == 421)
+            #expect(try JSONValue.parse(foreign.body)["error"] == "ErrMisdirectedRequest")
+            #expect(try await http.request("GET", "/healthz", host: "evil.example").status == 421)
+            #expect(try await http.request("GET", "/", host: nil).status == 400)
+            #expect(try await http.request("GET", "/", host: "localhost").status == 200)
+            // The foreign Host did not create the namespace.
+            #expect(try await harness.call("GET", "/namespace").1 == ["namespaces": [["url": "/namespace/-", "name": ""]]])
 
-        let missing = try http.json("GET", "/nowhere")
-        #expect(missing.status == 404)
-        #expect(try JSONValue.parse(missing.body) == ["error": "ErrNotFound", "message": "Not found"])
-        let wrongMethod = try http.json("PATCH", "/namespace")
-        #expect(wrongMethod.status == 405)
-        #expect(wrongMethod.header("allow") == "GET, HEAD, POST")
-        #expect(try http.request("OPTIONS", "/namespace").status == 405)
-        #expect(
-            try http.request("GET", "/", headers: [("Origin", "https://evil.example")]).header(
-                "access-control-allow-origin") == nil)
+            let missing = try await http.json("GET", "/nowhere")
+            #expect(missing.status == 404)
+            #expect(try JSONValue.parse(missing.body) == ["error": "ErrNotFound", "message": "Not found"])
+            let wrongMethod = try await http.json("PATCH", "/namespace")
+            #expect(wrongMethod.status == 405)
+            #expect(wrongMethod.header("allow") == "GET, HEAD, POST")
+            #expect(try await http.request("OPTIONS", "/namespace").status == 405)
+            #expect(
+                try await http.request("GET", "/", headers: [("Origin", "https://evil.example")]).header(
+                    "access-control-allow-origin") == nil)
 
-        // Accept negotiation.
-        #expect(try http.json("GET", "/", accept: "text/*").header("content-type") == "text/json")
-        #expect(try http.json("GET", "/", accept: "application/json").header("content-type") == "application/json")
-        #expect(
-            try http.json("GET", "/", accept: "*/*;q=0.9, application/vnd.diffeo.coordinate+json")
-                .header("content-type") == "application/vnd.diffeo.coordinate+json")
-        #expect(
-            try http.json("GET", "/", accept: "application/*;q=0.5, text/json;q=0.5").header("content-type")
-                == "text/json")
-        #expect(try http.json("GET", "/", accept: "image/png").status == 406)
+            // Accept negotiation.
+            #expect(try await http.json("GET", "/", accept: "text/*").header("content-type") == "text/json")
+            #expect(try await http.json("GET", "/", accept: "application/json").header("content-type") == "application/json")
+            #expect(
+                try await http.json("GET", "/", accept: "*/*;q=0.9, application/vnd.diffeo.coordinate+json")
+                    .header("content-type") == "application/vnd.diffeo.coordinate+json")
+            #expect(
+                try await http.json("GET", "/", accept: "application/*;q=0.5, text/json;q=0.5").header("content-type")
+                    == "text/json")
+            #expect(try await http.json("GET", "/", accept: "image/png").status == 406)
 
-        // State-changing requests need a JSON Content-Type, even with an empty body.
-        let noType = try http.request("POST", "/namespace", body: Array(#"{"name": "a"}"#.utf8))
-        #expect(noType.status == 415)
-        #expect(try JSONValue.parse(noType.body)["error"] == "ErrUnsupportedMediaType")
-        #expect(try http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "text/plain").status == 415)
-        #expect(
-            try http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "application/json; charset=utf-8")
-                .status == 201)
-        #expect(try http.request("DELETE", "/namespace/a").status == 204)
-        #expect(try http.request("DELETE", "/namespace/a", headers: [("Content-Type", "text/plain")]).status == 415)
-        #expect(try http.request("GET", "/", headers: [], body: Array("x".utf8)).status == 415)
-        // Malformed JSON.
-        let malformed = try http.json("POST", "/namespace", "{")
-        #expect(malformed.status == 400)
-        #expect(try JSONValue.parse(malformed.body)["error"] == "ErrBadRequest")
+            // State-changing requests need a JSON Content-Type, even with an empty body.
+            let noType = try await http.request("POST", "/namespace", body: Array(#"{"name": "a"}"#.utf8))
+            #expect(noType.status == 415)
+            #expect(try JSONValue.parse(noType.body)["error"] == "ErrUnsupportedMediaType")
+            #expect(try await http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "text/plain").status == 415)
+            #expect(
+                try await http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "application/json; charset=utf-8")
+                    .status == 201)
+            #expect(try await http.request("DELETE", "/namespace/a").status == 204)
+            #expect(try await http.request("DELETE", "/namespace/a", headers: [("Content-Type", "text/plain")]).status == 415)
+            #expect(try await http.request("GET", "/", headers: [], body: Array("x".utf8)).status == 415)
+            // Malformed JSON.
+            let malformed = try await http.json("POST", "/namespace", "{")
+            #expect(malformed.status == 400)
+            #expect(try JSONValue.parse(malformed.body)["error"] == "ErrBadRequest")
 
-        // HEAD: same status and headers as GET, no body, and never creates.
-        let head = try http.request("HEAD", "/")
-        #expect(head.status == 200)
-        #expect(head.body.isEmpty)
-        #expect(head.header("content-length") == root.header("content-length"))
-        #expect(try http.request("HEAD", "/namespace/ghost").status == 404)
-        #expect(try http.request("HEAD", "/namespace/x/worker/ghost").status == 404)
+            // HEAD: same status and headers as GET, no body, and never creates.
+            let head = try await http.request("HEAD", "/")
+            #expect(head.status == 200)
+            #expect(head.body.isEmpty)
+            #expect(head.header("content-length") == root.header("content-length"))
+            #expect(try await http.request("HEAD", "/namespace/ghost").status == 404)
+            #expect(try await http.request("HEAD", "/namespace/x/worker/ghost").status == 404)
+        }
     }
 
     @Test("bodies over max_message_bytes get 413; the bearer token guards everything but /healthz")
-    func sizeAndToken() throws {
+    func sizeAndToken() async throws {
         let config = NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString).yaml"
         try "coordinate:\n  server:\n    max_message_bytes: 1000\n    http_token: s3cret\n".write(
             toFile: config, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: config) }
-        let harness = try RESTHarness(extra: ["--config", config])
-        let http = harness.http
-        let auth = ("Authorization", "Bearer s3cret")
-        let json = ("Content-Type", "application/json")
-        #expect(try http.request("GET", "/healthz").status == 200)
-        let refused = try http.request("GET", "/")
-        #expect(refused.status == 401)
-        #expect(refused.header("www-authenticate") == "Bearer")
-        #expect(try JSONValue.parse(refused.body)["error"] == "ErrUnauthorized")
-        #expect(try http.request("GET", "/", headers: [("Authorization", "Bearer wrong")]).status == 401)
-        #expect(try http.request("GET", "/", headers: [auth]).status == 200)
-        let big = Array(("{\"name\": \"" + String(repeating: "x", count: 2000) + "\"}").utf8)
-        let tooLarge = try http.request("POST", "/namespace", headers: [auth, json], body: big)
-        #expect(tooLarge.status == 413)
-        #expect(try JSONValue.parse(tooLarge.body)["error"] == "ErrTooLarge")
+        try await withRESTHarness(extra: ["--config", config]) { harness in
+            let http = harness.http
+            let auth = ("Authorization", "Bearer s3cret")
+            let json = ("Content-Type", "application/json")
+            #expect(try await http.request("GET", "/healthz").status == 200)
+            let refused = try await http.request("GET", "/")
+            #expect(refused.status == 401)
+            #expect(refused.header("www-authenticate") == "Bearer")
+            #expect(try JSONValue.parse(refused.body)["error"] == "ErrUnauthorized")
+            #expect(try await http.request("GET", "/", headers: [("Authorization", "Bearer wrong")]).status == 401)
+            #expect(try await http.request("GET", "/", headers: [auth]).status == 200)
+            let big = Array(("{\"name\": \"" + String(repeating: "x", count: 2000) + "\"}").utf8)
+            let tooLarge = try await http.request("POST", "/namespace", headers: [auth, json], body: big)
+            #expect(tooLarge.status == 413)
+            #expect(try JSONValue.parse(tooLarge.body)["error"] == "ErrTooLarge")
+        }
     }
 }

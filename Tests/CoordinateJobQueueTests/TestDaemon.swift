@@ -6,23 +6,28 @@ import Foundation
 import Logging
 import TestSupport
 
-/// A daemon with the built-in JobQueue and LockService modules on a loopback ephemeral port.
-struct TestDaemon {
+/// A daemon in the test process with the built-in JobQueue and LockService modules, on a loopback port it chose
+/// itself.
+struct TestDaemon: Sendable {
     let daemon: Daemon
     let port: Int
 
     /// The storage backends every protocol test runs against.
     static let backends: [StorageKind] = [.memory, .sqlite, .postgres].filter { TestBackends.enabled($0.rawValue) }
 
-    static func start(
+    /// Runs `body` with a daemon on `storage` (a fresh data directory or PostgreSQL schema), shut down when it
+    /// ends. A `clock` other than the system's drives time by hand, on PostgreSQL too.
+    static func with<R>(
         storage: StorageKind = .memory, clock: any EngineClock = SystemClock(),
-        configure: (inout CoordinateConfiguration) -> Void = { _ in }
-    ) async throws -> TestDaemon {
+        configure: (inout CoordinateConfiguration) -> Void = { _ in }, _ body: (TestDaemon) async throws -> R
+    ) async throws -> R {
         var configuration = CoordinateConfiguration()
         configuration.server.port = 0
         configuration.server.httpPort = 0
         configuration.server.storage = storage
-        configuration.server.dataDir = NSTemporaryDirectory() + "coordinate-test-\(UUID().uuidString)"
+        let dataDirectory = TestBuild.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDirectory) }
+        configuration.server.dataDir = dataDirectory
         if storage == .postgres {
             configuration.server.postgresURL = try TestPostgres.url()
             configuration.server.postgresSchema = TestPostgres.freshSchema()
@@ -31,16 +36,14 @@ struct TestDaemon {
         configure(&configuration)
         var logger = Logger(label: "test-daemon")
         logger.logLevel = .critical
-        // Tests that pass a clock drive time by hand, on PostgreSQL too.
-        let daemon = try Daemon(
-            configuration: configuration, logger: logger, clock: clock, clockOverridesDatabase: !(clock is SystemClock),
-            eventLoopThreads: 2)
-        let address = try await daemon.start()
-        try await daemon.initializeStorage()
-        return TestDaemon(daemon: daemon, port: address.port!)
+        return try await withInProcessDaemon({
+            try Daemon(
+                configuration: configuration, logger: logger, clock: clock,
+                clockOverridesDatabase: !(clock is SystemClock), eventLoopThreads: 2)
+        }) { daemon, port in
+            try await body(TestDaemon(daemon: daemon, port: port))
+        }
     }
 
-    func connect() throws -> RawConnection { try RawConnection(port: port) }
-
-    func stop() async { await daemon.shutdown(grace: .seconds(1)) }
+    func connect() async throws -> RawConnection { try await RawConnection(port: port) }
 }

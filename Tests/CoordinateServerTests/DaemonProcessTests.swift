@@ -1,3 +1,4 @@
+import CBOR
 import CoordinateConfig
 import CoordinateServer
 import Foundation
@@ -8,8 +9,8 @@ import Testing
 @Suite("coordinated executable")
 struct DaemonProcessTests {
     @Test("--version prints the program name and the VERSION file's version")
-    func version() throws {
-        let result = try runExecutable("coordinated", ["--version"])
+    func version() async throws {
+        let result = try await runExecutable("coordinated", ["--version"])
         #expect(result.status == 0)
         let file = try String(contentsOf: TestPaths.repositoryRoot.appendingPathComponent("VERSION"), encoding: .utf8)
         #expect(result.stdout == "coordinated \(file.trimmingCharacters(in: .whitespacesAndNewlines))\n")
@@ -17,8 +18,8 @@ struct DaemonProcessTests {
     }
 
     @Test("--dump-config prints every key with the overrides applied")
-    func dumpConfig() throws {
-        let result = try runExecutable("coordinated", ["--dump-config", "--port", "7000", "--host", "0.0.0.0"])
+    func dumpConfig() async throws {
+        let result = try await runExecutable("coordinated", ["--dump-config", "--port", "7000", "--host", "0.0.0.0"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("  server:\n    host: \"0.0.0.0\"\n    port: 7000\n"))
         for key in [
@@ -45,18 +46,18 @@ struct DaemonProcessTests {
                 "coordinated: configuration error: /nonexistent/c.yaml: cannot read file: No such file or directory\n"
             ),
         ])
-    func configurationErrors(arguments: [String], expected: String) throws {
-        let result = try runExecutable("coordinated", arguments)
+    func configurationErrors(arguments: [String], expected: String) async throws {
+        let result = try await runExecutable("coordinated", arguments)
         #expect(result.status == 2)
         #expect(result.stderr == expected)
     }
 
     @Test("a configuration file with a bad value names the file and the key")
-    func badFile() throws {
+    func badFile() async throws {
         let path = NSTemporaryDirectory() + "coordinate-bad-\(UUID().uuidString).yaml"
         try "coordinate:\n  server:\n    max_connections: lots\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let result = try runExecutable("coordinated", ["-c", path])
+        let result = try await runExecutable("coordinated", ["-c", path])
         #expect(result.status == 2)
         #expect(
             result.stderr
@@ -65,51 +66,81 @@ struct DaemonProcessTests {
     }
 
     @Test("a port in use exits 2 naming the address and listener")
-    func portInUse() throws {
-        let first = try DaemonProcess(arguments: ["--config", try Self.emptyModulesConfig()])
-        defer { first.stop() }
-        let second = try DaemonProcess(
-            arguments: ["--config", try Self.emptyModulesConfig()], port: first.port, waitForListener: false)
-        #expect(second.waitForExit() == 2)
-        // Storage initialisation runs beside the listeners and may still log after the failure line (it did
-        // under ThreadSanitizer), so the line is looked for, not required last.
-        #expect(
-            second.stderrText().contains(
-                "coordinated: cannot listen on 127.0.0.1:\(first.port) (CBOR-RPC): Address already in use\n"))
+    func portInUse() async throws {
+        try await withDaemon(storage: nil, arguments: ["--config", try Self.emptyModulesConfig()]) { first in
+            let second = try await ChildProcess.spawn(
+                TestBuild.executable("coordinated"),
+                ["--config", try Self.emptyModulesConfig(), "--port", String(first.port), "--http-port", "0"])
+            let ended = await second.waitForExit(timeout: .seconds(60))
+            if ended == nil { await second.stop() }
+            #expect(ended == .exited(2))
+            // Storage initialisation runs beside the listeners and may still log after the failure line (it did
+            // under ThreadSanitizer), so the line is looked for, not required last.
+            #expect(
+                await second.result().stderr.contains(
+                    "coordinated: cannot listen on 127.0.0.1:\(first.port) (CBOR-RPC): Address already in use\n"))
+        }
     }
 
-    @Test("SIGTERM closes connections and exits 0; the pid file is written")
-    func sigterm() throws {
+    @Test("SIGTERM closes connections and exits 0; the pid and ports files are written")
+    func sigterm() async throws {
         let pidFile = NSTemporaryDirectory() + "coordinated-\(UUID().uuidString).pid"
-        let daemon = try DaemonProcess(arguments: ["--config", try Self.emptyModulesConfig(), "--pid", pidFile])
-        let connection = try RawConnection(port: daemon.port)
-        #expect(try connection.call("nothing").errorMessage == "no such method nothing")
-        // The pid file is written right after the listeners open; allow for that moment.
-        var pid = ""
-        for _ in 0..<200 {
-            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), text.hasSuffix("\n") {
-                pid = text
-                break
-            }
-            usleep(10_000)
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        try await withDaemon(
+            storage: nil, arguments: ["--config", try Self.emptyModulesConfig(), "--pid", pidFile], http: true
+        ) { daemon in
+            // The helper found both ports in the ports file; they answer.
+            let connection = try await daemon.connect()
+            #expect(try await connection.call("nothing").errorMessage == "no such method nothing")
+            #expect(try await daemon.http.request("GET", "/healthz").status == 200)
+            // The pid file is written together with the ports file, right after the listeners open.
+            #expect(try String(contentsOfFile: pidFile, encoding: .utf8) == "\(daemon.child.pid)\n")
+            daemon.signal(SIGTERM)
+            #expect(await daemon.waitForExit() == .exited(0))
+            #expect(await connection.closedByPeer())
         }
-        #expect(pid == "\(daemon.process.processIdentifier)\n")
-        daemon.signal(SIGTERM)
-        #expect(daemon.waitForExit() == 0)
-        #expect(connection.closedByPeer())
-        try? FileManager.default.removeItem(atPath: pidFile)
     }
 
     @Test("on shutdown an idle connection is reset, so clients that retry on socket errors reconnect")
-    func idleConnectionsResetOnShutdown() throws {
+    func idleConnectionsResetOnShutdown() async throws {
         // The Python client retries a call only on a socket error; end-of-stream surfaces as EOFError. A reset
         // is what lets its next call reach a restarted daemon.
-        let daemon = try DaemonProcess(arguments: ["--config", try Self.emptyModulesConfig()])
-        let idle = try RawConnection(port: daemon.port)
-        #expect(try idle.call("nothing").errorMessage == "no such method nothing")
-        daemon.signal(SIGTERM)
-        #expect(daemon.waitForExit() == 0)
-        #expect(idle.resetByPeer())
+        try await withDaemon(storage: nil, arguments: ["--config", try Self.emptyModulesConfig()]) { daemon in
+            let idle = try await daemon.connect()
+            #expect(try await idle.call("nothing").errorMessage == "no such method nothing")
+            daemon.signal(SIGTERM)
+            #expect(await daemon.waitForExit() == .exited(0))
+            #expect(await idle.resetByPeer())
+        }
+    }
+
+    @Test("--port 0 and --http-port auto bind ports the kernel chooses, reported in the ports file")
+    func portsFile() async throws {
+        let portsFile = NSTemporaryDirectory() + "coordinated-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: portsFile) }
+        let child = try await ChildProcess.spawn(
+            TestBuild.executable("coordinated"),
+            ["--storage", "memory", "--port", "0", "--http-port", "auto", "--ports-file", portsFile, "-q"])
+        #expect(await eventually { FileManager.default.fileExists(atPath: portsFile) })
+        let text = try String(contentsOfFile: portsFile, encoding: .utf8)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Int])
+        let cborPort = try #require(json["cborrpc"])
+        let httpPort = try #require(json["http"])
+        #expect(cborPort != 0 && httpPort != 0 && cborPort != httpPort)
+        #expect(text == #"{"cborrpc": \#(cborPort), "http": \#(httpPort)}"# + "\n")
+        #expect(try await RawConnection(port: cborPort).result("list_work_specs", [.map(CBORMap())]) != .null)
+        #expect(try await HTTPTestClient(port: httpPort).request("GET", "/healthz").status == 200)
+        #expect(await child.stop() == .exited(0))
+
+        // HTTP off: "http" is null; --dump-config shows auto as it was given.
+        let plain = try await runExecutable("coordinated", ["--dump-config", "--http-port", "auto"])
+        #expect(plain.stdout.contains("    http_port: \"auto\"\n") || plain.stdout.contains("    http_port: auto\n"))
+        try FileManager.default.removeItem(atPath: portsFile)
+        try await withDaemon(arguments: ["--ports-file", portsFile]) { daemon throws in
+            #expect(
+                try String(contentsOfFile: portsFile, encoding: .utf8)
+                    == #"{"cborrpc": \#(daemon.port), "http": null}"# + "\n")
+        }
     }
 
     /// A configuration serving no modules, so the executable can start before any module exists.

@@ -4,6 +4,7 @@ import CoordinateRPC
 import CoordinateServer
 import Logging
 import NIOCore
+import TestSupport
 
 /// RPC methods defined by the tests to exercise the module mechanism and the network layer.
 struct TestModule: RPCModule {
@@ -47,17 +48,18 @@ struct ClashingModule: RPCModule {
     var methods: [RPCMethod] { [RPCMethod("echo", parameters: ["v"]) { call in .value(call[0]!) }] }
 }
 
-/// Starts an in-process daemon on a loopback ephemeral port.
-func startTestDaemon(
-    modules: [any RPCModule] = [TestModule()], configure: (inout CoordinateConfiguration) -> Void = { _ in }
-) async throws -> (Daemon, Int) {
+/// Runs `body` with an in-process daemon serving `modules` on a loopback port it chose itself; shut down when
+/// `body` ends.
+func withTestDaemon<R>(
+    modules: [any RPCModule] = [TestModule()], configure: (inout CoordinateConfiguration) -> Void = { _ in },
+    _ body: (Daemon, Int) async throws -> R
+) async throws -> R {
     var configuration = CoordinateConfiguration()
     configuration.server.port = 0
     configuration.server.httpPort = 0
     configure(&configuration)
     var logger = Logger(label: "test-daemon")
     logger.logLevel = .critical
-    let daemon = try Daemon(configuration: configuration, modules: modules, logger: logger, eventLoopThreads: 2)
-    let address = try await daemon.start()
-    return (daemon, address.port!)
+    return try await withInProcessDaemon(
+        { try Daemon(configuration: configuration, modules: modules, logger: logger, eventLoopThreads: 2) }, body)
 }

@@ -13,11 +13,11 @@ public struct DurabilityLedger: Sendable {
 
     public init(spec: String = "s") { self.spec = spec }
 
-    /// Runs `clients` blocking clients against the daemon on `port` until each one's connection fails.
+    /// Runs `clients` concurrent clients against the daemon on `port` until each one's connection fails.
     public mutating func run(round: Int, clients: Int, port: Int) async throws {
         let spec = self.spec
-        let results = try await runOnThreads(clients) { client -> ([String], [String], [String: [String]]) in
-            let connection = try RawConnection(port: port, receiveTimeout: 5)
+        let results = try await concurrently(clients) { client -> ([String], [String], [String: [String]]) in
+            let connection = try await RawConnection(port: port, receiveTimeout: 5)
             var added: [String] = []
             var finished: [String] = []
             var calls: [String: [String]] = [:]
@@ -27,11 +27,12 @@ public struct DurabilityLedger: Sendable {
                 calls[callName] = keys
                 let items = CBORValue.array(
                     keys.map { .tuple([.bytes($0), .map(CBORMap([(.text("call"), .bytes(callName))]))]) })
-                guard (try? connection.result("add_work_units", [.text(spec), items])) == .tuple([true, .null]) else {
+                guard (try? await connection.result("add_work_units", [.text(spec), items])) == .tuple([true, .null])
+                else {
                     break
                 }
                 added += keys
-                let finish = try? connection.result(
+                let finish = try? await connection.result(
                     "update_work_unit", [.text(spec), .bytes(keys[0]), .map(CBORMap([(.text("status"), 4)]))])
                 guard finish == .tuple([true, .null]) else { break }
                 finished.append(keys[0])
@@ -46,12 +47,12 @@ public struct DurabilityLedger: Sendable {
     }
 
     /// What is wrong with the daemon on `port` with respect to everything acknowledged so far.
-    public func problems(port: Int) throws -> [String] {
-        let connection = try RawConnection(port: port)
+    public func problems(port: Int) async throws -> [String] {
+        let connection = try await RawConnection(port: port)
         var present: Set<String> = []
         var start: CBORValue = .null
         while true {
-            let page = try connection.result(
+            let page = try await connection.result(
                 "get_work_units", [.text(spec), .map(CBORMap([(.text("start"), start), (.text("limit"), 10000)]))])
             guard let list = page.listElements?.first?.listElements, !list.isEmpty else { break }
             for entry in list {
@@ -73,7 +74,7 @@ public struct DurabilityLedger: Sendable {
         }
         if !acknowledgedFinishes.isEmpty {
             let keys = acknowledgedFinishes.sorted()
-            let status = try connection.result("get_work_unit_status", [.text(spec), .array(keys.map { .bytes($0) })])
+            let status = try await connection.result("get_work_unit_status", [.text(spec), .array(keys.map { .bytes($0) })])
             for (key, entry) in zip(keys, status.listElements?.first?.listElements ?? []) {
                 if entry.mapValue?["status"] != 4 { problems.append("acknowledged finish of \(key) lost") }
             }

@@ -3,10 +3,6 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// One HTTP/1.1 response as received.
 public struct HTTPTestResponse: Sendable {
     public let status: Int
@@ -18,8 +14,9 @@ public struct HTTPTestResponse: Sendable {
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
 }
 
-/// A deliberately plain HTTP/1.1 client over a TCP socket (or TLS): every header is exactly what the test sends
-/// (a `Host` of its choice or none at all), one request per connection, chunked bodies decoded.
+/// A deliberately plain HTTP/1.1 client over TCP (or TLS): every header is exactly what the test sends (a `Host`
+/// of its choice or none at all), one request per connection, chunked bodies decoded. It runs on SwiftNIO, so a
+/// request suspends the calling task rather than blocking a thread.
 public struct HTTPTestClient: Sendable {
     public let port: Int
     /// When set, the request goes over TLS, trusting only the certificates in this PEM file.
@@ -45,7 +42,7 @@ public struct HTTPTestClient: Sendable {
     public func request(
         _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
         host: String? = "127.0.0.1"
-    ) throws -> HTTPTestResponse {
+    ) async throws -> HTTPTestResponse {
         var head = "\(method) \(path) HTTP/1.1\r\n"
         if let host { head += "Host: \(host):\(port)\r\n" }
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
@@ -53,87 +50,51 @@ public struct HTTPTestClient: Sendable {
         head += "Connection: close\r\n\r\n"
         var outgoing = Array(head.utf8)
         if let body { outgoing += body }
-        let received = try trustRootsFile.map { try exchangeOverTLS(outgoing, trusting: $0) } ?? exchange(outgoing)
-        return try Self.parse(received, method: method)
+        return try Self.parse(try await exchange(outgoing), method: method)
     }
 
-    /// Writes the request on a plain socket and reads until the server closes.
-    private func exchange(_ outgoing: [UInt8]) throws -> [UInt8] {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw Failure.connect("socket") }
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+    /// Writes the request (over TLS to `127.0.0.1`, verified against the certificate's IP address, when
+    /// `trustRootsFile` is set) and reads until the server closes. A refused handshake throws.
+    private func exchange(_ outgoing: [UInt8]) async throws -> [UInt8] {
+        let context = try trustRootsFile.map { file in
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .file(file)
+            return try NIOSSLContext(configuration: configuration)
         }
-        guard connected == 0 else { throw Failure.connect(String(cString: strerror(errno))) }
-        var timeout = timeval(tv_sec: 60, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var offset = 0
-        while offset < outgoing.count {
-            let written = outgoing[offset...].withUnsafeBytes {
-                send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
-            }
-            guard written > 0 else { throw Failure.connect("send failed") }
-            offset += written
-        }
-
-        var received: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if count <= 0 { break }
-            received += chunk[..<count]
-        }
-        return received
-    }
-
-    /// Writes the request over TLS to `127.0.0.1` (verified against the certificate's IP address) and reads
-    /// until the server closes. A failed handshake throws.
-    private func exchangeOverTLS(_ outgoing: [UInt8], trusting rootsFile: String) throws -> [UInt8] {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.trustRoots = .file(rootsFile)
-        let context = try NIOSSLContext(configuration: configuration)
-        let group = MultiThreadedEventLoopGroup.singleton
-        let done = group.any().makePromise(of: [UInt8].self)
-        let channel = try ClientBootstrap(group: group)
-            .connectTimeout(.seconds(10))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        NIOSSLClientHandler(context: context, serverHostname: nil))
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(done: done))
+        let inbound = InboundBytes()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(10))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let context {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: context, serverHostname: nil))
+                        }
+                        // A server closing without close_notify after `Connection: close` is an ordinary end.
+                        try channel.pipeline.syncOperations.addHandler(
+                            InboundBytes.Handler(inbound) { error in
+                                if let error = error as? NIOSSLError, case .uncleanShutdown = error { return true }
+                                return false
+                            })
+                    }
                 }
-            }
-            .connect(host: "127.0.0.1", port: port).wait()
-        channel.writeAndFlush(ByteBuffer(bytes: outgoing), promise: nil)
-        return try done.futureResult.wait()
-    }
-
-    /// Collects every byte until the connection ends; an error (a refused handshake) fails the collection.
-    private final class ResponseCollector: ChannelInboundHandler {
-        typealias InboundIn = ByteBuffer
-        let done: EventLoopPromise<[UInt8]>
-        var received: [UInt8] = []
-
-        init(done: EventLoopPromise<[UInt8]>) { self.done = done }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            received += unwrapInboundIn(data).readableBytesView
+                .connect(host: "127.0.0.1", port: port).get()
+        } catch {
+            throw Failure.connect("\(error)")
         }
-
-        func channelInactive(context: ChannelHandlerContext) { done.succeed(received) }
-
-        func errorCaught(context: ChannelHandlerContext, error: any Error) {
-            // A server closing without close_notify after `Connection: close` is an ordinary end here.
-            if let error = error as? NIOSSLError, case .uncleanShutdown = error { return }
-            done.fail(error)
-            context.close(promise: nil)
+        defer { channel.close(promise: nil) }
+        try await channel.writeAndFlush(ByteBuffer(bytes: outgoing))
+        let deadline = ContinuousClock.now + .seconds(60)
+        var received: [UInt8] = []
+        while true {
+            switch await inbound.next(until: deadline) {
+            case .bytes(let bytes): received += bytes
+            case .ended(.endOfStream), .ended(.reset): return received
+            case .ended(.failed(let reason)): throw Failure.connect(reason)
+            case .timedOut: throw Failure.malformed("no end of response within 60 s (\(received.count) bytes)")
+            }
         }
     }
 
@@ -141,11 +102,11 @@ public struct HTTPTestClient: Sendable {
     public func json(
         _ method: String, _ path: String, _ body: String? = nil,
         contentType: String = "application/vnd.diffeo.coordinate.v1+json", accept: String? = nil
-    ) throws -> HTTPTestResponse {
+    ) async throws -> HTTPTestResponse {
         var headers: [(String, String)] = []
         if body != nil || method == "POST" || method == "PUT" { headers.append(("Content-Type", contentType)) }
         if let accept { headers.append(("Accept", accept)) }
-        return try request(
+        return try await request(
             method, path, headers: headers,
             body: body.map { Array($0.utf8) } ?? (method == "POST" || method == "PUT" ? [] : nil))
     }

@@ -1,102 +1,109 @@
 import CBOR
 import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// A blocking TCP client for protocol tests: it sends exact bytes and reads exact CBOR messages, so tests can
-/// split, merge, pipeline and corrupt the stream at will.
-public final class RawConnection: @unchecked Sendable {
-    // @unchecked Sendable: a connection is used by one test task at a time; the descriptor is set only in init.
-    public private(set) var descriptor: Int32
-    private var buffer: [UInt8] = []
-    private var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 100_000)
-    private var nextID: UInt64 = 1
-
+/// A TCP client for protocol tests: it sends exact bytes and reads exact CBOR messages, so tests can split,
+/// merge, pipeline and corrupt the stream at will.
+///
+/// It runs on SwiftNIO's event loops: every wait (connect, send, receive) suspends the calling task instead of
+/// blocking a thread, so any number of connections can wait at once without starving Swift's cooperative pool
+/// (two threads on these machines) or the in-process daemons that share it. Like a blocking socket it reads only
+/// while a receive waits (no automatic reads): what the test does not read stays in the kernel's buffers, so a
+/// server sees a client that does not read as exactly that.
+public final class RawConnection: Sendable {
     public struct ConnectionError: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
-    public init(host: String = "127.0.0.1", port: Int, receiveTimeout: Double = 30) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw ConnectionError(description: "socket: \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, host, &address.sin_addr)
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+    private let channel: any Channel
+    private let inbound: InboundBytes
+    /// How long a receive waits for the server before it throws.
+    public let receiveTimeout: Duration
+    private struct Reader {
+        var buffer: [UInt8] = []
+        var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 100_000)
+        var nextID: UInt64 = 1
+    }
+    private let reader = Mutex(Reader())
+
+    /// Connects to `host:port`; receives give up after `receiveTimeout` seconds.
+    public init(host: String = "127.0.0.1", port: Int, receiveTimeout: Double = 30) async throws {
+        let inbound = InboundBytes()
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(10))
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .channelOption(.autoRead, value: false)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(InboundBytes.Handler(inbound))
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            throw ConnectionError(description: "connect to \(host):\(port): \(error)")
         }
-        guard result == 0 else {
-            let code = errno
-            Glibc.close(descriptor)
-            // A class whose init throws after every property is set still runs deinit: never close twice (the
-            // number may already belong to someone else, such as an in-process NIO channel).
-            descriptor = -1
-            throw ConnectionError(description: "connect to \(host):\(port): \(String(cString: strerror(code)))")
-        }
-        var one: Int32 = 1
-        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        setTimeout(receiveTimeout)
+        let channel = self.channel
+        inbound.requestRead = { channel.read() }
+        self.inbound = inbound
+        self.receiveTimeout = .milliseconds(Int64(receiveTimeout * 1000))
     }
 
-    deinit { if descriptor >= 0 { Glibc.close(descriptor) } }
+    deinit { channel.close(promise: nil) }
 
-    public func setTimeout(_ seconds: Double) {
-        var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1e6))
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    /// Writes all bytes.
-    public func send(_ bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes {
-                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
-            }
-            guard written > 0 else {
-                throw ConnectionError(description: "send failed: \(String(cString: strerror(errno)))")
-            }
-            offset += written
+    /// Writes all bytes (suspending while the server does not read them).
+    public func send(_ bytes: [UInt8]) async throws {
+        do {
+            try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+        } catch {
+            throw ConnectionError(description: "send failed: \(error)")
         }
     }
 
-    /// Closes the write side (end of stream for the server).
-    public func shutdownWrite() { shutdown(descriptor, Int32(SHUT_WR)) }
+    /// Closes the write side (end of stream for the server); receiving goes on.
+    public func shutdownWrite() async {
+        try? await channel.close(mode: .output)
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        try? await channel.close()
+    }
 
     /// The next complete message, or nil when the peer closed the connection. Throws on timeout.
-    public func receiveMessage() throws -> [UInt8]? {
+    public func receiveMessage(timeout: Duration? = nil) async throws -> [UInt8]? {
+        let deadline = ContinuousClock.now + (timeout ?? receiveTimeout)
         while true {
-            if !buffer.isEmpty {
-                let event = buffer.withUnsafeBytes { framer.next(in: $0) }
+            let framed: Result<[UInt8]?, ConnectionError> = reader.withLock { reader in
+                guard !reader.buffer.isEmpty else { return .success(nil) }
+                let event = reader.buffer.withUnsafeBytes { reader.framer.next(in: $0) }
                 switch event {
                 case .message(let length):
-                    let message = Array(buffer[..<length])
-                    buffer.removeFirst(length)
-                    framer.reset()
-                    return message
-                case .needMoreData: break
-                default: throw ConnectionError(description: "server sent malformed CBOR: \(event)")
+                    let message = Array(reader.buffer[..<length])
+                    reader.buffer.removeFirst(length)
+                    reader.framer.reset()
+                    return .success(message)
+                case .needMoreData:
+                    return .success(nil)
+                default:
+                    return .failure(ConnectionError(description: "server sent malformed CBOR: \(event)"))
                 }
             }
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            let received = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if received == 0 { return nil }
-            if received < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK { throw ConnectionError(description: "receive timed out") }
-                if errno == ECONNRESET { return nil }
-                throw ConnectionError(description: "recv failed: \(String(cString: strerror(errno)))")
+            if let message = try framed.get() { return message }
+            switch await inbound.next(until: deadline) {
+            case .bytes(let bytes): reader.withLock { $0.buffer += bytes }
+            case .ended: return nil
+            case .timedOut: throw ConnectionError(description: "receive timed out")
             }
-            buffer.append(contentsOf: chunk[..<received])
         }
     }
 
     /// The next message, decoded (wrapped or bare), or nil when the peer closed.
-    public func receiveValue() throws -> CBORValue? {
-        guard let message = try receiveMessage() else { return nil }
+    public func receiveValue(timeout: Duration? = nil) async throws -> CBORValue? {
+        guard let message = try await receiveMessage(timeout: timeout) else { return nil }
         let decoded = message.withUnsafeBytes { CBORMessage.decode($0, maxDepth: 100_000) }
         guard case .value(let value, _) = decoded else { throw ConnectionError(description: "undecodable: \(decoded)") }
         return value
@@ -104,37 +111,40 @@ public final class RawConnection: @unchecked Sendable {
 
     /// Whether the server closes the connection (end of stream or reset) within the receive timeout, without
     /// sending anything further.
-    public func closedByPeer() -> Bool {
-        (try? receiveMessage()) == .some(nil)
+    public func closedByPeer(timeout: Duration? = nil) async -> Bool {
+        (try? await receiveMessage(timeout: timeout)) == .some(nil)
     }
 
     /// Whether the server reset the connection (rather than closing it with end-of-stream) within the receive
     /// timeout, without sending anything further.
-    public func resetByPeer() -> Bool {
-        var byte: UInt8 = 0
-        let received = recv(descriptor, &byte, 1, 0)
-        return received < 0 && errno == ECONNRESET
+    public func resetByPeer(timeout: Duration? = nil) async -> Bool {
+        let deadline = ContinuousClock.now + (timeout ?? receiveTimeout)
+        guard case .ended(let reason) = await inbound.next(until: deadline) else { return false }
+        return reason == .reset
     }
 
     /// Builds a request the way the Python client does: byte-string keys and method, tag-24 envelope.
     public func request(_ method: String, _ params: CBORValue = .array([]), id: UInt64? = nil) -> [UInt8] {
-        let requestID = id ?? nextID
-        nextID = max(nextID, requestID) + 1
+        let requestID = reader.withLock { reader in
+            let requestID = id ?? reader.nextID
+            reader.nextID = max(reader.nextID, requestID) + 1
+            return requestID
+        }
         return CBOREncoder.encodeEnvelope(
             .map(CBORMap([("method", .bytes(method)), ("params", params), ("id", .unsigned(requestID))])))
     }
 
     /// Sends one request and returns the decoded response map.
-    public func call(_ method: String, _ params: CBORValue = .array([])) throws -> CBORMap {
-        try send(request(method, params))
-        guard let response = try receiveValue() else { throw ConnectionError(description: "connection closed") }
+    public func call(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORMap {
+        try await send(request(method, params))
+        guard let response = try await receiveValue() else { throw ConnectionError(description: "connection closed") }
         guard case .map(let map) = response else { throw ConnectionError(description: "response is not a map") }
         return map
     }
 
     /// Sends one request and returns its `result`, failing on an error response.
-    public func result(_ method: String, _ params: CBORValue = .array([])) throws -> CBORValue {
-        let response = try call(method, params)
+    public func result(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORValue {
+        let response = try await call(method, params)
         if let error = response["error"] {
             throw ConnectionError(description: "error response: \(PythonRepr.renderString(error))")
         }
@@ -143,26 +153,113 @@ public final class RawConnection: @unchecked Sendable {
     }
 }
 
-extension RawConnection {
-    // Async forms of the round trips. An async test that made hundreds of blocking calls in a row would hold a
-    // thread of the cooperative pool (two on these machines) for the whole sequence and starve every other
-    // test's clients and in-process daemons; these run each blocking round trip on a dispatch thread instead.
-
-    /// Sends one request and returns the decoded response map, without blocking the cooperative pool.
-    public func call(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORMap {
-        try await offCooperativePool { try self.call(method, params) as CBORMap }
+/// Bytes a connection received, handed from its event loop to the task reading them.
+final class InboundBytes: Sendable {
+    enum Ending: Sendable, Equatable {
+        case endOfStream
+        case reset
+        case failed(String)
     }
 
-    /// Sends one request and returns its `result`, without blocking the cooperative pool.
-    public func result(_ method: String, _ params: CBORValue = .array([])) async throws -> CBORValue {
-        try await offCooperativePool { try self.result(method, params) as CBORValue }
+    enum Event: Sendable {
+        case bytes([UInt8])
+        case ended(Ending)
+        case timedOut
     }
-}
 
-/// Runs a blocking `body` on a dispatch thread and returns its result.
-public func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    private struct State {
+        var pending: [UInt8] = []
+        var ending: Ending?
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+    /// Asks the channel for more bytes, when it does not read on its own (set before any read).
+    nonisolated(unsafe) var requestRead: (@Sendable () -> Void)?
+    // nonisolated(unsafe): written once, by the owner, before the first `next`; only read afterwards.
+
+    /// What arrived since the last call, or the end of the stream; suspends until one of them or `deadline`.
+    func next(until deadline: ContinuousClock.Instant) async -> Event {
+        while true {
+            if let event = take() { return event }
+            if ContinuousClock.now >= deadline { return .timedOut }
+            requestRead?()
+            await waitForArrival(until: deadline)
+        }
+    }
+
+    private func take() -> Event? {
+        state.withLock { state in
+            if !state.pending.isEmpty {
+                defer { state.pending.removeAll(keepingCapacity: true) }
+                return .bytes(state.pending)
+            }
+            return state.ending.map(Event.ended)
+        }
+    }
+
+    /// Returns when something arrives or at `deadline`, whichever is first.
+    private func waitForArrival(until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let ready = self.state.withLock { state in
+                            if !state.pending.isEmpty || state.ending != nil || Task.isCancelled { return true }
+                            state.waiter = continuation
+                            return false
+                        }
+                        if ready { continuation.resume() }
+                    }
+                } onCancel: {
+                    self.state.withLock { state in
+                        defer { state.waiter = nil }
+                        return state.waiter
+                    }?.resume()
+                }
+            }
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func wake(_ change: (inout State) -> Void) {
+        state.withLock { state in
+            change(&state)
+            defer { state.waiter = nil }
+            return state.waiter
+        }?.resume()
+    }
+
+    /// Feeds an ``InboundBytes`` from the channel.
+    final class Handler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let inbound: InboundBytes
+        /// Errors that only mean the peer went away (a TLS peer closing without close_notify, say).
+        let endsStream: @Sendable (any Error) -> Bool
+
+        init(_ inbound: InboundBytes, endsStream: @escaping @Sendable (any Error) -> Bool = { _ in false }) {
+            self.inbound = inbound
+            self.endsStream = endsStream
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = Array(unwrapInboundIn(data).readableBytesView)
+            inbound.wake { $0.pending += bytes }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            inbound.wake { if $0.ending == nil { $0.ending = .endOfStream } }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            let ending: Ending =
+                (error as? IOError)?.errnoCode == ECONNRESET
+                ? .reset : endsStream(error) ? .endOfStream : .failed("\(error)")
+            inbound.wake { if $0.ending == nil { $0.ending = ending } }
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -172,31 +269,4 @@ extension CBORMap {
         guard case .map(let error)? = self["error"], let message = error["message"]?.stringOctets else { return nil }
         return String(decoding: message, as: UTF8.self)
     }
-}
-
-/// Runs `body(index)` on `count` dedicated threads at once (blocking socket clients must not occupy the
-/// cooperative pool) and returns the results in index order. Errors are rethrown after all threads finish.
-public func runOnThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) throws -> T) async throws -> [T] {
-    let results = ThreadResults<T>(count)
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let group = DispatchGroup()
-        for index in 0..<count {
-            group.enter()
-            let thread = Thread {
-                results.values[index] = Result { try body(index) }
-                group.leave()
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
-        }
-        group.notify(queue: .global()) { continuation.resume() }
-    }
-    return try results.values.map { try $0!.get() }
-}
-
-/// Result slots filled by ``runOnThreads(_:_:)``.
-final class ThreadResults<T>: @unchecked Sendable {
-    // @unchecked Sendable: each slot is written by exactly one thread, and read after all threads finished.
-    var values: [Result<T, any Error>?]
-    init(_ count: Int) { values = Array(repeating: nil, count: count) }
 }

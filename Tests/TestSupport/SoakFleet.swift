@@ -1,16 +1,13 @@
 import CBOR
 import Foundation
 
-#if canImport(Glibc)
-import Glibc
-#endif
+import Synchronization
 
 /// The soak workload of storage.md §7.3 SOAK-1: a fleet of workers takes units with short leases and finishes
 /// them while something keeps disrupting the daemon; the ledger then judges the outcome by the spec's accounting
-/// rules. Workers are plain threads with blocking connections (they reconnect after every failure), so the
-/// disruptions cannot stall the test's cooperative pool.
-public final class SoakFleet: @unchecked Sendable {
-    // @unchecked Sendable: every mutable field is accessed only while holding `lock`.
+/// rules. Workers are tasks with their own connections (they reconnect after every failure); every wait
+/// suspends, so the disruptions never stall the cooperative pool.
+public final class SoakFleet: Sendable {
     public struct Grant: Sendable {
         public var worker: String
         /// Lease deadline (daemon clock, seconds) read with get_work_unit_status right after the grant.
@@ -19,15 +16,24 @@ public final class SoakFleet: @unchecked Sendable {
 
     public let spec: String
     public let leaseSeconds: Double
-    /// How long a soak disrupts the daemon: 30 s, or `COORDINATE_SOAK_SECONDS` (docs/testing.md).
+    /// How long a soak disrupts the daemon at least: 30 s, or `COORDINATE_SOAK_SECONDS` (docs/testing.md).
     public static var seconds: Double {
         ProcessInfo.processInfo.environment["COORDINATE_SOAK_SECONDS"].flatMap(Double.init) ?? 30
     }
-    private let lock = NSLock()
-    private var grants: [String: [Grant]] = [:]
-    private var acknowledgedFinishes: [String: [String]] = [:]
-    private var grantedWithoutDeadline = 0
-    private var stopping = false
+    /// Disruptions and acknowledged finishes a run reaches before it stops disrupting, however long that takes
+    /// on a loaded machine (up to ``maximumSeconds``): the accounting must judge a fleet that did real work
+    /// through several disruptions, not whatever fitted in a window.
+    public static let minimumDisruptions = 3
+    public static let minimumFinishes = 200
+    public static let maximumSeconds: Double = 300
+
+    private struct Ledger {
+        var grants: [String: [Grant]] = [:]
+        var acknowledgedFinishes: [String: [String]] = [:]
+        var grantedWithoutDeadline = 0
+        var stopping = false
+    }
+    private let ledger = Mutex(Ledger())
 
     public init(spec: String = "soak", leaseSeconds: Double = 10) {
         self.spec = spec
@@ -36,71 +42,64 @@ public final class SoakFleet: @unchecked Sendable {
 
     /// Adds `count` units named `u00000`… through the daemon on `port` (once its storage is ready: a daemon
     /// answers `storage unavailable: initialising` until then).
-    func addUnits(_ count: Int, port: Int) throws {
-        let connection = try RawConnection(port: port)
-        _ = try Self.retrying {
-            try connection.result("set_work_spec", [.map(CBORMap([("name", .bytes(self.spec))]))])
+    func addUnits(_ count: Int, port: Int) async throws {
+        let connection = try await RawConnection(port: port)
+        _ = try await retrying {
+            try await connection.result("set_work_spec", [.map(CBORMap([("name", .bytes(self.spec))]))])
         }
         for start in stride(from: 0, to: count, by: 1000) {
             let items = (start..<min(count, start + 1000)).map { index -> CBORValue in
                 .array([.bytes(Self.key(index)), .map(CBORMap())])
             }
-            _ = try connection.result("add_work_units", [.bytes(spec), .array(items)])
+            _ = try await connection.result("add_work_units", [.bytes(spec), .array(items)])
         }
     }
 
     static func key(_ index: Int) -> String { String(format: "u%05d", index) }
 
-    /// Runs `workers` workers against the daemon on `port` (reconnecting whenever it goes away) until ``join()``.
-    func start(workers: Int, port: Int) {
-        let started = (0..<workers).map { index in
-            let thread = Thread { [self] in work(name: "soak-worker-\(index)", port: port) }
-            thread.start()
-            return thread
-        }
-        lock.withLock { threads += started }
-    }
+    private var isStopping: Bool { ledger.withLock { $0.stopping } }
 
-    private var threads: [Thread] = []
+    private var finishCount: Int { ledger.withLock { $0.acknowledgedFinishes.values.reduce(0) { $0 + $1.count } } }
 
-    private var isStopping: Bool { lock.withLock { stopping } }
-
-    private func work(name: String, port: Int) {
+    /// One worker: takes, reports and finishes units against the daemon `port()` names (it may move when the
+    /// daemon restarts), reconnecting whenever the daemon goes away, until the fleet stops.
+    private func work(name: String, port: @Sendable () -> Int) async {
         while !isStopping {
-            guard let connection = try? RawConnection(port: port, receiveTimeout: 5) else {
-                usleep(50_000)
+            guard let connection = try? await RawConnection(port: port(), receiveTimeout: 5) else {
+                try? await Task.sleep(for: .milliseconds(50))
                 continue
             }
             while !isStopping {
                 do {
-                    guard let key = try grant(connection, worker: name) else {
-                        usleep(20_000)
+                    guard let key = try await grant(connection, worker: name) else {
+                        try await Task.sleep(for: .milliseconds(20))
                         continue
                     }
-                    let status = try connection.result("get_work_unit_status", [.bytes(spec), [.bytes(key)]])
+                    let status = try await connection.result("get_work_unit_status", [.bytes(spec), [.bytes(key)]])
                     guard case .tuple(let parts) = status, case .array(let reports)? = parts.first,
                         case .map(let report)? = reports.first, let deadline = report["expiration"]?.numberLike
                     else {
-                        lock.withLock { grantedWithoutDeadline += 1 }
+                        ledger.withLock { $0.grantedWithoutDeadline += 1 }
                         continue
                     }
-                    lock.withLock { grants[key, default: []].append(Grant(worker: name, deadline: deadline)) }
-                    usleep(2_000)
-                    let outcome = try connection.result(
+                    ledger.withLock { $0.grants[key, default: []].append(Grant(worker: name, deadline: deadline)) }
+                    try await Task.sleep(for: .milliseconds(2))
+                    let outcome = try await connection.result(
                         "update_work_unit", [.bytes(spec), .bytes(key), .map(CBORMap([("status", 4)]))])
                     if case .tuple(let answer) = outcome, answer.first == .bool(true) {
-                        lock.withLock { acknowledgedFinishes[key, default: []].append(name) }
+                        ledger.withLock { $0.acknowledgedFinishes[key, default: []].append(name) }
                     }
                 } catch {
                     // The daemon went away mid-call: whatever the call did is judged at the end.
                     break
                 }
             }
+            await connection.close()
         }
     }
 
-    private func grant(_ connection: RawConnection, worker: String) throws -> String? {
-        let result = try connection.result(
+    private func grant(_ connection: RawConnection, worker: String) async throws -> String? {
+        let result = try await connection.result(
             "get_work", [.bytes(worker), .map(CBORMap([("lease_time", .float(leaseSeconds)), ("available_gb", 1)]))])
         guard case .tuple(let parts) = result, case .tuple(let triple)? = parts.first, triple.count == 3,
             let octets = triple[1].stringOctets
@@ -108,30 +107,40 @@ public final class SoakFleet: @unchecked Sendable {
         return String(decoding: octets, as: UTF8.self)
     }
 
-    /// Stops the workers and waits until each has finished its current call.
-    func join() {
-        lock.withLock { stopping = true }
-        for thread in lock.withLock({ threads }) { while thread.isExecuting { usleep(10_000) } }
-    }
-
-    /// The whole SOAK-1 run: adds `units` through the daemon on `port`, runs `workers` workers while `disrupt`
-    /// (given its ordinal) runs every 2-5 s for ``seconds``, stops the workers, waits one lease period for cut-short
-    /// leases to run out, and judges. Returns the number of disruptions and the report.
+    /// The whole SOAK-1 run: adds `units` through the daemon, runs `workers` workers while `disrupt` (given its
+    /// ordinal) runs every 2-5 s — for ``seconds``, and on until ``minimumDisruptions`` and ``minimumFinishes``
+    /// are reached — stops the workers, waits one lease period for cut-short leases to run out, and judges.
+    /// `port` names the daemon's current CBOR-RPC port (a restart may move it). Returns the number of
+    /// disruptions and the report.
     public func run(
-        units: Int, workers: Int = 6, port: Int, disrupt: (Int) async throws -> Void
+        units: Int, workers: Int = 6, port: @escaping @Sendable () -> Int, disrupt: (Int) async throws -> Void
     ) async throws -> (disruptions: Int, report: Report) {
-        try addUnits(units, port: port)
-        start(workers: workers, port: port)
-        let deadline = Date().addingTimeInterval(Self.seconds)
-        var disruptions = 0
-        while Date() < deadline {
-            try await Task.sleep(for: .milliseconds(Int.random(in: 2_000...5_000)))
-            try await disrupt(disruptions)
-            disruptions += 1
+        try await addUnits(units, port: port())
+        let start = ContinuousClock.now
+        let disruptions = try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<workers {
+                group.addTask { await self.work(name: "soak-worker-\(index)", port: port) }
+            }
+            defer { ledger.withLock { $0.stopping = true } }
+            var disruptions = 0
+            while ContinuousClock.now - start < .seconds(Self.seconds) || disruptions < Self.minimumDisruptions
+                || finishCount < Self.minimumFinishes
+            {
+                guard ContinuousClock.now - start < .seconds(Self.maximumSeconds) else {
+                    throw RawConnection.ConnectionError(
+                        description: "SOAK-1: \(disruptions) disruptions and \(finishCount) finishes in "
+                            + "\(Self.maximumSeconds) s: the fleet did not run")
+                }
+                try await Task.sleep(for: .milliseconds(Int.random(in: 2_000...5_000)))
+                try await disrupt(disruptions)
+                disruptions += 1
+            }
+            ledger.withLock { $0.stopping = true }
+            try await group.waitForAll()
+            return disruptions
         }
-        try await offCooperativePool { self.join() }
         try await Task.sleep(for: .seconds(leaseSeconds + 1))
-        let report = try await offCooperativePool { try self.report(units: units, port: port) }
+        let report = try await retrying { try await self.report(units: units, port: port()) }
         return (disruptions, report)
     }
 
@@ -153,7 +162,7 @@ public final class SoakFleet: @unchecked Sendable {
         /// What breaks the accounting rules (empty when the run passed), or that the fleet did no real work.
         public var problems: [String] {
             var problems: [String] = []
-            if acknowledgedFinishes <= 100 {
+            if acknowledgedFinishes < SoakFleet.minimumFinishes {
                 problems.append("only \(acknowledgedFinishes) finishes: the fleet did not run")
             }
             if !overlapping.isEmpty { problems.append("held by two workers at once: \(overlapping.prefix(10))") }
@@ -169,9 +178,9 @@ public final class SoakFleet: @unchecked Sendable {
         }
     }
 
-    func report(units: Int, port: Int) throws -> Report {
-        let (grants, finishes, withoutDeadline) = lock.withLock {
-            (self.grants, acknowledgedFinishes, grantedWithoutDeadline)
+    func report(units: Int, port: Int) async throws -> Report {
+        let (grants, finishes, withoutDeadline) = ledger.withLock {
+            ($0.grants, $0.acknowledgedFinishes, $0.grantedWithoutDeadline)
         }
         var report = Report()
         report.unitsGranted = grants.count
@@ -187,12 +196,11 @@ public final class SoakFleet: @unchecked Sendable {
             }
             if overlapped { report.overlapping.append(key) } else { report.expiryReruns += 1 }
         }
-        let connection = try Self.retrying { try RawConnection(port: port) }
+        let connection = try await RawConnection(port: port)
         for start in stride(from: 0, to: units, by: 500) {
             let keys = (start..<min(units, start + 500)).map(Self.key)
-            let result = try Self.retrying {
-                try connection.result("get_work_unit_status", [.bytes(self.spec), .array(keys.map { .bytes($0) })])
-            }
+            let result = try await connection.result(
+                "get_work_unit_status", [.bytes(self.spec), .array(keys.map { .bytes($0) })])
             guard case .tuple(let parts) = result, case .array(let statuses)? = parts.first,
                 statuses.count == keys.count
             else { throw RawConnection.ConnectionError(description: "bad get_work_unit_status answer") }
@@ -203,14 +211,5 @@ public final class SoakFleet: @unchecked Sendable {
             }
         }
         return report
-    }
-
-    /// `body`'s answer once it succeeds, trying for up to a minute: after the last disruption the daemon may
-    /// still be starting, or reconnecting to its database with backoff.
-    static func retrying<T>(_ body: () throws -> T) throws -> T {
-        let deadline = Date().addingTimeInterval(60)
-        while true {
-            do { return try body() } catch  where Date() < deadline { usleep(200_000) }
-        }
     }
 }
