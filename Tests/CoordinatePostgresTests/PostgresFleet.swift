@@ -28,9 +28,10 @@ final class PostgresFleet: Sendable {
     func start(
         extra: [String] = [], environment: [String: String] = [:], http: Bool = false, waitForStorage: Bool = true
     ) async throws -> DaemonProcess {
+        // `storage: nil`: the fleet's own configuration names the database and the shared schema.
         let daemon = try await group.start(
-            storage: "postgres", arguments: ["--config", configFile, "-q"] + extra, environment: environment,
-            http: http, waitForStorage: false)
+            storage: nil, arguments: ["--storage", "postgres", "--config", configFile, "-q"] + extra,
+            environment: environment, http: http, waitForStorage: false)
         started.withLock { $0.append(daemon) }
         if waitForStorage { try await daemon.waitForStorage(available: true) }
         return daemon
