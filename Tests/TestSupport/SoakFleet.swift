@@ -10,8 +10,23 @@ import Synchronization
 public final class SoakFleet: Sendable {
     public struct Grant: Sendable {
         public var worker: String
-        /// Lease deadline (daemon clock, seconds) read with get_work_unit_status right after the grant.
-        public var deadline: Double
+        /// When the worker sent `get_work` and when the grant arrived (seconds, the clock daemons and
+        /// PostgreSQL share on this machine): the lease began in between.
+        public var sent: Double
+        public var received: Double
+        /// Lease deadline read with get_work_unit_status right after the grant; nil when that call failed or
+        /// ended a lease period or more after the grant was asked for (a slow call during an outage may read a
+        /// later holder's lease).
+        public var deadline: Double?
+
+        /// Whether this grant and `other` certainly overlapped in time: their deadlines are closer than a lease,
+        /// or both happened within one lease period of each other.
+        func overlaps(_ other: Grant, lease: Double) -> Bool {
+            if let deadline, let otherDeadline = other.deadline, abs(deadline - otherDeadline) < lease - 0.001 {
+                return true
+            }
+            return max(received, other.received) - min(sent, other.sent) < lease - 0.001
+        }
     }
 
     public let spec: String
@@ -30,7 +45,6 @@ public final class SoakFleet: Sendable {
     private struct Ledger {
         var grants: [String: [Grant]] = [:]
         var acknowledgedFinishes: [String: [String]] = [:]
-        var grantedWithoutDeadline = 0
         var stopping = false
     }
     private let ledger = Mutex(Ledger())
@@ -71,18 +85,19 @@ public final class SoakFleet: Sendable {
             }
             while !isStopping {
                 do {
+                    let sent = Date().timeIntervalSince1970
                     guard let key = try await grant(connection, worker: name) else {
                         try await Task.sleep(for: .milliseconds(20))
                         continue
                     }
+                    var grant = Grant(worker: name, sent: sent, received: Date().timeIntervalSince1970, deadline: nil)
+                    defer { ledger.withLock { $0.grants[key, default: []].append(grant) } }
                     let status = try await connection.result("get_work_unit_status", [.bytes(spec), [.bytes(key)]])
-                    guard case .tuple(let parts) = status, case .array(let reports)? = parts.first,
-                        case .map(let report)? = reports.first, let deadline = report["expiration"]?.numberLike
-                    else {
-                        ledger.withLock { $0.grantedWithoutDeadline += 1 }
-                        continue
+                    if Date().timeIntervalSince1970 - sent < leaseSeconds, case .tuple(let parts) = status,
+                        case .array(let reports)? = parts.first, case .map(let report)? = reports.first
+                    {
+                        grant.deadline = report["expiration"]?.numberLike
                     }
-                    ledger.withLock { $0.grants[key, default: []].append(Grant(worker: name, deadline: deadline)) }
                     try await Task.sleep(for: .milliseconds(2))
                     let outcome = try await connection.result(
                         "update_work_unit", [.bytes(spec), .bytes(key), .map(CBORMap([("status", 4)]))])
@@ -154,6 +169,8 @@ public final class SoakFleet: Sendable {
         public var expiryReruns = 0
         /// Units granted to two workers whose leases overlapped in time: must be empty.
         public var overlapping: [String] = []
+        /// The grants of each overlapping unit, for the failure message.
+        public var overlapDetails: [String] = []
         /// Acknowledged finishes whose unit is not FINISHED: must be empty.
         public var lostFinishes: [String] = []
         /// Units neither FINISHED nor AVAILABLE: must be empty.
@@ -165,36 +182,43 @@ public final class SoakFleet: Sendable {
             if acknowledgedFinishes < SoakFleet.minimumFinishes {
                 problems.append("only \(acknowledgedFinishes) finishes: the fleet did not run")
             }
-            if !overlapping.isEmpty { problems.append("held by two workers at once: \(overlapping.prefix(10))") }
+            if !overlapping.isEmpty {
+                problems.append("held by two workers at once: \(overlapDetails.prefix(10).joined(separator: "; "))")
+            }
             if !lostFinishes.isEmpty { problems.append("acknowledged finishes lost: \(lostFinishes.prefix(10))") }
             if !stuck.isEmpty { problems.append("neither finished nor available: \(stuck.prefix(10))") }
             return problems
         }
 
         public var description: String {
-            "\(unitsGranted) units in \(grants) grants (\(grantsWithoutDeadline) more whose status call failed), "
+            "\(unitsGranted) units in \(grants) grants (\(grantsWithoutDeadline) without a deadline read in time), "
                 + "\(acknowledgedFinishes) acknowledged finishes, \(expiryReruns) re-runs after expiry, "
                 + "\(overlapping.count) overlapping, \(lostFinishes.count) lost finishes, \(stuck.count) stuck"
         }
     }
 
     func report(units: Int, port: Int) async throws -> Report {
-        let (grants, finishes, withoutDeadline) = ledger.withLock {
-            ($0.grants, $0.acknowledgedFinishes, $0.grantedWithoutDeadline)
-        }
+        let (grants, finishes) = ledger.withLock { ($0.grants, $0.acknowledgedFinishes) }
         var report = Report()
         report.unitsGranted = grants.count
         report.grants = grants.values.reduce(0) { $0 + $1.count }
-        report.grantsWithoutDeadline = withoutDeadline
+        report.grantsWithoutDeadline = grants.values.reduce(0) { $0 + $1.filter { $0.deadline == nil }.count }
         report.acknowledgedFinishes = finishes.values.reduce(0) { $0 + $1.count }
         for (key, list) in grants where list.count > 1 {
-            let ordered = list.sorted { $0.deadline < $1.deadline }
-            var overlapped = false
-            for (earlier, later) in zip(ordered, ordered.dropFirst())
-            where later.deadline - earlier.deadline < leaseSeconds - 0.001 {
-                overlapped = true
+            let ordered = list.sorted { $0.sent < $1.sent }
+            let overlapped = ordered.indices.contains { first in
+                ordered[(first + 1)...].contains { ordered[first].overlaps($0, lease: leaseSeconds) }
             }
-            if overlapped { report.overlapping.append(key) } else { report.expiryReruns += 1 }
+            if overlapped {
+                report.overlapping.append(key)
+                report.overlapDetails.append(
+                    "\(key): "
+                        + ordered.map {
+                            "\($0.worker) asked \($0.sent), got \($0.received), until \($0.deadline.map { "\($0)" } ?? "?")"
+                        }.joined(separator: ", "))
+            } else {
+                report.expiryReruns += 1
+            }
         }
         let connection = try await RawConnection(port: port)
         for start in stride(from: 0, to: units, by: 500) {
