@@ -42,6 +42,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
+        // The lock every module uses (a pthread mutex the sanitizers can see; Sources/Locking/Locked.swift).
+        .target(name: "Locking", swiftSettings: strictSwift6),
+
         // The CBOR codec: values, canonical encoder, decoder and the incremental stream framer.
         // Knows nothing of RPC or job queues.
         .target(name: "CBOR", swiftSettings: strictSwift6),
@@ -56,13 +59,13 @@ let package = Package(
         // Knows nothing of sockets or framing.
         .target(
             name: "CoordinateEngine",
-            dependencies: ["CBOR", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Locking", "CBOR", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSwift6),
 
         // The SQLite storage backend (the default): GRDB connection management, raw statements on the hot path.
         .target(
             name: "CoordinateSQLite",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CoordinateEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
@@ -73,7 +76,7 @@ let package = Package(
         // The PostgreSQL storage backend (several daemons on one database) on postgres-nio.
         .target(
             name: "CoordinatePostgres",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CoordinateEngine",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -92,7 +95,7 @@ let package = Package(
         // The JobQueue and LockService RPC modules: CBOR-RPC method surface over the engine.
         .target(
             name: "CoordinateJobQueue",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CoordinateEngine", "CoordinateRPC", .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSwift6),
@@ -119,7 +122,7 @@ let package = Package(
         // Metrics: swift-metrics instruments on a swift-prometheus registry, and the scrape-time state gauges.
         .target(
             name: "CoordinateMetrics",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CoordinateEngine", .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -128,7 +131,7 @@ let package = Package(
         // The HTTP API on Hummingbird: REST routes, export/import, /healthz, /metrics, the dashboard.
         .target(
             name: "CoordinateHTTP",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CoordinateEngine", "CoordinateJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -156,22 +159,25 @@ let package = Package(
         // shell-command tasks.
         .target(
             name: "CoordinateWorker",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CoordinateClient", "CoordinateJSON", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift6),
 
-        // Fuzz targets: each executable's only entry point is LLVMFuzzerTestOneInput (libFuzzer supplies main when
-        // built with --sanitize=fuzzer; an ordinary build links an empty one). libm: the CBOR module's rounding
-        // reaches it through Swift's Glibc overlay, which a target importing only CBOR does not link.
+        // Fuzz targets: LLVMFuzzerTestOneInput plus a main that runs libFuzzer's driver over it (FuzzSupport); the
+        // AddressSanitizer build links libFuzzer in (below). libm: the CBOR module's rounding reaches it through
+        // Swift's Glibc overlay, which a target importing only CBOR does not link.
+        .target(name: "FuzzSupport", swiftSettings: strictSwift6),
         .executableTarget(
-            name: "FuzzCBORDecoder", dependencies: ["CBOR"], swiftSettings: strictSwift6, linkerSettings: libm),
+            name: "FuzzCBORDecoder", dependencies: ["CBOR", "FuzzSupport"], swiftSettings: strictSwift6,
+            linkerSettings: libm),
         .executableTarget(
-            name: "FuzzFramer", dependencies: ["CBOR"], swiftSettings: strictSwift6, linkerSettings: libm),
+            name: "FuzzFramer", dependencies: ["CBOR", "FuzzSupport"], swiftSettings: strictSwift6,
+            linkerSettings: libm),
         .executableTarget(
             name: "FuzzRPC",
             dependencies: [
-                "CBOR", "CoordinateEngine", "CoordinateRPC", "CoordinateJobQueue",
+                "CBOR", "CoordinateEngine", "CoordinateRPC", "CoordinateJobQueue", "FuzzSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSwift6),
@@ -229,7 +235,7 @@ let package = Package(
 
         .target(
             name: "TestSupport",
-            dependencies: [
+            dependencies: ["Locking", 
                 "CBOR", "CSpawn", "CoordinateConfig", "CoordinateServer", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -301,3 +307,37 @@ let package = Package(
             swiftSettings: strictSwift6),
     ]
 )
+
+// Sanitizer builds (scripts/sanitize; docs/testing.md): COORDINATE_SANITIZE=thread or =address instruments this
+// package's own Swift targets and leaves the dependencies as the ordinary build compiled them, so a sanitizer
+// build in the ordinary scratch path recompiles only this package's modules. ThreadSanitizer still sees the
+// dependencies' locks (it intercepts pthread); their memory errors are not this package's to find.
+//
+// The AddressSanitizer build also carries libFuzzer's coverage instrumentation and links libFuzzer into the fuzz
+// targets, exporting the driver their `main` calls (FuzzSupport): one build serves the ASan test run and the
+// fuzz targets. Other products link the ASan runtime only, whose weak no-op coverage callbacks satisfy the
+// instrumented code.
+if let sanitizer = Context.environment["COORDINATE_SANITIZE"] {
+    let compile: [String]
+    let link: [String]
+    switch sanitizer {
+    case "thread":
+        compile = ["-sanitize=thread"]
+        link = ["-sanitize=thread"]
+    case "address":
+        compile = ["-sanitize=fuzzer,address"]
+        link = ["-sanitize=address"]
+    default:
+        fatalError("COORDINATE_SANITIZE must be thread or address, not \(sanitizer)")
+    }
+    let fuzzLink = [
+        "-sanitize=fuzzer,address", "-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker",
+        "--export-dynamic-symbol=LLVMFuzzerRunDriver",
+    ]
+    let fuzzTargets: Set<String> = ["FuzzCBORDecoder", "FuzzFramer", "FuzzRPC"]
+    for target in package.targets where target.name != "CSpawn" {
+        let fuzzing = sanitizer == "address" && fuzzTargets.contains(target.name)
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(compile)]
+        target.linkerSettings = (target.linkerSettings ?? []) + [.unsafeFlags(fuzzing ? fuzzLink : link)]
+    }
+}

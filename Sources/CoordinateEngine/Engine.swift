@@ -1,4 +1,5 @@
 import CBOR
+import Locking
 import Logging
 import Synchronization
 
@@ -40,7 +41,7 @@ final class ResultBox<T>: @unchecked Sendable {
 /// Counters of engine events since process start, exported as `coordinate_attempts_total` (rest-api.md §6).
 public final class EngineStatistics: Sendable {
     /// Attempt outcomes by spec id; names are resolved when metrics are read, so deleted specs drop out.
-    private let counts = Mutex<[Int64: AttemptOutcomeCounts]>([:])
+    private let counts = Locked<[Int64: AttemptOutcomeCounts]>([:])
 
     public init() {}
 
@@ -103,9 +104,9 @@ public final class Engine: Sendable {
     public let observer: (any StorageObserver)?
     let logger: Logger
     /// Smooth weighted round-robin credits per namespace id (semantics.md §10.4); per daemon, not persisted.
-    let credits = Mutex<[Int64: SchedulerCredits]>([:])
+    let credits = Locked<[Int64: SchedulerCredits]>([:])
     /// The scheduler graph per namespace id, valid while the namespace's spec generation is unchanged.
-    let graphs = Mutex<[Int64: (generation: UInt64, graph: SchedulerGraph)]>([:])
+    let graphs = Locked<[Int64: (generation: UInt64, graph: SchedulerGraph)]>([:])
 
     public init(
         backend: any StorageBackend, clock: any EngineClock = SystemClock(),

@@ -1,4 +1,5 @@
 import CBOR
+import Locking
 import Synchronization
 
 /// The `memory` backend (storage.md §2): every operation of every namespace runs under one mutex, against
@@ -7,7 +8,7 @@ public final class MemoryBackend: StorageBackend {
     public let name = "memory"
     /// Only ever touched under `lock`.
     private nonisolated(unsafe) let store = MemoryStore()
-    private let lock = AdaptiveMutex()
+    private let lock = Locked(())
     private let closed = Atomic<Bool>(false)
 
     public init() {}

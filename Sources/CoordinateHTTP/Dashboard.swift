@@ -4,6 +4,7 @@ import CoordinateJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Locking
 import Mustache
 import NIOCore
 import Synchronization
@@ -417,7 +418,7 @@ enum Display {
 
 /// Finished and failed attempts per spec sampled over time, for the "per minute" column.
 final class ThroughputSampler: Sendable {
-    private let samples = Mutex<[(at: ContinuousClock.Instant, done: [Int64: Int])]>([])
+    private let samples = Locked<[(at: ContinuousClock.Instant, done: [Int64: Int])]>([])
     static let window: Duration = .seconds(300)
 
     /// Records the current totals (at most one sample every 5 s; samples older than the window are dropped).

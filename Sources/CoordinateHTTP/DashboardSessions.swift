@@ -1,4 +1,5 @@
 import Foundation
+import Locking
 import Synchronization
 
 /// Who is making a dashboard request once `http_token` is set (rest-api.md §8.1).
@@ -34,7 +35,7 @@ final class DashboardSessions: Sendable {
         var logoutToken: String?
     }
 
-    private let entries = Mutex<[DashboardPrincipal: Entry]>([:])
+    private let entries = Locked<[DashboardPrincipal: Entry]>([:])
 
     /// Starts a session and returns its cookie value.
     func createSession() -> String {

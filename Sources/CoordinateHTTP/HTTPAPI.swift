@@ -3,6 +3,7 @@ import CoordinateJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Locking
 import Logging
 import NIOCore
 import Synchronization
@@ -279,7 +280,7 @@ enum IPAddressText {
 final class HealthCheck: Sendable {
     let engine: Engine
     let settings: HTTPSettings
-    private let cache = Mutex<(at: ContinuousClock.Instant, healthy: Bool, detail: String?)?>(nil)
+    private let cache = Locked<(at: ContinuousClock.Instant, healthy: Bool, detail: String?)?>(nil)
 
     init(engine: Engine, settings: HTTPSettings) {
         self.engine = engine

@@ -2,6 +2,7 @@ import CoordinateEngine
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import Locking
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -15,7 +16,7 @@ public final class HTTPListener: Sendable {
     private let tls: TLSConfiguration?
     private let logger: Logger
     private let group: any EventLoopGroup
-    private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+    private let running = Locked<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(
         api: HTTPAPI, host: String, port: Int, tls: TLSConfiguration? = nil, logger: Logger,
@@ -80,7 +81,7 @@ public final class HTTPListener: Sendable {
 
 /// A value delivered once to one waiter; later deliveries are ignored.
 final class OneShot<Value: Sendable>: Sendable {
-    private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
+    private let state = Locked<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
 
     func fulfill(_ value: Value) {
         let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in

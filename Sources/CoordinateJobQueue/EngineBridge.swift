@@ -1,6 +1,7 @@
 import CBOR
 import CoordinateEngine
 import CoordinateRPC
+import Locking
 import NIOCore
 import Synchronization
 
@@ -52,7 +53,7 @@ final class ReplyBridge: Sendable {
         case promised(EventLoopPromise<CBORValue>)
     }
 
-    private let state = Mutex<State>(.waiting)
+    private let state = Locked<State>(.waiting)
 
     func complete(_ result: Result<CBORValue, RPCError>) {
         let promise: EventLoopPromise<CBORValue>? = state.withLock { state in

@@ -1,6 +1,7 @@
 import CoordinateEngine
 import CoreMetrics
 import Foundation
+import Locking
 import Prometheus
 import Synchronization
 
@@ -24,8 +25,8 @@ public final class CoordinateMetrics: StorageObserver {
     private let storageBackend: String
     private let version: String
     /// swift-metrics handles by label set, created on first use.
-    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let counters = Locked<[String: CoreMetrics.Counter]>([:])
+    private let timers = Locked<[String: CoreMetrics.Timer]>([:])
     private let summaryTimer: CoreMetrics.Timer
     private let storageTimers: (read: CoreMetrics.Timer, write: CoreMetrics.Timer, commit: CoreMetrics.Timer)
     private let storageErrors: CoreMetrics.Counter

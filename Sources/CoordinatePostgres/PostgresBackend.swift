@@ -1,5 +1,6 @@
 import CoordinateEngine
 import Foundation
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
@@ -40,7 +41,7 @@ public final class PostgresBackend: StorageBackend {
     /// Whether operations take `now` from the database (production) or from the engine's clock (engine-level
     /// tests with a manual clock, storage.md §7).
     private let useDatabaseClock: Bool
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private enum Phase: Equatable {
         case initialising

@@ -2,6 +2,7 @@ import CoordinateEngine
 import Foundation
 import GRDB
 import GRDBSQLite
+import Locking
 import Logging
 import Synchronization
 
@@ -45,13 +46,13 @@ public final class SQLiteBackend: StorageBackend {
         var writerRunning = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let walTrigger = WALCheckpointTrigger()
     /// The background checkpoints' own connection, opened on first use. The mutex also keeps the periodic and
     /// the WAL-triggered checkpoints from running at once.
-    private let checkpointConnection = Mutex<OpaquePointer?>(nil)
+    private let checkpointConnection = Locked<OpaquePointer?>(nil)
     /// The database connection and its store; set once initialisation succeeds.
-    private let connection = Mutex<(queue: DatabaseQueue, store: SQLiteStore, identity: FileIdentity?)?>(nil)
+    private let connection = Locked<(queue: DatabaseQueue, store: SQLiteStore, identity: FileIdentity?)?>(nil)
 
     /// - Parameters:
     ///   - path: The database file.
@@ -413,7 +414,7 @@ final class WALCheckpointTrigger: Sendable {
     private let running = Atomic<Bool>(false)
     private let requested = Atomic<Bool>(false)
     /// Held by each background pass and by the writer's RESTART, so that they take turns.
-    private let turn = Mutex<Void>(())
+    private let turn = Locked<Void>(())
 
     func exclusively(_ body: () -> Void) { turn.withLock { _ in body() } }
 

@@ -2,6 +2,7 @@ import CBOR
 import CoordinateClient
 import CoordinateJSON
 import Foundation
+import Locking
 import Synchronization
 
 /// Runs a unit as a child process, for specs with a `command` key (README "Worker runtime and CLI behaviour").
@@ -84,8 +85,8 @@ private final class ChildProcess: Sendable {
     private let arguments: [String]
     private let environment: [String: String]
     /// The child's pid once spawned; 0 before, -1 once reaped.
-    private let pid = Mutex<pid_t>(0)
-    private let stderr = Mutex<[UInt8]>([])
+    private let pid = Locked<pid_t>(0)
+    private let stderr = Locked<[UInt8]>([])
 
     init(arguments: [String], environment: [String: String]) {
         self.arguments = arguments
@@ -130,7 +131,7 @@ private final class ChildProcess: Sendable {
             }
             close(writeEnd)
         }
-        let exited = Mutex(false)
+        let exited = Locked(false)
         let readEnd = stderrPipe[0]
         let stderrDone = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -151,7 +152,7 @@ private final class ChildProcess: Sendable {
         }
     }
 
-    private static let spawnLock = Mutex(())
+    private static let spawnLock = Locked(())
 
     private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
 
@@ -224,7 +225,7 @@ private final class ChildProcess: Sendable {
 
     /// Reads stderr to end-of-file, or until shortly after the child exited when a process it left behind
     /// still holds the pipe open.
-    private func collectStderr(from descriptor: Int32, exited: borrowing Mutex<Bool>) {
+    private func collectStderr(from descriptor: Int32, exited: borrowing Locked<Bool>) {
         var chunk = [UInt8](repeating: 0, count: 65536)
         var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
         var quietAfterExit = 0

@@ -1,6 +1,7 @@
 import CBOR
 import CoordinateClient
 import Foundation
+import Locking
 import Logging
 import Synchronization
 
@@ -62,7 +63,7 @@ public final class WorkerRuntime: Sendable {
     public let registry: TaskRegistry
     public let options: WorkerOptions
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let catalog: SpecCatalog
 
     private struct State {
@@ -332,7 +333,7 @@ public final class WorkerRuntime: Sendable {
 
 /// When a running unit's lease was last renewed (or granted), shared by its renewal loop and its reporting.
 private final class RenewalTime: Sendable {
-    private let instant = Mutex(ContinuousClock.now)
+    private let instant = Locked(ContinuousClock.now)
     var value: ContinuousClock.Instant {
         get { instant.withLock { $0 } }
         set { instant.withLock { $0 = newValue } }

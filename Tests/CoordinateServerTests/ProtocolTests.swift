@@ -361,7 +361,7 @@ struct ProtocolTests {
     func portInUse() async throws {
         try await withTestDaemon { daemon, port in
             do {
-                try await withTestDaemon(configure: { $0.server.port = port }) { _, _ in
+                try await withTestDaemon(configure: { $0.server.port = port }) { _, _ -> Void in
                     Issue.record("second daemon bound the same port")
                 }
             } catch let error as DaemonStartError {

@@ -1,6 +1,6 @@
 import CSpawn
 import Foundation
-import Synchronization
+import Locking
 
 #if canImport(Glibc)
 import Glibc
@@ -43,7 +43,7 @@ public final class ChildProcess: Sendable {
     private let exit = OneShot<Termination>()
     private let stdoutDone = OneShot<Void>()
     private let stderrDone = OneShot<Void>()
-    private let captured = Mutex<(stdout: [UInt8], stderr: [UInt8])>(([], []))
+    private let captured = Locked<(stdout: [UInt8], stderr: [UInt8])>(([], []))
 
     private init(pid: pid_t, path: String) {
         self.pid = pid
@@ -264,7 +264,7 @@ public func shell(_ command: String) async throws -> Int32 {
 final class Spawner: Sendable {
     static let shared = Spawner()
 
-    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let jobs = Locked<[@Sendable () -> Void]>([])
     private let wakeUp = DispatchSemaphore(value: 0)
 
     private init() {
@@ -299,7 +299,7 @@ public final class OneShot<Value: Sendable>: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

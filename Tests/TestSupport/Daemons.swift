@@ -2,7 +2,7 @@ import CBOR
 import CoordinateConfig
 import CoordinateServer
 import Foundation
-import Synchronization
+import Locking
 
 #if canImport(Glibc)
 import Glibc
@@ -133,8 +133,8 @@ public struct DaemonFailure: Error, CustomStringConvertible {
 
 /// The daemons started within one ``withDaemons(_:)`` scope; each is stopped (and awaited) when it ends.
 public final class DaemonGroup: Sendable {
-    private let started = Mutex<[DaemonProcess]>([])
-    private let cleanup = Mutex<[String]>([])
+    private let started = Locked<[DaemonProcess]>([])
+    private let cleanup = Locked<[String]>([])
 
     init() {}
 

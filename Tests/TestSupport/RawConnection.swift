@@ -1,8 +1,8 @@
 import CBOR
 import Foundation
+import Locking
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A TCP client for protocol tests: it sends exact bytes and reads exact CBOR messages, so tests can split,
 /// merge, pipeline and corrupt the stream at will.
@@ -27,7 +27,7 @@ public final class RawConnection: Sendable {
         var framer = CBORStreamFramer(maxMessageBytes: 1 << 30, maxDepth: 100_000)
         var nextID: UInt64 = 1
     }
-    private let reader = Mutex(Reader())
+    private let reader = Locked(Reader())
 
     /// Connects to `host:port`; receives give up after `receiveTimeout` seconds.
     public init(host: String = "127.0.0.1", port: Int, receiveTimeout: Double = 30) async throws {
@@ -173,7 +173,7 @@ final class InboundBytes: Sendable {
         var waiter: CheckedContinuation<Void, Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Asks the channel for more bytes, when it does not read on its own (set before any read).
     nonisolated(unsafe) var requestRead: (@Sendable () -> Void)?
     // nonisolated(unsafe): written once, by the owner, before the first `next`; only read afterwards.

@@ -1,7 +1,7 @@
 import CBOR
 import Foundation
+import Locking
 
-import Synchronization
 
 /// The soak workload of storage.md §7.3 SOAK-1: a fleet of workers takes units with short leases and finishes
 /// them while something keeps disrupting the daemon; the ledger then judges the outcome by the spec's accounting
@@ -47,7 +47,7 @@ public final class SoakFleet: Sendable {
         var acknowledgedFinishes: [String: [String]] = [:]
         var stopping = false
     }
-    private let ledger = Mutex(Ledger())
+    private let ledger = Locked(Ledger())
 
     public init(spec: String = "soak", leaseSeconds: Double = 10) {
         self.spec = spec
