@@ -65,7 +65,8 @@ let package = Package(
         // The SQLite storage backend (the default): GRDB connection management, raw statements on the hot path.
         .target(
             name: "CoordinateSQLite",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CBOR", "CoordinateEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
@@ -76,7 +77,8 @@ let package = Package(
         // The PostgreSQL storage backend (several daemons on one database) on postgres-nio.
         .target(
             name: "CoordinatePostgres",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CBOR", "CoordinateEngine",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -95,7 +97,8 @@ let package = Package(
         // The JobQueue and LockService RPC modules: CBOR-RPC method surface over the engine.
         .target(
             name: "CoordinateJobQueue",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CBOR", "CoordinateEngine", "CoordinateRPC", .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSwift6),
@@ -122,7 +125,8 @@ let package = Package(
         // Metrics: swift-metrics instruments on a swift-prometheus registry, and the scrape-time state gauges.
         .target(
             name: "CoordinateMetrics",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CoordinateEngine", .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -131,7 +135,8 @@ let package = Package(
         // The HTTP API on Hummingbird: REST routes, export/import, /healthz, /metrics, the dashboard.
         .target(
             name: "CoordinateHTTP",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CBOR", "CoordinateEngine", "CoordinateJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -159,7 +164,8 @@ let package = Package(
         // shell-command tasks.
         .target(
             name: "CoordinateWorker",
-            dependencies: ["Locking", 
+            dependencies: [
+                "Locking",
                 "CBOR", "CoordinateClient", "CoordinateJSON", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift6),
@@ -235,8 +241,10 @@ let package = Package(
 
         .target(
             name: "TestSupport",
-            dependencies: ["Locking", 
-                "CBOR", "CSpawn", "CoordinateConfig", "CoordinateServer", .product(name: "NIOCore", package: "swift-nio"),
+            dependencies: [
+                "Locking",
+                "CBOR", "CSpawn", "CoordinateConfig", "CoordinateServer",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

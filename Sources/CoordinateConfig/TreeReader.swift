@@ -142,7 +142,8 @@ struct TreeReader {
             case "port": server.port = try port(value, key)
             case "http_host": server.httpHost = try optionalString(value, key)
             case "http_port":
-                server.httpPort = value == .string("auto") ? CoordinateConfiguration.Server.automaticPort : try port(value, key)
+                server.httpPort =
+                    value == .string("auto") ? CoordinateConfiguration.Server.automaticPort : try port(value, key)
             case "modules":
                 let modules = try stringList(value, key)
                 for module in modules where !CoordinateConfiguration.knownModules.contains(module) {

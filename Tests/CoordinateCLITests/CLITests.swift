@@ -30,7 +30,9 @@ struct CLIHarness: Sendable {
 func withCLIHarness<R>(_ body: (CLIHarness) async throws -> R) async throws -> R {
     try await withDaemon(arguments: ["-q"]) { daemon in
         try await body(
-            CLIHarness(daemon: daemon, client: CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))))
+            CLIHarness(
+                daemon: daemon, client: CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)")))
+        )
     }
 }
 
@@ -59,19 +61,19 @@ struct CLITests {
             "coordinate:\n  server:\n    tls_cert_file: \(fixtures)/server.pem\n    tls_key_file: \(fixtures)/server.key\n"
         )
         try await withDaemon(arguments: ["-c", config, "-q"]) { daemon in
-        let address = "127.0.0.1:\(daemon.port)"
-        let secure = try await runExecutable(
-            "coordinate", ["--tls-ca-file", "\(fixtures)/ca.pem", "--address", address, "--json", "specs"])
-        #expect(secure.status == 0, "\(secure.stderr)")
-        #expect(secure.stdout == "[]\n")
-        let untrusted = try await runExecutable(
-            "coordinate", ["specs", "--tls-ca-file", "\(fixtures)/other-ca.pem", "--address", address])
-        #expect(untrusted.status == 3)
-        #expect(untrusted.stderr.contains("TLS handshake failed"), "\(untrusted.stderr)")
-        let configFile = try CLIHarness.temporaryFile("coordinate:\n  address: \"\(address)\"\n  retries: 0\n")
-        let plain = try await runExecutable("coordinate", ["-c", configFile, "specs"])
-        #expect(plain.status == 1)
-        #expect(plain.stderr == "coordinate: protocol error: the server speaks TLS; connect with TLS\n")
+            let address = "127.0.0.1:\(daemon.port)"
+            let secure = try await runExecutable(
+                "coordinate", ["--tls-ca-file", "\(fixtures)/ca.pem", "--address", address, "--json", "specs"])
+            #expect(secure.status == 0, "\(secure.stderr)")
+            #expect(secure.stdout == "[]\n")
+            let untrusted = try await runExecutable(
+                "coordinate", ["specs", "--tls-ca-file", "\(fixtures)/other-ca.pem", "--address", address])
+            #expect(untrusted.status == 3)
+            #expect(untrusted.stderr.contains("TLS handshake failed"), "\(untrusted.stderr)")
+            let configFile = try CLIHarness.temporaryFile("coordinate:\n  address: \"\(address)\"\n  retries: 0\n")
+            let plain = try await runExecutable("coordinate", ["-c", configFile, "specs"])
+            #expect(plain.status == 1)
+            #expect(plain.stderr == "coordinate: protocol error: the server speaks TLS; connect with TLS\n")
         }
     }
 
@@ -98,7 +100,8 @@ struct CLITests {
     @Test("spec load (flows, lists, JSON), specs, show, pause, resume, delete")
     func specs() async throws {
         try await withCLIHarness { harness in
-            let flows = try harness.file("flows:\n  first:\n    min_gb: 1\n    then: second\n  second:\n    desc: two\n")
+            let flows = try harness.file(
+                "flows:\n  first:\n    min_gb: 1\n    then: second\n  second:\n    desc: two\n")
             let list = try harness.file(#"[{"name": "third", "weight": 3}]"#, suffix: ".json")
             let load = try await harness.run(["spec", "load", flows, list])
             #expect(load.status == 0)
@@ -133,7 +136,9 @@ struct CLITests {
         try await withCLIHarness { harness in
             try await harness.client.setWorkSpec(["name": "s"])
             try await harness.client.setWorkSpec(["name": "t"])
-            let added = try await harness.run(["units", "add", "s", "k1", "k2", "--data", #"{"n": 1}"#, "--priority", "5"])
+            let added = try await harness.run([
+                "units", "add", "s", "k1", "k2", "--data", #"{"n": 1}"#, "--priority", "5",
+            ])
             #expect(added.stdout == "added 2 work units to s\n")
             let lines =
                 #"{"key": "a", "data": {"x": 1}}"# + "\n" + #"{"b": {"y": 2}}"# + "\n\n"
@@ -173,11 +178,14 @@ struct CLITests {
             let pending = try JSONValue.parse(
                 try await harness.run(["units", "list", "s", "--status", "pending", "--json"]).stdout)
             #expect(
-                pending == [["key": "\u{FFFD}", "key_base64": "/w==", "status": "PENDING", "worker_id": "w9", "data": [:]]])
+                pending == [
+                    ["key": "\u{FFFD}", "key_base64": "/w==", "status": "PENDING", "worker_id": "w9", "data": [:]]
+                ])
 
             let status = try await harness.run(["units", "status", "s", "a", "zz"])
             #expect(status.status == 4)
-            #expect(status.stdout == "KEY  STATUS     WORKER  EXPIRES/DONE  TRACEBACK\na    AVAILABLE\nzz   not found\n")
+            #expect(
+                status.stdout == "KEY  STATUS     WORKER  EXPIRES/DONE  TRACEBACK\na    AVAILABLE\nzz   not found\n")
             #expect(status.stderr == "coordinate: no such work unit zz\n")
 
             let summary = try await harness.run(["summary"])
@@ -224,7 +232,8 @@ struct CLITests {
             let refused = try await harness.run(["units", "delete", "s", "--all"], stdin: "n\n")
             #expect(refused.status == 1)
             #expect(try await client.countWorkUnits("s") == [.available: 3])
-            #expect(try await harness.run(["units", "delete", "s", "--all", "--yes"]).stdout == "deleted 3 work units\n")
+            #expect(
+                try await harness.run(["units", "delete", "s", "--all", "--yes"]).stdout == "deleted 3 work units\n")
             #expect(try await harness.run(["units", "delete", "s"]).status == 2)
             #expect(try await harness.run(["units", "list", "s", "--status", "blocked"]).status == 2)
         }
@@ -269,7 +278,8 @@ struct CLITests {
             let confirmed = try await harness.run(["clear"], stdin: "y\n")
             #expect(confirmed.stdout == "deleted 1 work specs\n")
             try await client.setWorkSpec(["name": "again"])
-            #expect(try await harness.run(["clear", "--yes", "--json"]).stdout == "{\n  \"deleted_work_specs\": 1\n}\n")
+            #expect(
+                try await harness.run(["clear", "--yes", "--json"]).stdout == "{\n  \"deleted_work_specs\": 1\n}\n")
             // Workers and locks survive clear.
             #expect(try await client.workerStats().workers == 2)
         }
@@ -299,75 +309,77 @@ struct ExportImportTests {
     @Test("a namespace exported from memory imports into SQLite identically, then exports the same lines")
     func memoryToSQLite() async throws {
         try await withDaemons { group in
-        let source = try await group.start(arguments: ["-q"], http: true)
-        let sourceHTTP = try #require(source.httpPort)
-        let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(source.port)"))
-        try await client.setWorkSpec(["name": "first", "then": "second", "weight": 3])
-        try await client.setWorkSpec(["name": "second", "continuous": true, "interval": 60])
-        try await client.controlWorkSpec("first", ["max_running": 5, "status": 2])
-        try await client.resumeWorkSpec("first")
-        try await client.addWorkUnits(
-            "first",
-            [
-                WorkUnitSubmission(key: "a", data: ["n": 1], priority: 3),
-                WorkUnitSubmission(key: .bytes([0xff, 0x00]), data: ["blob": .bytes([1, 2, 3])]),
-                WorkUnitSubmission(key: .text("later"), data: ["t": .tuple([1, 2])], delay: 3600),
-                WorkUnitSubmission(key: "b"), WorkUnitSubmission(key: "c"),
-            ])
-        let granted = try await client.getWork(workerID: "w.0", specNames: ["first"], maxJobs: 3)
-        #expect(granted.count == 3)
-        try await granted[0].finish(data: ["output": ["next": ["from": "a"]]])
-        try await granted[1].fail(traceback: "boom")
-        try await client.workerHeartbeat(workerID: "w", mode: "RUN", lifetime: 600, environment: ["pid": 9])
-        try await client.workerHeartbeat(workerID: "w.0", mode: "RUN", lifetime: 600, parent: "w")
-        _ = try await client.lock(
-            lockerID: "w", paths: [["jobs", 1], [.uuid(CBORUUID(high: 7, low: 8))]], timeout: 600)
+            let source = try await group.start(arguments: ["-q"], http: true)
+            let sourceHTTP = try #require(source.httpPort)
+            let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(source.port)"))
+            try await client.setWorkSpec(["name": "first", "then": "second", "weight": 3])
+            try await client.setWorkSpec(["name": "second", "continuous": true, "interval": 60])
+            try await client.controlWorkSpec("first", ["max_running": 5, "status": 2])
+            try await client.resumeWorkSpec("first")
+            try await client.addWorkUnits(
+                "first",
+                [
+                    WorkUnitSubmission(key: "a", data: ["n": 1], priority: 3),
+                    WorkUnitSubmission(key: .bytes([0xff, 0x00]), data: ["blob": .bytes([1, 2, 3])]),
+                    WorkUnitSubmission(key: .text("later"), data: ["t": .tuple([1, 2])], delay: 3600),
+                    WorkUnitSubmission(key: "b"), WorkUnitSubmission(key: "c"),
+                ])
+            let granted = try await client.getWork(workerID: "w.0", specNames: ["first"], maxJobs: 3)
+            #expect(granted.count == 3)
+            try await granted[0].finish(data: ["output": ["next": ["from": "a"]]])
+            try await granted[1].fail(traceback: "boom")
+            try await client.workerHeartbeat(workerID: "w", mode: "RUN", lifetime: 600, environment: ["pid": 9])
+            try await client.workerHeartbeat(workerID: "w.0", mode: "RUN", lifetime: 600, parent: "w")
+            _ = try await client.lock(
+                lockerID: "w", paths: [["jobs", 1], [.uuid(CBORUUID(high: 7, low: 8))]], timeout: 600)
 
-        let exported = try await runExecutable(
-            "coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(sourceHTTP)"])
-        #expect(exported.status == 0)
-        let lines = exported.stdout.split(separator: "\n").map(String.init)
-        // Header, 2 specs, 6 units (5 added, 1 chained), 2 workers, 2 locks.
-        #expect(lines.count == 13)
-        let types = lines.compactMap { try? JSONValue.parse($0)["type"]?.stringValue }
-        #expect(types.first == "coordinate-export")
+            let exported = try await runExecutable(
+                "coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(sourceHTTP)"])
+            #expect(exported.status == 0)
+            let lines = exported.stdout.split(separator: "\n").map(String.init)
+            // Header, 2 specs, 6 units (5 added, 1 chained), 2 workers, 2 locks.
+            #expect(lines.count == 13)
+            let types = lines.compactMap { try? JSONValue.parse($0)["type"]?.stringValue }
+            #expect(types.first == "coordinate-export")
 
-        let target = try await group.start(storage: "sqlite", arguments: ["-q"], http: true)
-        let targetHTTP = try #require(target.httpPort)
-        let targetClient = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(target.port)"))
-        let imported = try await runExecutable(
-            "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
-        #expect(imported.status == 0)
-        #expect(imported.stdout == "imported 2 work specs, 6 work units, 3 attempts, 2 workers, 2 locks\n")
+            let target = try await group.start(storage: "sqlite", arguments: ["-q"], http: true)
+            let targetHTTP = try #require(target.httpPort)
+            let targetClient = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(target.port)"))
+            let imported = try await runExecutable(
+                "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
+            #expect(imported.status == 0)
+            #expect(imported.stdout == "imported 2 work specs, 6 work units, 3 attempts, 2 workers, 2 locks\n")
 
-        // Exporting again gives the same lines except the header's export time.
-        let again = try await runExecutable("coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"])
-        let againLines = again.stdout.split(separator: "\n").map(String.init)
-        #expect(Array(againLines.dropFirst()) == Array(lines.dropFirst()))
+            // Exporting again gives the same lines except the header's export time.
+            let again = try await runExecutable(
+                "coordinate", ["export", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"])
+            let againLines = again.stdout.split(separator: "\n").map(String.init)
+            #expect(Array(againLines.dropFirst()) == Array(lines.dropFirst()))
 
-        // CBOR-RPC reads agree.
-        for spec in ["first", "second"] {
-            #expect(try await targetClient.countWorkUnits(spec) == client.countWorkUnits(spec))
-            let keys = try await client.workUnits(spec).map(\.key)
-            #expect(try await targetClient.workUnits(spec).map(\.key) == keys)
-            #expect(try await targetClient.workUnitStatus(spec, keys: keys) == client.workUnitStatus(spec, keys: keys))
-        }
-        #expect(try await targetClient.workSpecMeta("first") == client.workSpecMeta("first"))
-        #expect(try await targetClient.workerModes().map(\.workerID) == client.workerModes().map(\.workerID))
-        #expect(try await targetClient.childWorkUnits(parent: "w") == client.childWorkUnits(parent: "w"))
-        #expect(try await targetClient.listLocks() == client.listLocks())
+            // CBOR-RPC reads agree.
+            for spec in ["first", "second"] {
+                #expect(try await targetClient.countWorkUnits(spec) == client.countWorkUnits(spec))
+                let keys = try await client.workUnits(spec).map(\.key)
+                #expect(try await targetClient.workUnits(spec).map(\.key) == keys)
+                #expect(
+                    try await targetClient.workUnitStatus(spec, keys: keys) == client.workUnitStatus(spec, keys: keys))
+            }
+            #expect(try await targetClient.workSpecMeta("first") == client.workSpecMeta("first"))
+            #expect(try await targetClient.workerModes().map(\.workerID) == client.workerModes().map(\.workerID))
+            #expect(try await targetClient.childWorkUnits(parent: "w") == client.childWorkUnits(parent: "w"))
+            #expect(try await targetClient.listLocks() == client.listLocks())
 
-        // A second import into the now non-empty namespace is refused; a broken file names its line.
-        let refused = try await runExecutable(
-            "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
-        #expect(refused.status == 1)
-        #expect(refused.stderr == "coordinate: namespace  is not empty\n")
-        let broken = try await runExecutable(
-            "coordinate", ["import", "other", "--http-url", "http://127.0.0.1:\(targetHTTP)"],
-            stdin: lines[0] + "\n{\"type\": \"work_unit\"}\n")
-        #expect(broken.status == 1)
-        #expect(broken.stderr.hasPrefix("coordinate: line 2: "))
-        #expect(try await targetClient.call("list_work_specs", [[:]]) != .null)
+            // A second import into the now non-empty namespace is refused; a broken file names its line.
+            let refused = try await runExecutable(
+                "coordinate", ["import", "", "--http-url", "http://127.0.0.1:\(targetHTTP)"], stdin: exported.stdout)
+            #expect(refused.status == 1)
+            #expect(refused.stderr == "coordinate: namespace  is not empty\n")
+            let broken = try await runExecutable(
+                "coordinate", ["import", "other", "--http-url", "http://127.0.0.1:\(targetHTTP)"],
+                stdin: lines[0] + "\n{\"type\": \"work_unit\"}\n")
+            #expect(broken.status == 1)
+            #expect(broken.stderr.hasPrefix("coordinate: line 2: "))
+            #expect(try await targetClient.call("list_work_specs", [[:]]) != .null)
         }
     }
 }

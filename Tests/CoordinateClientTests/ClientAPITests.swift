@@ -94,7 +94,9 @@ struct ClientAPITests {
             await #expect(throws: CoordinateClientError.noSuchWorkSpec("nope")) {
                 try await client.addWorkUnits("nope", [WorkUnitSubmission(key: "x")])
             }
-            await #expect(throws: CoordinateClientError.noSuchWorkSpec("nope")) { try await client.countWorkUnits("nope") }
+            await #expect(throws: CoordinateClientError.noSuchWorkSpec("nope")) {
+                try await client.countWorkUnits("nope")
+            }
         }
     }
 
@@ -175,7 +177,8 @@ struct ClientAPITests {
             #expect(held.map(\.path) == [["jobs", "a"], ["jobs", "b"]])
             #expect(held.map(\.owner) == [.text("me"), .text("you")])
             #expect(
-                try await client.unlock(lockerID: "you", paths: [["jobs", "a"]]).message == "['jobs', 'a'] is held by 'me'")
+                try await client.unlock(lockerID: "you", paths: [["jobs", "a"]]).message
+                    == "['jobs', 'a'] is held by 'me'")
             #expect(try await client.unlock(lockerID: "me", paths: [["jobs", "a"]]).succeeded)
             #expect(try await client.deleteLockNamespace("jobs") == 1)
             #expect(try await client.listLocks().isEmpty)

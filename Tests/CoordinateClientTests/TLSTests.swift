@@ -90,15 +90,15 @@ struct TLSTests {
             // A certificate for coordinate.example only: reaching it by address fails verification; naming it passes.
             try await Self.withTLSDaemon(certificate: Self.fixtures + "/named.pem", key: Self.fixtures + "/named.key") {
                 named, _ throws in
-            for host in ["127.0.0.1", "localhost"] {
-                await Self.expectHandshakeFailure(
-                    Self.client(port: named.port, host: host, tls: ClientTLS(trustRootsFile: Self.caFile)),
-                    "certificate for another name reached as \(host)")
-            }
-            let byName = Self.client(
-                port: named.port, tls: ClientTLS(trustRootsFile: Self.caFile, serverName: "coordinate.example"))
-            #expect(try await byName.allWorkSpecs().isEmpty)
-            await byName.close()
+                for host in ["127.0.0.1", "localhost"] {
+                    await Self.expectHandshakeFailure(
+                        Self.client(port: named.port, host: host, tls: ClientTLS(trustRootsFile: Self.caFile)),
+                        "certificate for another name reached as \(host)")
+                }
+                let byName = Self.client(
+                    port: named.port, tls: ClientTLS(trustRootsFile: Self.caFile, serverName: "coordinate.example"))
+                #expect(try await byName.allWorkSpecs().isEmpty)
+                await byName.close()
             }
 
             try await withDaemon(arguments: ["-q"]) { plain throws in
@@ -116,7 +116,8 @@ struct TLSTests {
             #expect(try await secure.request("GET", "/healthz").status == 200)
             let unauthorized = try await secure.request("GET", "/namespace")
             #expect(unauthorized.status == 401)
-            let listed = try await secure.request("GET", "/namespace", headers: [("Authorization", "Bearer secret-token")])
+            let listed = try await secure.request(
+                "GET", "/namespace", headers: [("Authorization", "Bearer secret-token")])
             #expect(listed.status == 200)
             // The dashboard's session cookie is marked Secure under TLS (rest-api.md §8.1).
             let login = try await secure.request(
@@ -125,7 +126,9 @@ struct TLSTests {
             #expect(login.status == 303)
             #expect(login.header("set-cookie")?.hasSuffix("; HttpOnly; SameSite=Strict; Path=/ui; Secure") == true)
             // A plaintext request gets no HTTP answer at all.
-            await #expect(throws: (any Error).self) { try await HTTPTestClient(port: httpPort).request("GET", "/healthz") }
+            await #expect(throws: (any Error).self) {
+                try await HTTPTestClient(port: httpPort).request("GET", "/healthz")
+            }
             // A client that does not trust the certificate cannot complete the handshake.
             await #expect(throws: (any Error).self) {
                 try await HTTPTestClient(port: httpPort, trustRootsFile: Self.otherCAFile).request("GET", "/healthz")

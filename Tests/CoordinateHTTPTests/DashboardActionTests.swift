@@ -140,7 +140,9 @@ struct DashboardActionTests {
                 ([cookie, Self.formType], [("csrf", String(repeating: "b", count: 64))]),
                 ([Self.formType], [("csrf", token)]),
             ] as [([(String, String)], [(String, String)])] {
-                #expect(try await http.request("POST", "/ui/logout", headers: headers, body: Self.form(fields)).status == 403)
+                #expect(
+                    try await http.request("POST", "/ui/logout", headers: headers, body: Self.form(fields)).status
+                        == 403)
             }
             #expect(try await http.request("GET", "/ui", headers: [cookie]).status == 200)
 
@@ -198,7 +200,8 @@ struct DashboardActionTests {
             // A script with the bearer token uses the same pages.
             let page = try await http.request("GET", Self.spec, headers: [Self.bearer])
             #expect(page.text.contains(#"data-action="resume""#))
-            let resumeToken = try Self.csrf(try await http.request("GET", Self.spec + "/resume", headers: [Self.bearer]))
+            let resumeToken = try Self.csrf(
+                try await http.request("GET", Self.spec + "/resume", headers: [Self.bearer]))
             let resumed = try await http.request(
                 "POST", Self.spec + "/resume", headers: [Self.bearer, Self.formType],
                 body: Self.form([("csrf", resumeToken)]))
@@ -243,7 +246,8 @@ struct DashboardActionTests {
             #expect(try await unitJSON(harness, "c")["meta"]?["priority"] == .float(0))
 
             #expect(try await http.request("GET", Self.spec + "/priority?unit=nope", headers: [cookie]).status == 404)
-            #expect(try await http.request("GET", "/ui/namespace/-/work_spec/nope/pause", headers: [cookie]).status == 404)
+            #expect(
+                try await http.request("GET", "/ui/namespace/-/work_spec/nope/pause", headers: [cookie]).status == 404)
         }
     }
 }

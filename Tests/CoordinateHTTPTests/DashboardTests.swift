@@ -40,23 +40,25 @@ struct DashboardTests {
         storage: String = "memory", extra: [String] = [], _ body: (RESTHarness) async throws -> R
     ) async throws -> R {
         try await withRESTHarness(storage: storage, extra: extra) { harness in
-        let client = harness.client
-        try await client.setWorkSpec(["name": "images", "then": "thumbs"])
-        try await client.setWorkSpec(["name": "thumbs"])
-        try await client.addWorkUnits(
-            "images", ["a", "b", "c", "<script>alert(1)</script>"].map { WorkUnitSubmission(key: .text($0)) })
-        try await client.addWorkUnits("images", [WorkUnitSubmission(key: "later", delay: 3600)])
-        try await client.workerHeartbeat(workerID: "w1", mode: "RUN", lifetime: 600, environment: ["pid": 7])
-        // Best first is key order: the `<script>` unit and `a` are granted; `a` fails.
-        let granted = try await client.getWork(workerID: "w1", specNames: ["images"], maxJobs: 2)
-        let a = try #require(granted.first { $0.key == .text("a") })
-        try await a.fail(traceback: "Traceback (most recent call last):\n  ValueError: <bad input>")
-        try await client.pauseWorkSpec("thumbs")
-        return try await body(harness)
+            let client = harness.client
+            try await client.setWorkSpec(["name": "images", "then": "thumbs"])
+            try await client.setWorkSpec(["name": "thumbs"])
+            try await client.addWorkUnits(
+                "images", ["a", "b", "c", "<script>alert(1)</script>"].map { WorkUnitSubmission(key: .text($0)) })
+            try await client.addWorkUnits("images", [WorkUnitSubmission(key: "later", delay: 3600)])
+            try await client.workerHeartbeat(workerID: "w1", mode: "RUN", lifetime: 600, environment: ["pid": 7])
+            // Best first is key order: the `<script>` unit and `a` are granted; `a` fails.
+            let granted = try await client.getWork(workerID: "w1", specNames: ["images"], maxJobs: 2)
+            let a = try #require(granted.first { $0.key == .text("a") })
+            try await a.fail(traceback: "Traceback (most recent call last):\n  ValueError: <bad input>")
+            try await client.pauseWorkSpec("thumbs")
+            return try await body(harness)
         }
     }
 
-    @Test("pages over plain HTTP: markers, escaping, refresh, 404 pages that create nothing", arguments: RESTHarness.backends)
+    @Test(
+        "pages over plain HTTP: markers, escaping, refresh, 404 pages that create nothing",
+        arguments: RESTHarness.backends)
     func pagesOverHTTP(storage: String) async throws {
         try await Self.withPopulated(storage: storage) { harness in
             let home = try await harness.http.request("GET", "/ui")
@@ -76,7 +78,8 @@ struct DashboardTests {
             let spec = try await harness.http.request("GET", "/ui/namespace/-/work_spec/images?status=available").text
             #expect(spec.contains(#"<tr data-unit="b">"#))
             #expect(!spec.contains(#"<tr data-unit="a">"#))  // a failed
-            #expect(try await harness.http.request("GET", "/ui/namespace/-/work_spec/images?status=bogus").status == 400)
+            #expect(
+                try await harness.http.request("GET", "/ui/namespace/-/work_spec/images?status=bogus").status == 400)
             let unit = try await harness.http.request("GET", "/ui/namespace/-/work_spec/images/work_unit/a").text
             #expect(unit.contains(#"<tr data-attempt="#))
             #expect(unit.contains("failed"))
@@ -88,7 +91,8 @@ struct DashboardTests {
             }
             #expect(try await harness.call("GET", "/namespace").1["namespaces"]?.elements?.count == 1)
             #expect(
-                try await harness.http.request("POST", "/ui", headers: [("Content-Type", "application/json")], body: []).status
+                try await harness.http.request("POST", "/ui", headers: [("Content-Type", "application/json")], body: [])
+                    .status
                     == 405)
             #expect(try await harness.http.request("GET", "/ui", host: "evil.example").status == 421)
         }

@@ -35,7 +35,9 @@ struct FixtureReplayTests {
                         path = try #require(live, "\(label): no live attempt for \(path)")
                     }
                     var headers: [(String, String)] = []
-                    if let type = exchange["request_content_type"]?.stringValue { headers.append(("Content-Type", type)) }
+                    if let type = exchange["request_content_type"]?.stringValue {
+                        headers.append(("Content-Type", type))
+                    }
                     if let accept = exchange["request_accept"]?.stringValue { headers.append(("Accept", accept)) }
                     let body = exchange["request_body"].flatMap { $0 == .null ? nil : Array($0.serialized().utf8) }
                     let response = try await harness.http.request(method, path, headers: headers, body: body)
@@ -49,7 +51,8 @@ struct FixtureReplayTests {
                     #expect(response.status == expected, "\(label) \(method) \(path)")
                     if response.status != 204 {
                         #expect(
-                            response.header("content-type") == exchange["response_content_type"]?.stringValue, "\(label)")
+                            response.header("content-type") == exchange["response_content_type"]?.stringValue,
+                            "\(label)")
                     }
                     if let location = exchange["response_location"]?.stringValue {
                         #expect(response.header("location") == location, "\(label)")

@@ -61,7 +61,8 @@ struct RESTProtectionTests {
             #expect(try await http.request("GET", "/", host: nil).status == 400)
             #expect(try await http.request("GET", "/", host: "localhost").status == 200)
             // The foreign Host did not create the namespace.
-            #expect(try await harness.call("GET", "/namespace").1 == ["namespaces": [["url": "/namespace/-", "name": ""]]])
+            #expect(
+                try await harness.call("GET", "/namespace").1 == ["namespaces": [["url": "/namespace/-", "name": ""]]])
 
             let missing = try await http.json("GET", "/nowhere")
             #expect(missing.status == 404)
@@ -76,7 +77,9 @@ struct RESTProtectionTests {
 
             // Accept negotiation.
             #expect(try await http.json("GET", "/", accept: "text/*").header("content-type") == "text/json")
-            #expect(try await http.json("GET", "/", accept: "application/json").header("content-type") == "application/json")
+            #expect(
+                try await http.json("GET", "/", accept: "application/json").header("content-type") == "application/json"
+            )
             #expect(
                 try await http.json("GET", "/", accept: "*/*;q=0.9, application/vnd.diffeo.coordinate+json")
                     .header("content-type") == "application/vnd.diffeo.coordinate+json")
@@ -89,12 +92,17 @@ struct RESTProtectionTests {
             let noType = try await http.request("POST", "/namespace", body: Array(#"{"name": "a"}"#.utf8))
             #expect(noType.status == 415)
             #expect(try JSONValue.parse(noType.body)["error"] == "ErrUnsupportedMediaType")
-            #expect(try await http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "text/plain").status == 415)
             #expect(
-                try await http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "application/json; charset=utf-8")
-                    .status == 201)
+                try await http.json("POST", "/namespace", #"{"name": "a"}"#, contentType: "text/plain").status == 415)
+            #expect(
+                try await http.json(
+                    "POST", "/namespace", #"{"name": "a"}"#, contentType: "application/json; charset=utf-8"
+                )
+                .status == 201)
             #expect(try await http.request("DELETE", "/namespace/a").status == 204)
-            #expect(try await http.request("DELETE", "/namespace/a", headers: [("Content-Type", "text/plain")]).status == 415)
+            #expect(
+                try await http.request("DELETE", "/namespace/a", headers: [("Content-Type", "text/plain")]).status
+                    == 415)
             #expect(try await http.request("GET", "/", headers: [], body: Array("x".utf8)).status == 415)
             // Malformed JSON.
             let malformed = try await http.json("POST", "/namespace", "{")

@@ -7,7 +7,9 @@ import Testing
 
 @Suite("REST: resources (rest-api.md §3–§4)")
 struct RESTResourceTests {
-    @Test("namespaces: list, create, get-or-create, summary, delete (the CBOR-RPC namespace is emptied, not removed)", arguments: RESTHarness.backends)
+    @Test(
+        "namespaces: list, create, get-or-create, summary, delete (the CBOR-RPC namespace is emptied, not removed)",
+        arguments: RESTHarness.backends)
     func namespaces(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             let created = try await harness.http.json("POST", "/namespace", #"{"name": "a b"}"#)
@@ -16,7 +18,8 @@ struct RESTResourceTests {
             #expect(
                 try JSONValue.parse(created.body) == [
                     "url": "/namespace/-YSBi", "name": "a b", "summary_url": "/namespace/-YSBi/summary",
-                    "work_specs_url": "/namespace/-YSBi/work_spec", "work_spec_url": "/namespace/-YSBi/work_spec/{spec}",
+                    "work_specs_url": "/namespace/-YSBi/work_spec",
+                    "work_spec_url": "/namespace/-YSBi/work_spec/{spec}",
                     "workers_url": "/namespace/-YSBi/worker", "worker_url": "/namespace/-YSBi/worker/{worker}",
                     "attempt_url": "/namespace/-YSBi/attempt/{id}", "locks_url": "/namespace/-YSBi/lock",
                 ])
@@ -40,7 +43,9 @@ struct RESTResourceTests {
         }
     }
 
-    @Test("work specs: create/update, representation, meta with counts, meta PUT, counts, errors", arguments: RESTHarness.backends)
+    @Test(
+        "work specs: create/update, representation, meta with counts, meta PUT, counts, errors",
+        arguments: RESTHarness.backends)
     func workSpecs(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             let first = try await harness.http.json(
@@ -65,9 +70,12 @@ struct RESTResourceTests {
             #expect(
                 try await harness.call("POST", "/namespace/-/work_spec", #"{"data": {"name": 5}}"#).1["error"]
                     == "ErrBadWorkSpecName")
-            let invalid = try await harness.call("POST", "/namespace/-/work_spec", #"{"data": {"name": "x", "weight": "heavy"}}"#)
+            let invalid = try await harness.call(
+                "POST", "/namespace/-/work_spec", #"{"data": {"name": "x", "weight": "heavy"}}"#)
             #expect(
-                invalid.1 == ["error": "ErrInvalidWorkSpec", "message": "invalid work spec: weight: expected an integer"])
+                invalid.1 == [
+                    "error": "ErrInvalidWorkSpec", "message": "invalid work spec: weight: expected an integer",
+                ])
             let renamed = try await harness.call("PUT", "/namespace/-/work_spec/s", #"{"data": {"name": "other"}}"#)
             #expect(renamed.1 == ["error": "ErrChangedName", "message": "Cannot change work spec 'name'"])
             #expect(try await harness.call("PUT", "/namespace/-/work_spec/s", #"{"data": null}"#).0 == 204)
@@ -80,7 +88,8 @@ struct RESTResourceTests {
             #expect(
                 meta == [
                     "priority": 0, "weight": 20, "paused": false, "continuous": true, "can_be_continuous": true,
-                    "interval": 0, "next_continuous": .null, "max_running": 0, "max_attempts_returned": 0, "max_retries": 0,
+                    "interval": 0, "next_continuous": .null, "max_running": 0, "max_attempts_returned": 0,
+                    "max_retries": 0,
                     "next_work_spec_name": "t", "then_preempts": true, "runtime": "", "available_count": 0,
                     "pending_count": 0,
                 ])
@@ -93,7 +102,8 @@ struct RESTResourceTests {
             #expect(try await harness.call("GET", "/namespace/-/work_spec/s/meta?counts=maybe").0 == 400)
             let put = try await harness.call(
                 "PUT", "/namespace/-/work_spec/s/meta",
-                #"{"priority": 5, "paused": true, "interval": 60000000000, "max_running": 3, "max_attempts_returned": 2}"#)
+                #"{"priority": 5, "paused": true, "interval": 60000000000, "max_running": 3, "max_attempts_returned": 2}"#
+            )
             #expect(put.0 == 204)
             let changed = try await harness.call("GET", "/namespace/-/work_spec/s/meta").1
             #expect(changed["priority"] == 5)
@@ -104,10 +114,12 @@ struct RESTResourceTests {
             #expect(try await harness.client.workSpecMeta("s").paused)
             // continuous stays false, without error, on a spec that cannot be continuous.
             _ = try await harness.call("POST", "/namespace/-/work_spec", #"{"data": {"name": "plain"}}"#)
-            #expect(try await harness.call("PUT", "/namespace/-/work_spec/plain/meta", #"{"continuous": true}"#).0 == 204)
+            #expect(
+                try await harness.call("PUT", "/namespace/-/work_spec/plain/meta", #"{"continuous": true}"#).0 == 204)
             #expect(try await harness.call("GET", "/namespace/-/work_spec/plain/meta").1["continuous"] == false)
 
-            #expect(try await harness.call("GET", "/namespace/-/work_spec/s/counts").1 == ["available": 1, "delayed": 1])
+            #expect(
+                try await harness.call("GET", "/namespace/-/work_spec/s/counts").1 == ["available": 1, "delayed": 1])
             #expect(
                 try await harness.call("GET", "/namespace/-/work_spec/s/summary").1
                     == [
@@ -120,7 +132,9 @@ struct RESTResourceTests {
         }
     }
 
-    @Test("bulk add of 100 000 units in requests of 10 000; an oversized request and invalid items get 400", arguments: RESTHarness.backends)
+    @Test(
+        "bulk add of 100 000 units in requests of 10 000; an oversized request and invalid items get 400",
+        arguments: RESTHarness.backends)
     func bulkAdd(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             try await harness.client.setWorkSpec(["name": "bulk"])
@@ -162,11 +176,14 @@ struct RESTResourceTests {
             }
             #expect(try await harness.client.workUnits("bulk", keys: ["fine"]).first?.data == nil)
             #expect(
-                try await harness.call("POST", "/namespace/-/work_spec/ghost/add_work_units", #"{"work_units": []}"#).0 == 404)
+                try await harness.call("POST", "/namespace/-/work_spec/ghost/add_work_units", #"{"work_units": []}"#).0
+                    == 404)
         }
     }
 
-    @Test("unit queries, change/adjust, single-unit POST, GET, PUT, DELETE and bulk update", arguments: RESTHarness.backends)
+    @Test(
+        "unit queries, change/adjust, single-unit POST, GET, PUT, DELETE and bulk update",
+        arguments: RESTHarness.backends)
     func units(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             let client = harness.client
@@ -187,7 +204,8 @@ struct RESTResourceTests {
             #expect(try await names("?status=any&previous=d") == ["e"])
             #expect(try await harness.call("GET", base + "/work_unit?status=weird").0 == 400)
 
-            #expect(try await harness.call("POST", base + "/change?name=c&name=d", #"{"meta": {"priority": 10}}"#).0 == 204)
+            #expect(
+                try await harness.call("POST", base + "/change?name=c&name=d", #"{"meta": {"priority": 10}}"#).0 == 204)
             #expect(try await harness.call("POST", base + "/adjust?name=d", #"{"meta": {"priority": 5}}"#).0 == 204)
             #expect(
                 try await client.workUnits("s", states: [.available]).map(\.key) == [
@@ -212,7 +230,8 @@ struct RESTResourceTests {
                     == .string(attemptURL))
             let available = try await harness.call("GET", base + "/work_unit/b").1
             #expect(
-                available["worker_id"] == nil && available["expiration"] == nil && available["active_attempt_url"] == nil)
+                available["worker_id"] == nil && available["expiration"] == nil
+                    && available["active_attempt_url"] == nil)
             let missing = try await harness.call("GET", base + "/work_unit/zz")
             #expect(missing.1 == ["error": "ErrNoSuchWorkUnit", "message": "No such work unit \"zz\"", "value": "zz"])
 
@@ -223,9 +242,14 @@ struct RESTResourceTests {
                 ).0 == 204)
             #expect(try await harness.call("GET", base + "/work_unit/b").1["status"] == "delayed")
             #expect(
-                try await harness.call("PUT", base + "/work_unit/b", #"{"meta": {"not_before": "0001-01-01T00:00:00Z"}}"#).0
+                try await harness.call(
+                    "PUT", base + "/work_unit/b", #"{"meta": {"not_before": "0001-01-01T00:00:00Z"}}"#
+                ).0
                     == 204)
-            #expect(try await harness.call("GET", base + "/work_unit/b").1["meta"] == ["priority": 50.0, "not_before": .null])
+            #expect(
+                try await harness.call("GET", base + "/work_unit/b").1["meta"] == [
+                    "priority": 50.0, "not_before": .null,
+                ])
             #expect(try await harness.call("PUT", base + "/work_unit/a", #"{"active_attempt_url": "-"}"#).0 == 204)
             #expect(try await harness.call("GET", base + "/work_unit/a").1["status"] == "available")
             #expect(try await harness.call("GET", attemptURL).1["status"] == "retryable")
@@ -253,7 +277,9 @@ struct RESTResourceTests {
         }
     }
 
-    @Test("attempts: request, renew, expire, finish, fail, retry with their 409s, and the alias route", arguments: RESTHarness.backends)
+    @Test(
+        "attempts: request, renew, expire, finish, fail, retry with their 409s, and the alias route",
+        arguments: RESTHarness.backends)
     func attempts(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             let client = harness.client
@@ -274,7 +300,9 @@ struct RESTResourceTests {
             #expect(try await client.workUnitStatus("s", keys: ["a"]).first??.workerID == .text("w1"))
 
             #expect(
-                try await harness.call("POST", first + "/renew", #"{"extend_duration": 120000000000, "data": {"step": 1}}"#).0
+                try await harness.call(
+                    "POST", first + "/renew", #"{"extend_duration": 120000000000, "data": {"step": 1}}"#
+                ).0
                     == 204)
             #expect(try await harness.call("GET", first).1["data"] == ["step": 1])
             #expect(try await harness.call("POST", first + "/finish", #"{"data": {"output": ["next"]}}"#).0 == 204)
@@ -293,7 +321,8 @@ struct RESTResourceTests {
                 try await harness.call(
                     "PUT", "/namespace/-/work_spec/s/work_unit/b", #"{"meta": {"not_before": "0001-01-01T00:00:00Z"}}"#
                 ).0 == 204)
-            let forced = try await harness.call("POST", worker + "/make_attempt", #"{"work_spec": "s", "work_unit": "b"}"#)
+            let forced = try await harness.call(
+                "POST", worker + "/make_attempt", #"{"work_spec": "s", "work_unit": "b"}"#)
             #expect(forced.1["status"] == "pending")
             let third = try #require(forced.1["url"]?.stringValue)
             let stale = try await harness.call("POST", second + "/finish", "{}")
@@ -308,15 +337,18 @@ struct RESTResourceTests {
             // The alias route resolves to the oldest attempt of that unit by that worker in that second.
             let start = try #require(try await harness.call("GET", first).1["start_time"]?.stringValue)
             let second0 = String(start.prefix(19)) + "Z"
-            let alias = "/namespace/-/work_spec/s/work_unit/a/attempt/w1/" + CoordinateJSON.pathSegment(Array(second0.utf8))
+            let alias =
+                "/namespace/-/work_spec/s/work_unit/a/attempt/w1/" + CoordinateJSON.pathSegment(Array(second0.utf8))
             #expect(try await harness.call("GET", alias).1["url"] == .string(first))
             #expect(
-                try await harness.call("GET", "/namespace/-/work_spec/s/work_unit/a/attempt/w1/2001-01-01T00:00:00Z").0 == 404)
+                try await harness.call("GET", "/namespace/-/work_spec/s/work_unit/a/attempt/w1/2001-01-01T00:00:00Z").0
+                    == 404)
 
             // Worker attempt lists.
             #expect(try await harness.call("GET", worker + "/all_attempts").1["attempts"]?.elements?.count == 3)
             #expect(try await harness.call("GET", worker + "/active_attempts").1["attempts"]?.elements?.count == 0)
-            let empty = try await harness.call("POST", "/namespace/-/worker/w2/request_attempts", #"{"work_specs": ["nothing"]}"#)
+            let empty = try await harness.call(
+                "POST", "/namespace/-/worker/w2/request_attempts", #"{"work_specs": ["nothing"]}"#)
             #expect(empty.1 == ["attempts": []])
         }
     }
@@ -332,7 +364,8 @@ struct RESTResourceTests {
             #expect(created["parent"] == nil)
             #expect(
                 try await harness.call(
-                    "PUT", "/namespace/-/worker/c", #"{"parent": "p", "active": true, "mode": "RUN", "data": {"pid": 4}}"#
+                    "PUT", "/namespace/-/worker/c",
+                    #"{"parent": "p", "active": true, "mode": "RUN", "data": {"pid": 4}}"#
                 ).0 == 204)
             let parent = try await harness.call("GET", "/namespace/-/worker/p").1
             #expect(parent["child_urls"] == ["/namespace/-/worker/c"])
@@ -366,7 +399,9 @@ struct RESTResourceTests {
             try await client.addWorkUnits("s", [WorkUnitSubmission(key: "u")])
             #expect(try await harness.call("PUT", "/namespace/-/worker/c", #"{"active": true}"#).0 == 204)
             _ = try await client.getWork(workerID: "c")
-            #expect(try await harness.call("GET", "/namespace/-/worker/p/child_attempts").1["attempts"]?.elements?.count == 1)
+            #expect(
+                try await harness.call("GET", "/namespace/-/worker/p/child_attempts").1["attempts"]?.elements?.count
+                    == 1)
             #expect(try await harness.call("DELETE", "/namespace/-/worker/c").0 == 204)
             #expect(try await harness.call("DELETE", "/namespace/-/worker/c").0 == 404)
             // Attempts outlive the worker record.
@@ -384,7 +419,9 @@ struct RESTResourceTests {
         }
     }
 
-    @Test("CBOR-RPC and REST see one engine: add by REST, get_work by CBOR, finish by REST", arguments: RESTHarness.backends)
+    @Test(
+        "CBOR-RPC and REST see one engine: add by REST, get_work by CBOR, finish by REST",
+        arguments: RESTHarness.backends)
     func interplay(storage: String) async throws {
         try await withRESTHarness(storage: storage) { harness in
             #expect(try await harness.call("POST", "/namespace/-/work_spec", #"{"data": {"name": "mixed"}}"#).0 == 201)

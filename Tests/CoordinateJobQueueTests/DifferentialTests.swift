@@ -97,10 +97,10 @@ struct DifferentialTests {
                     let count = Int.random(in: 1...3, using: &rng)
                     let result = try await c.result(
                         "get_work", ["w", map([("max_jobs", .int(count + 1)), ("lease_time", 30)])])
-                    let got = result.listElements?.first?.listElements?.compactMap { $0.listElements?[1].stringOctets }.map
-                    {
-                        String(decoding: $0, as: UTF8.self)
-                    }
+                    let got = result.listElements?.first?.listElements?.compactMap { $0.listElements?[1].stringOctets }
+                        .map {
+                            String(decoding: $0, as: UTF8.self)
+                        }
                     #expect(got == model.getWork(count: count + 1, lease: 30), "step \(step)")
                 case 3, 4:
                     let status = [1, 3, 4, 5].randomElement(using: &rng)!
@@ -151,13 +151,15 @@ struct DifferentialTests {
                 let connection = try await daemon.connect()
                 var mine: [String] = []
                 while true {
-                    let result = try await connection.result("get_work", [.bytes("w\(index)"), map([("lease_time", 900)])])
+                    let result = try await connection.result(
+                        "get_work", [.bytes("w\(index)"), map([("lease_time", 900)])])
                     guard let triple = result.listElements?.first?.listElements, let key = triple[1].stringOctets else {
                         break
                     }
                     let name = String(decoding: key, as: UTF8.self)
                     mine.append(name)
-                    let done = try await connection.result("update_work_unit", ["s", .bytes(name), map([("status", 4)])])
+                    let done = try await connection.result(
+                        "update_work_unit", ["s", .bytes(name), map([("status", 4)])])
                     #expect(done == .tuple([true, .null]))
                 }
                 return mine

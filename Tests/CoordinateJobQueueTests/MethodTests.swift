@@ -14,11 +14,13 @@ struct MethodTests {
     func specMethods(storage: StorageKind) async throws {
         try await TestDaemon.with(storage: storage) { daemon in
             let c = try await daemon.connect()
-            #expect(try await c.result("set_work_spec", [map([("name", "b"), ("weight", 5)])]) == .tuple([true, .null]))
+            #expect(
+                try await c.result("set_work_spec", [map([("name", "b"), ("weight", 5)])]) == .tuple([true, .null]))
             #expect(try await c.result("set_work_spec", [map([("name", .text("a"))])]) == .tuple([true, .null]))
             #expect(try await c.call("set_work_spec", [map([("x", 1)])]).errorMessage == "No 'name' key in work spec")
             #expect(
-                try await c.call("set_work_spec", [map([("name", 4)])]).errorMessage == "Work spec 'name' must be a string")
+                try await c.call("set_work_spec", [map([("name", 4)])]).errorMessage
+                    == "Work spec 'name' must be a string")
             #expect(
                 try await c.call("set_work_spec", [map([("name", "c"), ("weight", "x")])]).errorMessage
                     == "invalid work spec: weight: expected an integer")
@@ -49,7 +51,9 @@ struct MethodTests {
             #expect(
                 try await c.result("get_work_spec_meta", ["b"])
                     == .tuple([
-                        map([("status", 2), ("continuous", false), ("max_running", 3), ("weight", 5), ("interval", 2.5)]),
+                        map([
+                            ("status", 2), ("continuous", false), ("max_running", 3), ("weight", 5), ("interval", 2.5),
+                        ]),
                         .null,
                     ]))
             #expect(
@@ -71,12 +75,18 @@ struct MethodTests {
 
     @Test("unit methods: add item errors, listings, status, prioritize, delete", arguments: TestDaemon.backends)
     func unitMethods(storage: StorageKind) async throws {
-        try await TestDaemon.with(storage: storage, configure: { $0.server.maxUnitsPerCall = 5; $0.server.maxUnitDataBytes = 100 }) { daemon in
+        try await TestDaemon.with(
+            storage: storage,
+            configure: {
+                $0.server.maxUnitsPerCall = 5; $0.server.maxUnitDataBytes = 100
+            }
+        ) { daemon in
             let c = try await daemon.connect()
             _ = try await c.result("set_work_spec", [map([("name", "s")])])
             for (item, message) in [
                 (CBORValue.int(5), "work unit not a list"), (["k"], "too few parameters to work unit"),
-                (["k", 1, .null, 1, 2], "too many parameters to work unit"), ([1, 1], "work unit key must be a string"),
+                (["k", 1, .null, 1, 2], "too many parameters to work unit"),
+                ([1, 1], "work unit key must be a string"),
                 (["k", 1, 5], "work unit meta must be a map"), (["k", 1, .null, "x"], "priority must be a number"),
                 (["k", 1, map([("priority", .float(.nan))])], "priority must be a number"),
                 (["k", 1, map([("delay", "soon")])], "delay must be a number"),
@@ -89,9 +99,11 @@ struct MethodTests {
                     == "too many work units: 6 > 5")
             #expect(try await c.result("count_work_units", ["s"]) == .tuple([map([]), .null]))
             #expect(
-                try await c.result("add_work_units", ["nope", [["a", 1]]]) == .tuple([false, "no such work_spec 'nope'"]))
+                try await c.result("add_work_units", ["nope", [["a", 1]]])
+                    == .tuple([false, "no such work_spec 'nope'"]))
             // A map of key → data is accepted too; a bare string is a key with empty data.
-            #expect(try await c.result("add_work_units", ["s", map([("m1", 1), ("m2", 2)])]) == .tuple([true, .null]))
+            #expect(
+                try await c.result("add_work_units", ["s", map([("m1", 1), ("m2", 2)])]) == .tuple([true, .null]))
             #expect(
                 try await c.result(
                     "add_work_units", ["s", ["plain", ["p", map([("traceback", "tb")]), map([("priority", 4)])]]])
@@ -124,14 +136,17 @@ struct MethodTests {
                 try await c.result("get_work_unit_status", ["s", "m1"])
                     == .tuple([[map([("status", 1), ("expiration", .null)])], .null]))
             #expect(
-                try await c.result("get_work_unit_status", ["nope", ["m1"]]) == .tuple([.null, "no such work_spec 'nope'"]))
+                try await c.result("get_work_unit_status", ["nope", ["m1"]])
+                    == .tuple([.null, "no such work_spec 'nope'"]))
             #expect(
-                try await c.result("prioritize_work_units", ["s", map([])]) == .tuple([false, "missing work_unit_keys"]))
+                try await c.result("prioritize_work_units", ["s", map([])])
+                    == .tuple([false, "missing work_unit_keys"]))
             #expect(
                 try await c.result("prioritize_work_units", ["s", map([("work_unit_keys", .null), ("priority", 3)])])
                     == .tuple([true, .null]))
             #expect(
-                try await c.result("prioritize_work_units", ["s", map([("work_unit_keys", ["m2"]), ("priority", 10)])])
+                try await c.result(
+                    "prioritize_work_units", ["s", map([("work_unit_keys", ["m2"]), ("priority", 10)])])
                     == .tuple([true, .null]))
             #expect(
                 try await c.result("get_work_units", ["s", map([("state", 1), ("limit", 1)])])
@@ -141,9 +156,11 @@ struct MethodTests {
                     "prioritize_work_units", ["s", map([("work_unit_keys", ["m2"]), ("priority", .float(.infinity))])]
                 ).errorMessage == "bad parameter options.priority for prioritize_work_units: expected number or null")
             #expect(
-                try await c.result("del_work_units", ["s", map([])]) == .tuple([0, "no usable options to del_work_units"]))
+                try await c.result("del_work_units", ["s", map([])])
+                    == .tuple([0, "no usable options to del_work_units"]))
             #expect(
-                try await c.result("del_work_units", ["s", map([("work_unit_keys", ["m1", "zz"])])]) == .tuple([1, .null]))
+                try await c.result("del_work_units", ["s", map([("work_unit_keys", ["m1", "zz"])])])
+                    == .tuple([1, .null]))
             #expect(
                 try await c.result("del_work_units", ["s", map([("work_unit_keys", ["m2"]), ("state", 4)])])
                     == .tuple([0, .null]))
@@ -195,7 +212,8 @@ struct MethodTests {
             _ = try await c.result("set_work_spec", [map([("name", "s")])])
             _ = try await c.result("add_work_units", ["s", ["u"]])
             #expect(
-                try await c.result("update_work_unit", ["s", "u", map([("data", 1)])]) == .tuple([false, "nothing to do"]))
+                try await c.result("update_work_unit", ["s", "u", map([("data", 1)])])
+                    == .tuple([false, "nothing to do"]))
             #expect(
                 try await c.result("update_work_unit", ["s", "zz", map([("status", 4)])])
                     == .tuple([false, "no such work unit key='zz'"]))
@@ -254,13 +272,16 @@ struct MethodTests {
                 try await c.result("list_worker_modes")
                     == .tuple([map([("c1", .null), ("c2", .text("RUN")), ("c3", 7), ("p1", "RUN")]), .null]))
             // b"RUN" and "RUN" are one mode (first worker in id order names it); strings, then others, then null.
-            #expect(try await c.result("mode_counts") == .tuple([map([(.text("RUN"), 2), (7, 1), (.null, 1)]), .null]))
             #expect(
-                try await c.result("worker_stats") == map([("num_expirable", 4), ("num_children", 1), ("num_workers", 4)]))
+                try await c.result("mode_counts") == .tuple([map([(.text("RUN"), 2), (7, 1), (.null, 1)]), .null]))
+            #expect(
+                try await c.result("worker_stats")
+                    == map([("num_expirable", 4), ("num_children", 1), ("num_workers", 4)]))
             #expect(try await c.result("get_worker_info", ["p1"]) == .tuple([map([("pid", 1)]), .null]))
             #expect(try await c.result("get_worker_info", ["c2"]) == .tuple([map([]), .null]))
             #expect(try await c.result("get_worker_info", ["nobody"]) == .tuple([.null, .null]))
-            #expect(try await c.result("get_child_work_units", ["p1"]) == .tuple([map([("c1", []), ("c2", [])]), .null]))
+            #expect(
+                try await c.result("get_child_work_units", ["p1"]) == .tuple([map([("c1", []), ("c2", [])]), .null]))
             #expect(try await c.result("worker_unregister", ["c1"]) == .tuple([true, .null]))
             #expect(try await c.result("worker_unregister", ["c1"]) == .tuple([false, "no worker 'c1'"]))
             // Changing a parent works.
@@ -313,7 +334,8 @@ struct MethodTests {
             let c = try await daemon.connect()
             #expect(try await c.result("lock", ["L1", .null, [.tuple(["a"])]]) == .tuple([true, .null]))
             #expect(try await c.result("unlock", ["L1", [["b"]]]) == .tuple([false, "['b'] is not held"]))
-            #expect(try await c.result("renew", ["L2", 10, [.tuple(["a"])]]) == .tuple([false, "('a',) is held by 'L1'"]))
+            #expect(
+                try await c.result("renew", ["L2", 10, [.tuple(["a"])]]) == .tuple([false, "('a',) is held by 'L1'"]))
             #expect(
                 try await c.call("lock", ["L1", 5, [[]]]).errorMessage
                     == "bad parameter keys for lock: expected list of non-empty lists")
@@ -346,7 +368,9 @@ struct MethodTests {
 
     @Test("get_config returns the effective configuration with secrets redacted; now returns whole seconds")
     func configAndNow() async throws {
-        try await TestDaemon.with(configure: { $0.server.postgresURL = "postgres://u:secret@db/x"; $0.server.httpToken = "tok" }) { daemon in
+        try await TestDaemon.with(configure: {
+            $0.server.postgresURL = "postgres://u:secret@db/x"; $0.server.httpToken = "tok"
+        }) { daemon in
             let c = try await daemon.connect()
             guard case .tuple(let parts) = try await c.result("get_config"), case .map(let root) = parts[0],
                 case .map(let coordinate)? = root["coordinate"], case .map(let server)? = coordinate["server"]
@@ -376,7 +400,8 @@ struct MethodTests {
             _ = try await c.result("set_work_spec", [map([("name", "s")])])
             _ = try await c.result("add_work_units", ["s", ["u"]])
             let hostile: [CBORValue] = [
-                .float(.nan), .float(.infinity), .float(-.infinity), .unsigned(1 << 63), .negative(1 << 63), 1e300, "1e999",
+                .float(.nan), .float(.infinity), .float(-.infinity), .unsigned(1 << 63), .negative(1 << 63), 1e300,
+                "1e999",
                 "nan",
             ]
             for value in hostile {
@@ -391,7 +416,12 @@ struct MethodTests {
                 _ = try await c.call("add_work_units", ["s", [["d", 1, map([("delay", value)])]]])
                 _ = try await c.call(
                     "set_work_spec",
-                    [map([("name", "t"), ("weight", value), ("nice", value), ("interval", value), ("max_running", value)])])
+                    [
+                        map([
+                            ("name", "t"), ("weight", value), ("nice", value), ("interval", value),
+                            ("max_running", value),
+                        ])
+                    ])
                 _ = try await c.call(
                     "prioritize_work_units", ["s", map([("work_unit_keys", ["u"]), ("adjustment", value)])])
             }
@@ -427,7 +457,12 @@ struct MethodTests {
 struct AutomaticArchiveTests {
     @Test("the daemon archives on its own when a limit is configured", arguments: TestDaemon.backends)
     func automaticArchive(storage: StorageKind) async throws {
-        try await TestDaemon.with(storage: storage, configure: { $0.jobQueue.limitCompletedCount = 0; $0.jobQueue.archiveInterval = .int(1) }) { daemon in
+        try await TestDaemon.with(
+            storage: storage,
+            configure: {
+                $0.jobQueue.limitCompletedCount = 0; $0.jobQueue.archiveInterval = .int(1)
+            }
+        ) { daemon in
             let maintenance = Task { await daemon.daemon.runMaintenance() }
             defer { maintenance.cancel() }
             let c = try await daemon.connect()

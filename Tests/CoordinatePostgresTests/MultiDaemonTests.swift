@@ -91,7 +91,8 @@ struct MultiDaemonTests {
                 try await group.waitForAll()
             }
             #expect(
-                mostHeld.value.load(ordering: .relaxed) <= 5, "held at once: \(mostHeld.value.load(ordering: .relaxed))")
+                mostHeld.value.load(ordering: .relaxed) <= 5, "held at once: \(mostHeld.value.load(ordering: .relaxed))"
+            )
             #expect(mostHeld.value.load(ordering: .relaxed) >= 2, "the limit was never approached")
             #expect(try await admin.countWorkUnits("limited") == [.finished: 150])
         }
@@ -141,7 +142,8 @@ struct MultiDaemonTests {
     func databaseClockDecidesExpiry() async throws {
         try await withPostgresFleet { fleet in
             try await fleet.start()
-            try await fleet.start(extra: ["--debug-local-clock-offset", "3600"], environment: ["COORDINATE_TESTING": "1"])
+            try await fleet.start(
+                extra: ["--debug-local-clock-offset", "3600"], environment: ["COORDINATE_TESTING": "1"])
             let honest = fleet.client(0)
             let skewed = fleet.client(1)
             // Both answer the database's time: the skewed daemon's `now` falls between two of the honest one's.
@@ -149,7 +151,8 @@ struct MultiDaemonTests {
             let skewedNow = try await skewed.now()
             let honestNow = try await honest.now()
             #expect(
-                skewedNow >= honestBefore && skewedNow <= honestNow, "now(): \(honestBefore)…\(honestNow) vs \(skewedNow)")
+                skewedNow >= honestBefore && skewedNow <= honestNow,
+                "now(): \(honestBefore)…\(honestNow) vs \(skewedNow)")
             try await honest.setWorkSpec(["name": "s"])
             try await honest.addWorkUnits("s", [WorkUnitSubmission(key: "a"), WorkUnitSubmission(key: "b")])
             // Granted through the skewed daemon, checked through the honest one, and the other way round. The
@@ -199,7 +202,8 @@ struct MultiDaemonTests {
                         group.addTask {
                             // A parent path conflicts with its descendants too.
                             let paths = locker % 4 == 3 ? [[CBORValue.text("jobs")] + [path[1]]] : [path]
-                            let outcome = try await client.lock(lockerID: "l\(round)-\(locker)", paths: paths, timeout: 60)
+                            let outcome = try await client.lock(
+                                lockerID: "l\(round)-\(locker)", paths: paths, timeout: 60)
                             return outcome.succeeded ? "l\(round)-\(locker)" : nil
                         }
                     }
@@ -242,7 +246,9 @@ struct MultiDaemonTests {
                 url: fleet.url, sql: fixture.replacingOccurrences(of: "fixture_v1", with: fleet.schema))
             #expect(try await fleet.psql("SELECT max(version) FROM schema_version") == "1")
             try await fleet.start()
-            #expect(try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version") == "1,2")
+            #expect(
+                try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
+                    == "1,2")
             let client = fleet.client(0)
             // The counters moved from the spec rows to the shards, so every summary agrees with the units.
             #expect(
@@ -267,7 +273,8 @@ struct MultiDaemonTests {
         try await withPostgresFleet { fleet in
             for _ in 0..<3 { try await fleet.start(waitForStorage: false) }
             for daemon in fleet.daemons { try await daemon.waitForStorage(available: true) }
-            let versions = try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
+            let versions = try await fleet.psql(
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
             let list = versions.split(separator: ",").map(String.init)
             #expect(!list.isEmpty && Set(list).count == list.count, "schema_version rows: \(versions)")
             try await fleet.client(0).setWorkSpec(["name": "m"])

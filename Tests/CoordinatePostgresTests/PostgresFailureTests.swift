@@ -4,7 +4,6 @@ import Synchronization
 import TestSupport
 import Testing
 
-
 func cbormap(_ pairs: [(CBORValue, CBORValue)]) -> CBORValue { .map(CBORMap(pairs)) }
 
 /// PostgreSQL outages, newer schemas and crashes (storage.md §5–§6, §7.3 FAIL-1, FAIL-2, FAIL-7, DUR-1…3).
@@ -27,7 +26,8 @@ struct PostgresFailureTests {
                 let http = daemon.http
                 #expect(try await http.request("GET", "/healthz").status == 503)
                 let rest = try await http.request("GET", "/namespace/-/work_spec")
-                #expect(rest.status == 503 && rest.text.contains("ErrStorageUnavailable"), "\(rest.status) \(rest.text)")
+                #expect(
+                    rest.status == 503 && rest.text.contains("ErrStorageUnavailable"), "\(rest.status) \(rest.text)")
                 // Unavailable storage does not end the process: it is still up through a few connection attempts.
                 try await Task.sleep(for: .seconds(1))
                 #expect(daemon.isRunning)
@@ -95,14 +95,20 @@ struct PostgresFailureTests {
                             }
                         }
                         let start = progress.counts
-                        try await reach("load before the restart") { progress.counts.acknowledged >= start.acknowledged + 20 }
+                        try await reach("load before the restart") {
+                            progress.counts.acknowledged >= start.acknowledged + 20
+                        }
                         try await cluster.restart("immediate")
                         try await reach("an error during the restart") { progress.counts.errors > start.errors }
                         let middle = progress.counts
-                        try await reach("service after the restart") { progress.counts.acknowledged >= middle.acknowledged + 20 }
+                        try await reach("service after the restart") {
+                            progress.counts.acknowledged >= middle.acknowledged + 20
+                        }
                         try await cluster.restart("fast")
                         let end = progress.counts
-                        try await reach("service after the second restart") { progress.counts.acknowledged >= end.acknowledged + 20 }
+                        try await reach("service after the second restart") {
+                            progress.counts.acknowledged >= end.acknowledged + 20
+                        }
                         return ([], [])
                     }
                     var all: [([String], [String])] = []
@@ -119,7 +125,8 @@ struct PostgresFailureTests {
                 // Service came back without a daemon restart, and every acknowledged add is there.
                 try await daemon.waitForStorage(available: true)
                 let check = try await daemon.connect()
-                let status = try await check.result("get_work_unit_status", ["s", .array(acknowledged.map { .bytes($0) })])
+                let status = try await check.result(
+                    "get_work_unit_status", ["s", .array(acknowledged.map { .bytes($0) })])
                 let entries = status.listElements?.first?.listElements ?? []
                 #expect(entries.count == acknowledged.count)
                 #expect(entries.allSatisfy { $0.mapValue?["status"] == 1 }, "an acknowledged add is missing")
@@ -135,13 +142,15 @@ struct PostgresFailureTests {
             _ = try await first.connect().result("set_work_spec", [cbormap([("name", "s")])])
             await first.stop()
             _ = try await fleet.psql("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)")
-            let before = try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
+            let before = try await fleet.psql(
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
             let result = try await runExecutable(
                 "coordinated",
                 ["--storage", "postgres", "--config", fleet.configFile, "--port", "0", "--http-port", "0"])
             #expect(result.status == 2)
             #expect(
-                result.stderr.contains("database schema version 99 is newer than supported version"), "\(result.stderr)")
+                result.stderr.contains("database schema version 99 is newer than supported version"), "\(result.stderr)"
+            )
             #expect(
                 try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
                     == before)

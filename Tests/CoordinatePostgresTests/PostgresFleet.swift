@@ -107,7 +107,8 @@ enum PostgresTools {
     }
 
     static func psql(url: String, sql: String) async throws -> String {
-        let result = try await runProgram(psqlPath, ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        let result = try await runProgram(
+            psqlPath, ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
         guard result.status == 0 else { throw Failure(description: "psql failed: \(result.stderr)") }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -1,9 +1,8 @@
 import CBOR
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
-
-import Synchronization
 
 func cbormap(_ pairs: [(CBORValue, CBORValue)]) -> CBORValue { .map(CBORMap(pairs)) }
 

@@ -6,7 +6,6 @@ import Logging
 import TestSupport
 import Testing
 
-
 /// Whether this environment lets the tests mount a small tmpfs (root in a privileged container or VM).
 func canMount() async throws -> Bool {
     let probe = TestBuild.temporaryDirectory("coordinate-mount-probe")
@@ -67,19 +66,20 @@ struct FailureTests {
     @Test("a read-only data directory gives clear errors, not a crash loop")
     func readOnlyDirectory() async throws {
         let directory = temporaryDataDirectory()
-        #expect(try await shell("chattr +i \(directory)") == 0, "chattr must work for this test (the tests run as root)")
+        #expect(
+            try await shell("chattr +i \(directory)") == 0, "chattr must work for this test (the tests run as root)")
         try await withCleanup {
             try await withDaemons { group in
-            let daemon = try await group.startSQLite(directory)
-            let connection = try await daemon.connect()
-            let message = try await connection.call("set_work_spec", [cbormap([("name", "s")])]).errorMessage
-            #expect(message?.hasPrefix("storage unavailable: cannot open database") == true, "\(message ?? "nil")")
-            // Through a few maintenance passes (one per second) the daemon stays up and keeps answering clearly.
-            try await Task.sleep(for: .seconds(2))
-            let again = try await connection.call("set_work_spec", [cbormap([("name", "s")])]).errorMessage
-            #expect(again?.hasPrefix("storage unavailable: ") == true, "\(again ?? "nil")")
-            #expect(daemon.isRunning)
-        }
+                let daemon = try await group.startSQLite(directory)
+                let connection = try await daemon.connect()
+                let message = try await connection.call("set_work_spec", [cbormap([("name", "s")])]).errorMessage
+                #expect(message?.hasPrefix("storage unavailable: cannot open database") == true, "\(message ?? "nil")")
+                // Through a few maintenance passes (one per second) the daemon stays up and keeps answering clearly.
+                try await Task.sleep(for: .seconds(2))
+                let again = try await connection.call("set_work_spec", [cbormap([("name", "s")])]).errorMessage
+                #expect(again?.hasPrefix("storage unavailable: ") == true, "\(again ?? "nil")")
+                #expect(daemon.isRunning)
+            }
         } cleanup: {
             _ = try? await shell("chattr -i \(directory)")
         }
@@ -120,66 +120,68 @@ struct FailureTests {
             environment = ["COORDINATE_TESTING": "1", "COORDINATE_TEST_SQLITE_MAX_PAGE_COUNT": "120"]
         }
         try await withCleanup {
-        try await withDaemons { group in
-            let daemon = try await group.startSQLite(directory, environment: environment)
-            let connection = try await daemon.connect()
-            _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
-            _ = try await connection.result("add_work_units", ["s", ["before"]])
-            if let filler {
-                // Fill the filesystem to the last byte.
-                try await shell("dd if=/dev/zero of=\(filler) bs=4k 2>/dev/null")
-            }
-            var failed: String?
-            for index in 0..<2000 {
-                let big = CBORValue.bytes([UInt8](repeating: UInt8(index % 251), count: 2048))
-                let response = try await connection.call("add_work_units", ["s", [[.bytes("x\(index)"), big]]])
-                if let message = response.errorMessage {
-                    failed = message
-                    break
+            try await withDaemons { group in
+                let daemon = try await group.startSQLite(directory, environment: environment)
+                let connection = try await daemon.connect()
+                _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
+                _ = try await connection.result("add_work_units", ["s", ["before"]])
+                if let filler {
+                    // Fill the filesystem to the last byte.
+                    try await shell("dd if=/dev/zero of=\(filler) bs=4k 2>/dev/null")
                 }
-            }
-            #expect(failed?.hasPrefix("storage unavailable: ") == true, "\(failed ?? "nil")")
-            // Reads keep working while writes fail.
-            let counts = try await connection.result("count_work_units", ["s"])
-            #expect(counts.listElements?.first?.mapValue != nil)
-            #expect(
-                try await connection.result("get_work_units", ["s", cbormap([("limit", 1)])]).listElements?.first?
-                    .listElements?
-                    .count == 1)
-            #expect(daemon.isRunning)
-            // Concurrent writers while the disk is full: every failing group fails all its operations, and the
-            // engine stays at the last committed state (its counters agree with what is stored).
-            let outcomes = try await concurrently(16) { writer -> [(String, Bool)] in
-                let client = try await daemon.connect()
-                var outcomes: [(String, Bool)] = []
-                for index in 0..<10 {
-                    let key = "full-\(writer)-\(index)"
-                    let big = CBORValue.bytes([UInt8](repeating: 7, count: 4096))
-                    let response = try await client.call("add_work_units", ["s", [[.bytes(key), big]]])
-                    outcomes.append((key, response.errorMessage == nil))
+                var failed: String?
+                for index in 0..<2000 {
+                    let big = CBORValue.bytes([UInt8](repeating: UInt8(index % 251), count: 2048))
+                    let response = try await connection.call("add_work_units", ["s", [[.bytes("x\(index)"), big]]])
+                    if let message = response.errorMessage {
+                        failed = message
+                        break
+                    }
                 }
-                return outcomes
-            }
-            let acknowledged = Set(outcomes.flatMap { $0 }.filter(\.1).map(\.0))
-            let refused = Set(outcomes.flatMap { $0 }.filter { !$0.1 }.map(\.0))
-            #expect(!refused.isEmpty)
-            if let filler {
-                try FileManager.default.removeItem(atPath: filler)
-                #expect(try await connection.result("add_work_units", ["s", ["after"]]) == .tuple([true, .null]))
-            }
-            let listing = try await connection.result("get_work_units", ["s", cbormap([("limit", 10000)])])
-            let stored = Set(
-                (listing.listElements?.first?.listElements ?? []).compactMap { $0.listElements?[0].stringOctets }.map {
-                    String(decoding: $0, as: UTF8.self)
-                })
-            #expect(acknowledged.isSubset(of: stored))
-            #expect(refused.isDisjoint(with: stored))
-            let counted = try await connection.result("count_work_units", ["s"]).listElements?.first?.mapValue?.pairs
-                .reduce(0) {
-                    $0 + Int($1.value.int64Value ?? 0)
+                #expect(failed?.hasPrefix("storage unavailable: ") == true, "\(failed ?? "nil")")
+                // Reads keep working while writes fail.
+                let counts = try await connection.result("count_work_units", ["s"])
+                #expect(counts.listElements?.first?.mapValue != nil)
+                #expect(
+                    try await connection.result("get_work_units", ["s", cbormap([("limit", 1)])]).listElements?.first?
+                        .listElements?
+                        .count == 1)
+                #expect(daemon.isRunning)
+                // Concurrent writers while the disk is full: every failing group fails all its operations, and the
+                // engine stays at the last committed state (its counters agree with what is stored).
+                let outcomes = try await concurrently(16) { writer -> [(String, Bool)] in
+                    let client = try await daemon.connect()
+                    var outcomes: [(String, Bool)] = []
+                    for index in 0..<10 {
+                        let key = "full-\(writer)-\(index)"
+                        let big = CBORValue.bytes([UInt8](repeating: 7, count: 4096))
+                        let response = try await client.call("add_work_units", ["s", [[.bytes(key), big]]])
+                        outcomes.append((key, response.errorMessage == nil))
+                    }
+                    return outcomes
                 }
-            #expect(counted == stored.count)
-        }
+                let acknowledged = Set(outcomes.flatMap { $0 }.filter(\.1).map(\.0))
+                let refused = Set(outcomes.flatMap { $0 }.filter { !$0.1 }.map(\.0))
+                #expect(!refused.isEmpty)
+                if let filler {
+                    try FileManager.default.removeItem(atPath: filler)
+                    #expect(try await connection.result("add_work_units", ["s", ["after"]]) == .tuple([true, .null]))
+                }
+                let listing = try await connection.result("get_work_units", ["s", cbormap([("limit", 10000)])])
+                let stored = Set(
+                    (listing.listElements?.first?.listElements ?? []).compactMap { $0.listElements?[0].stringOctets }
+                        .map {
+                            String(decoding: $0, as: UTF8.self)
+                        })
+                #expect(acknowledged.isSubset(of: stored))
+                #expect(refused.isDisjoint(with: stored))
+                let counted = try await connection.result("count_work_units", ["s"]).listElements?.first?.mapValue?
+                    .pairs
+                    .reduce(0) {
+                        $0 + Int($1.value.int64Value ?? 0)
+                    }
+                #expect(counted == stored.count)
+            }
         } cleanup: {
             if mounted { _ = try? await shell("umount -l \(directory)") }
         }

@@ -51,7 +51,8 @@ struct WALTests {
             let database = directory + "/coordinate.sqlite3"
             var size = 0
             let copied = await eventually(60) {
-                size = ((try? FileManager.default.attributesOfItem(atPath: database))?[.size] as? NSNumber)?.intValue ?? 0
+                size =
+                    ((try? FileManager.default.attributesOfItem(atPath: database))?[.size] as? NSNumber)?.intValue ?? 0
                 return size >= 1000 * 4096
             }
             #expect(copied, "database file is \(size) bytes; the WAL was not checkpointed")

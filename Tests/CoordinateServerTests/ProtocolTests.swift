@@ -2,8 +2,8 @@ import CBOR
 import CoordinateRPC
 import CoordinateServer
 import Foundation
-import TestSupport
 import Synchronization
+import TestSupport
 import Testing
 
 /// The CBOR-RPC protocol over real loopback TCP (wire-protocol.md §§2–9), with methods defined by the tests.
@@ -121,9 +121,11 @@ struct ProtocolTests {
                 try await connection.call("add", .map(CBORMap([("b", 5), ("zz", 1)]))).errorMessage
                     == "unexpected parameter zz for add")
             #expect(
-                try await connection.call("add", .map(CBORMap([("b", 5)]))).errorMessage == "missing parameter a for add")
+                try await connection.call("add", .map(CBORMap([("b", 5)]))).errorMessage
+                    == "missing parameter a for add")
             #expect(
-                try await connection.call("add", .map(CBORMap([(1, 5)]))).errorMessage == "unexpected parameter 1 for add")
+                try await connection.call("add", .map(CBORMap([(1, 5)]))).errorMessage
+                    == "unexpected parameter 1 for add")
         }
     }
 
@@ -143,7 +145,8 @@ struct ProtocolTests {
             #expect(missingMethod.errorMessage == "malformed request: missing method")
             #expect(missingMethod["id"] == 7)
             #expect(
-                try await send(.map(CBORMap([("id", 7), ("method", 5)]))).errorMessage == "malformed request: missing method")
+                try await send(.map(CBORMap([("id", 7), ("method", 5)]))).errorMessage
+                    == "malformed request: missing method")
             #expect(
                 try await send(.map(CBORMap([("id", 7), ("method", .bytes([0x5f, 0xff]))]))).errorMessage?.hasPrefix(
                     "no such method _") == true)
@@ -162,11 +165,14 @@ struct ProtocolTests {
             #expect(try await connection.call("add", ["x"]).errorMessage == "bad parameter a for add: expected integer")
             #expect(try await connection.call("fail", []).errorMessage == "it failed")
             // A tuple is accepted as positional params; absent params mean none.
-            #expect(try await send(.map(CBORMap([("id", 8), ("method", "echo"), ("params", .tuple([3]))])))["result"] == 3)
+            #expect(
+                try await send(.map(CBORMap([("id", 8), ("method", "echo"), ("params", .tuple([3]))])))["result"] == 3)
             #expect(try await send(.map(CBORMap([("id", 9), ("method", "fail")]))).errorMessage == "it failed")
             // Ids of any kind are echoed exactly; text keys and a text method work too.
             let textKeys = try await send(
-                .map(CBORMap([(.text("id"), [1, .text("x")]), (.text("method"), .text("echo")), (.text("params"), [1])])))
+                .map(
+                    CBORMap([(.text("id"), [1, .text("x")]), (.text("method"), .text("echo")), (.text("params"), [1])]))
+            )
             #expect(textKeys["id"] == [1, .text("x")])
             #expect(textKeys["result"] == 1)
             // Invalid envelope content, and an outer tag 24 around something that is not a byte string.
@@ -197,7 +203,8 @@ struct ProtocolTests {
             let bare = CBOREncoder.encode(
                 .map(CBORMap([("id", 1), ("method", "echo"), ("params", [RandomCBOR.nested(depth: 19)])])))
             try await connection.send(bare)
-            #expect(try await connection.receiveValue()?.mapValue?.errorMessage == "malformed request: nesting too deep")
+            #expect(
+                try await connection.receiveValue()?.mapValue?.errorMessage == "malformed request: nesting too deep")
             #expect(await connection.closedByPeer())
         }
     }

@@ -77,7 +77,8 @@ struct RuntimeTests {
             let cursed = try #require(try await client.workUnitStatus("bulk", keys: ["u7"]).first ?? nil)
             #expect(cursed.status == .failed)
             let traceback = try #require(cursed.traceback?.stringValue)
-            #expect(traceback.hasPrefix("TaskFailure: unit 7 is cursed\n  while running work unit 'u7' of work spec bulk"))
+            #expect(
+                traceback.hasPrefix("TaskFailure: unit 7 is cursed\n  while running work unit 'u7' of work spec bulk"))
             // Finished units carry the data the task returned.
             #expect(try await client.workUnits("bulk", keys: ["u8"]).first?.data == ["i": 8, "done": true])
             // The workers unregistered on the way out.

@@ -5,7 +5,6 @@ import Foundation
 import TestSupport
 import Testing
 
-
 /// Runs `body` with a `coordinate-worker` process working for the daemon on `port` (polling every 50 ms); a worker
 /// still running when `body` ends is killed and awaited.
 func withWorker(
@@ -39,7 +38,8 @@ struct WorkerExecutableTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))
             // List form, no shell: the command copies its stdin and environment into a file per unit.
-            let script = #"f="$OUT/$COORDINATE_UNIT_KEY_BASE64"; cat > "$f.json"; echo "$COORDINATE_WORK_SPEC" > "$f.spec""#
+            let script =
+                #"f="$OUT/$COORDINATE_UNIT_KEY_BASE64"; cat > "$f.json"; echo "$COORDINATE_WORK_SPEC" > "$f.spec""#
             try await client.setWorkSpec(["name": "copy", "command": ["/bin/sh", "-c", .text(script)]])
             // String form, through /bin/sh -c.
             try await client.setWorkSpec(["name": "fails", "command": "echo 'bad thing' >&2; exit 3"])
@@ -51,7 +51,8 @@ struct WorkerExecutableTests {
                 ])
             try await client.addWorkUnits("fails", [WorkUnitSubmission(key: "f")])
 
-            try await withWorker(port: daemon.port, arguments: ["-n", "2"], environment: ["OUT": directory]) { worker async throws in
+            try await withWorker(port: daemon.port, arguments: ["-n", "2"], environment: ["OUT": directory]) {
+                worker async throws in
                 #expect(
                     try await eventually {
                         let copied = try await client.countWorkUnits("copy")
@@ -88,7 +89,8 @@ struct WorkerExecutableTests {
                 "name": "naps", "command": ["/bin/sh", "-c", .text("while [ ! -e \(gate) ]; do sleep 0.05; done")],
             ])
             try await client.addWorkUnits("naps", (0..<40).map { WorkUnitSubmission(key: .text("n\($0)")) })
-            try await withWorker(port: daemon.port, arguments: ["-n", "4", "--worker-id", "drainer"]) { worker async throws in
+            try await withWorker(port: daemon.port, arguments: ["-n", "4", "--worker-id", "drainer"]) {
+                worker async throws in
                 #expect(try await eventually { (try await client.countWorkUnits("naps")[.pending] ?? 0) == 4 })
                 worker.signal(SIGTERM)
                 // The worker says it takes no new work; then the running commands may end.

@@ -91,8 +91,7 @@ public final class ChildProcess: Sendable {
     /// Runs on the spawner thread: makes the three pipes (close-on-exec on the parent's side, so no other child
     /// inherits them) and spawns. Returns the pid and the parent's ends: stdin's write end, stdout's and
     /// stderr's read ends.
-    private static func launch(path: String, argv: [String], envp: [String]) -> Result<(pid_t, [Int32]), SpawnError>
-    {
+    private static func launch(path: String, argv: [String], envp: [String]) -> Result<(pid_t, [Int32]), SpawnError> {
         var pipes: [[Int32]] = []
         defer { for pair in pipes { for end in pair where end >= 0 { close(end) } } }
         for _ in 0..<3 {

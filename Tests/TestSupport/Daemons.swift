@@ -264,7 +264,8 @@ public final class DaemonGroup: Sendable {
             }
             if let termination = child.termination {
                 let result = await child.result(drain: .milliseconds(500))
-                throw DaemonFailure(description: "coordinated ended (\(termination)) before listening: \(result.stderr)")
+                throw DaemonFailure(
+                    description: "coordinated ended (\(termination)) before listening: \(result.stderr)")
             }
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -74,7 +74,8 @@ public struct DurabilityLedger: Sendable {
         }
         if !acknowledgedFinishes.isEmpty {
             let keys = acknowledgedFinishes.sorted()
-            let status = try await connection.result("get_work_unit_status", [.text(spec), .array(keys.map { .bytes($0) })])
+            let status = try await connection.result(
+                "get_work_unit_status", [.text(spec), .array(keys.map { .bytes($0) })])
             for (key, entry) in zip(keys, status.listElements?.first?.listElements ?? []) {
                 if entry.mapValue?["status"] != 4 { problems.append("acknowledged finish of \(key) lost") }
             }

@@ -26,14 +26,14 @@ public func retrying<T>(for timeout: Duration = .seconds(60), _ body: () async t
     while true {
         do {
             return try await body()
-        } catch where ContinuousClock.now < deadline {
+        } catch  where ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
         }
     }
 }
 
 /// Runs `body(index)` for `count` indices concurrently and returns the results in index order; the first error
-/// is rethrown after every task finished.
+/// cancels the other tasks and is rethrown once they have ended.
 public func concurrently<T: Sendable>(
     _ count: Int, _ body: @escaping @Sendable (Int) async throws -> T
 ) async throws -> [T] {

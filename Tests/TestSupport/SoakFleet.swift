@@ -2,7 +2,6 @@ import CBOR
 import Foundation
 import Locking
 
-
 /// The soak workload of storage.md §7.3 SOAK-1: a fleet of workers takes units with short leases and finishes
 /// them while something keeps disrupting the daemon; the ledger then judges the outcome by the spec's accounting
 /// rules. Workers are tasks with their own connections (they reconnect after every failure); every wait
@@ -19,13 +18,17 @@ public final class SoakFleet: Sendable {
         /// later holder's lease).
         public var deadline: Double?
 
-        /// Whether this grant and `other` certainly overlapped in time: their deadlines are closer than a lease,
-        /// or both happened within one lease period of each other.
-        func overlaps(_ other: Grant, lease: Double) -> Bool {
-            if let deadline, let otherDeadline = other.deadline, abs(deadline - otherDeadline) < lease - 0.001 {
-                return true
-            }
-            return max(received, other.received) - min(sent, other.sent) < lease - 0.001
+        /// Whether `later` (asked for after this grant was) certainly obtained the unit while this grant's lease
+        /// was live: it arrived before this lease's deadline — the one the daemon reported, or, without it, the
+        /// earliest it can be (asked + lease).
+        ///
+        /// The later grant is judged by when it arrived, not by the start of its own lease (its deadline minus
+        /// the lease): on PostgreSQL an operation's `now` is its transaction's start (storage.md §4.4), and under
+        /// READ COMMITTED a transaction may take a unit that another one, started later, expired after this start,
+        /// so a lease can be recorded as starting a few milliseconds before the previous one's deadline although
+        /// it was granted after it (docs/decisions.md).
+        func isOverlapped(by later: Grant, lease: Double) -> Bool {
+            later.received < (deadline ?? sent + lease) - 0.001
         }
     }
 
@@ -207,7 +210,7 @@ public final class SoakFleet: Sendable {
         for (key, list) in grants where list.count > 1 {
             let ordered = list.sorted { $0.sent < $1.sent }
             let overlapped = ordered.indices.contains { first in
-                ordered[(first + 1)...].contains { ordered[first].overlaps($0, lease: leaseSeconds) }
+                ordered[(first + 1)...].contains { ordered[first].isOverlapped(by: $0, lease: leaseSeconds) }
             }
             if overlapped {
                 report.overlapping.append(key)

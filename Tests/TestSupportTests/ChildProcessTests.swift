@@ -78,4 +78,3 @@ struct ChildProcessTests {
         #expect(lines.count > 2 && lines[2] == "0000000000000000", "\(lines)")
     }
 }
-
