@@ -174,6 +174,11 @@ public final class HTTPAPI: Sendable {
         guard let authority = request.head.authority else {
             throw RESTError.badRequest("missing Host header")
         }
+        // The first Host header became the authority; any left among the fields is a second one. A request with
+        // two is invalid (RFC 9112 §3.2), and which of them "counts" is exactly what a rebinding attack probes.
+        if request.headers.contains(where: { $0.name.canonicalName == "host" }) {
+            throw RESTError.badRequest("more than one Host header")
+        }
         let host = Self.hostWithoutPort(authority).lowercased()
         let bind = settings.bindHost.lowercased()
         var accepted: Set<String> = ["localhost", "127.0.0.1", "[::1]", "::1", bind, "[\(bind)]"]

@@ -60,6 +60,16 @@ struct RESTProtectionTests {
             #expect(try await http.request("GET", "/healthz", host: "evil.example").status == 421)
             #expect(try await http.request("GET", "/", host: nil).status == 400)
             #expect(try await http.request("GET", "/", host: "localhost").status == 200)
+            // Two Host headers are a bad request (RFC 9112 §3.2), whichever comes first, even when both agree.
+            for hosts in [["127.0.0.1", "evil.example"], ["evil.example", "127.0.0.1"], ["localhost", "localhost"]] {
+                let twice = try await http.request(
+                    "GET", "/namespace", headers: hosts.map { ("Host", "\($0):\(http.port)") }, host: nil)
+                #expect(twice.status == 400, "\(hosts)")
+                #expect(try JSONValue.parse(twice.body)["error"] == "ErrBadRequest", "\(hosts)")
+            }
+            let twiceUI = try await http.request(
+                "GET", "/ui", headers: [("Host", "127.0.0.1:\(http.port)"), ("Host", "evil.example")], host: nil)
+            #expect(twiceUI.status == 400)
             // The foreign Host did not create the namespace.
             #expect(
                 try await harness.call("GET", "/namespace").1 == ["namespaces": [["url": "/namespace/-", "name": ""]]])
