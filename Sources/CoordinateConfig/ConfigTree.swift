@@ -41,12 +41,50 @@ public indirect enum ConfigTree: Sendable, Equatable {
 
     /// Parses YAML text. Quoted scalars are always strings; plain scalars resolve to null, booleans, integers
     /// and floats by the YAML 1.1 core rules Yams implements.
+    /// The most values a configuration may hold. Real ones hold a few dozen; the bound stops a few hundred bytes
+    /// of nested YAML aliases ("billion laughs") from expanding into gigabytes while the tree is built.
+    public static let maximumValues = 100_000
+
     public static func parse(yaml: String) throws -> ConfigTree {
-        guard let node = try Yams.compose(yaml: yaml) else { return .null }
-        return try convert(node)
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw ConfigurationError(source: "", key: nil, reason: "cannot parse YAML: \(describe(error))")
+        }
+        guard let node else { return .null }
+        var budget = maximumValues
+        return try convert(node, budget: &budget)
     }
 
-    private static func convert(_ node: Node) throws -> ConfigTree {
+    /// One line for a YAML syntax error: where, what, and the construct it was in (libyaml's own message spans
+    /// several lines with an excerpt of the file).
+    static func describe(_ error: YamlError) -> String {
+        func located(_ mark: Mark, _ problem: String, _ context: YamlError.Context?) -> String {
+            var text = "line \(mark.line), column \(mark.column): \(problem)"
+            if let context { text += " (\(context.text) in line \(context.mark.line), column \(context.mark.column))" }
+            return text
+        }
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            return located(mark, problem, context)
+        case .reader(let problem, let offset, _, _):
+            return offset.map { "byte \($0): \(problem)" } ?? problem
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return located(context.mark, "duplicate keys \(duplicates.joined(separator: ", "))", nil)
+        default:
+            return "\(error)".split(separator: "\n").joined(separator: " ")
+        }
+    }
+
+    private static func convert(_ node: Node, budget: inout Int) throws -> ConfigTree {
+        budget -= 1
+        guard budget >= 0 else {
+            throw ConfigurationError(
+                source: "", key: nil,
+                reason: "more than \(maximumValues) values (nested YAML aliases?); a configuration holds a few dozen")
+        }
         switch node {
         case .scalar(let scalar):
             if scalar.style == .singleQuoted || scalar.style == .doubleQuoted || scalar.style == .literal
@@ -60,11 +98,13 @@ public indirect enum ConfigTree: Sendable, Equatable {
             if let double = node.float { return .double(double) }
             return .string(scalar.string)
         case .sequence(let sequence):
-            return .list(try sequence.map { try convert($0) })
+            var items: [ConfigTree] = []
+            for item in sequence { items.append(try convert(item, budget: &budget)) }
+            return .list(items)
         case .mapping(let mapping):
             var pairs: [(String, ConfigTree)] = []
             for (key, value) in mapping {
-                pairs.append((key.string ?? "\(key)", try convert(value)))
+                pairs.append((key.string ?? "\(key)", try convert(value, budget: &budget)))
             }
             return .map(pairs)
         case .alias:

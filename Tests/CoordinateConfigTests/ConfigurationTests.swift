@@ -110,6 +110,47 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("a YAML syntax error is one line naming where and what")
+    func syntaxErrorsAreOneLine() throws {
+        for (yaml, expected) in [
+            (
+                "coordinate:\n  server:\n    port: [1, 2\n  bad: : :\n",
+                "test.yaml: cannot parse YAML: line 4, column 6: did not find expected ',' or ']' "
+                    + "(while parsing a flow sequence in line 3, column 11)"
+            ),
+            (
+                "coordinate:\n\tserver: 1\n",
+                "test.yaml: cannot parse YAML: line 2, column 1: found character that cannot start any token "
+                    + "(while scanning for the next token in line 2, column 1)"
+            ),
+        ] {
+            #expect(throws: ConfigurationError.self) { try parse(yaml) }
+            do {
+                _ = try parse(yaml)
+            } catch let error as ConfigurationError {
+                #expect(error.description == expected)
+                #expect(!error.description.contains("\n"))
+            }
+        }
+    }
+
+    @Test("nested YAML aliases (billion laughs) are refused quickly instead of expanding without bound")
+    func billionLaughs() throws {
+        var yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1..<12 {
+            let refs = Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ")
+            yaml += "a\(level): &a\(level) [\(refs)]\n"
+        }
+        yaml += "coordinate:\n  namespace: *a11\n"
+        #expect(yaml.utf8.count < 1000)
+        do {
+            _ = try parse(yaml)
+            Issue.record("accepted a configuration of 10^12 values")
+        } catch let error as ConfigurationError {
+            #expect(error.description.hasPrefix("test.yaml: more than 100000 values"))
+        }
+    }
+
     @Test("the effective tree has every key, redacts secrets, and its YAML reads back to the same configuration")
     func effectiveTree() throws {
         var configuration = CoordinateConfiguration()

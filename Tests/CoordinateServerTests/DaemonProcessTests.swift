@@ -65,6 +65,28 @@ struct DaemonProcessTests {
         )
     }
 
+    @Test("a file that is not YAML, or expands without bound through aliases, is one line and exit 2")
+    func unparsableFiles() async throws {
+        var laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1..<12 {
+            laughs +=
+                "a\(level): &a\(level) [\(Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", "))]\n"
+        }
+        laughs += "coordinate:\n  namespace: *a11\n"
+        for (text, reason) in [
+            ("coordinate:\n  server:\n    port: [1, 2\n  bad: : :\n", "cannot parse YAML: line 4, column 6: "),
+            (laughs, "more than 100000 values"),
+        ] {
+            let path = NSTemporaryDirectory() + "coordinate-bad-\(UUID().uuidString).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = try await runExecutable("coordinated", ["-c", path])
+            #expect(result.status == 2)
+            #expect(result.stderr.hasPrefix("coordinated: configuration error: \(path): \(reason)"), "\(result.stderr)")
+            #expect(result.stderr.filter { $0 == "\n" }.count == 1, "one line: \(result.stderr)")
+        }
+    }
+
     @Test("a port in use exits 2 naming the address and listener")
     func portInUse() async throws {
         try await withDaemon(storage: nil, arguments: ["--config", try Self.emptyModulesConfig()]) { first in
