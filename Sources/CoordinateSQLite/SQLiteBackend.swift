@@ -108,8 +108,17 @@ public final class SQLiteBackend: StorageBackend {
                     atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
             if existed {
-                // Inspect an existing file read-only first: a corrupt file or a newer schema must be refused
-                // without a single write (opening in WAL mode may write to the file).
+                // An existing file must be a database: SQLite would take an empty (truncated) file for a new
+                // database and serve an empty queue in place of the lost one. New databases are created under
+                // another name and renamed into place once migrated (below), so an empty file at `path` is never
+                // one of ours mid-creation.
+                try Self.checkHeader(path)
+            } else {
+                try createDatabase(now: now)
+            }
+            do {
+                // Inspect the file read-only first: a corrupt file or a newer schema must be refused without a
+                // single write (opening in WAL mode may write to the file).
                 var inspection = Configuration()
                 inspection.readonly = true
                 let reader = try DatabaseQueue(path: path, configuration: inspection)
@@ -147,7 +156,7 @@ public final class SQLiteBackend: StorageBackend {
                 try store.loadCache()
                 return store
             }
-            if !existed { logger.info("created new database \(path)") }
+
             connection.withLock { $0 = (queue, store, FileIdentity(path: path)) }
             state.withLock { $0.phase = .ready }
             logger.info("storage ready: \(path)")
@@ -163,7 +172,46 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
+    /// Why an existing database file is not one: empty, shorter than a header, or without SQLite's magic string.
+    struct NotADatabase: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Refuses a file at `path` that does not start with an SQLite header (it is damage, never a new database).
+    static func checkHeader(_ path: String) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return }  // unreadable: SQLite will say why
+        defer { try? handle.close() }
+        let header = (try? handle.read(upToCount: 100)) ?? Data()
+        if header.isEmpty {
+            throw NotADatabase(
+                description: "the file is empty (truncated?); refusing to start a new database in its place")
+        }
+        guard header.count == 100, header.prefix(16) == Data("SQLite format 3\u{0}".utf8) else {
+            throw NotADatabase(
+                description: "the file has no SQLite header; refusing to start a new database in its place")
+        }
+    }
+
+    /// Creates the database: schema and migrations applied under `<path>.new`, then renamed to `path`, so that a
+    /// crash during creation never leaves an empty or partial file where the database belongs.
+    private func createDatabase(now: Int64) throws {
+        let staging = path + ".new"
+        for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: staging + suffix) }
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        let queue = try DatabaseQueue(path: staging, configuration: configuration)
+        try queue.inDatabase { db in try SQLiteSchema.migrate(db, now: now) }
+        // Closing the only connection checkpoints the WAL into the file and removes it.
+        try queue.close()
+        guard rename(staging, path) == 0 else {
+            throw NotADatabase(
+                description: "cannot move the new database into place: \(String(cString: strerror(errno)))")
+        }
+        logger.info("created new database \(path)")
+    }
+
     static func describe(_ error: any Error) -> String {
+        if let error = error as? NotADatabase { return error.description }
         if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
         if let error = error as? SQLiteFailure { return error.message }
         if let error = error as? CocoaError, let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError {

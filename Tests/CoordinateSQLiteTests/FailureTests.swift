@@ -63,6 +63,33 @@ struct FailureTests {
         }
     }
 
+    @Test("a database file truncated to zero bytes, or without an SQLite header, is damage: refused, never recreated")
+    func truncatedFile() async throws {
+        let directory = temporaryDataDirectory()
+        let path = directory + "/coordinate.sqlite3"
+        try await withDaemons { group in
+            let daemon = try await group.startSQLite(directory)
+            _ = try await daemon.connect().result("set_work_spec", [cbormap([("name", "s")])])
+            await daemon.stop()
+            for damage in [Data(), Data(repeating: 0, count: 4096)] {
+                #expect(FileManager.default.createFile(atPath: path, contents: damage))
+                let damaged = try await group.startSQLite(directory, http: true)
+                let message = try await damaged.connect().call("list_work_specs", [cbormap([])]).errorMessage
+                #expect(
+                    message?.hasPrefix("storage unavailable: cannot open database \(path): the file ") == true,
+                    "\(message ?? "nil")")
+                #expect(message?.contains("refusing to start a new database in its place") == true)
+                #expect(try await damaged.http.request("GET", "/healthz").status == 503)
+                #expect(
+                    try await damaged.connect().call("set_work_spec", [cbormap([("name", "t")])]).errorMessage != nil)
+                await damaged.stop()
+                #expect(FileManager.default.contents(atPath: path) == damage, "the damaged file was written to")
+                #expect(
+                    damaged.stderr.components(separatedBy: "\n").filter { $0.contains("refusing to start") }.count == 1)
+            }
+        }
+    }
+
     @Test("a read-only data directory gives clear errors, not a crash loop")
     func readOnlyDirectory() async throws {
         let directory = temporaryDataDirectory()
