@@ -85,6 +85,12 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var maxConnections = 4096
         public var maxPendingResponseBytes = 4 << 20
         public var idleTimeout: ConfigNumber?
+        /// Open HTTP connections; at the limit a new one replaces the oldest still waiting for a request head.
+        public var httpMaxConnections = 256
+        /// Seconds a new HTTP connection has to deliver its first complete request head.
+        public var httpHeaderTimeout: ConfigNumber = .int(10)
+        /// Seconds an HTTP connection may wait for (or trickle) its next request head after a response.
+        public var httpIdleTimeout: ConfigNumber = .int(60)
         public var maxUnitsPerCall: Int?
         public var maxUnitDataBytes: Int?
         public var rpclog = false
@@ -231,6 +237,9 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             ("max_connections", .int(Int64(server.maxConnections))),
             ("max_pending_response_bytes", .int(Int64(server.maxPendingResponseBytes))),
             ("idle_timeout", number(server.idleTimeout)),
+            ("http_max_connections", .int(Int64(server.httpMaxConnections))),
+            ("http_header_timeout", number(server.httpHeaderTimeout)),
+            ("http_idle_timeout", number(server.httpIdleTimeout)),
             ("max_units_per_call", int(server.maxUnitsPerCall)),
             ("max_unit_data_bytes", int(server.maxUnitDataBytes)),
             ("rpclog", .bool(server.rpclog)),

@@ -16,16 +16,18 @@ public final class HTTPListener: Sendable {
     private let tls: TLSConfiguration?
     private let logger: Logger
     private let group: any EventLoopGroup
+    private let limits: HTTPConnectionLimits
     private let running = Locked<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
 
     public init(
-        api: HTTPAPI, host: String, port: Int, tls: TLSConfiguration? = nil, logger: Logger,
-        eventLoopGroup: any EventLoopGroup
+        api: HTTPAPI, host: String, port: Int, tls: TLSConfiguration? = nil, limits: HTTPConnectionLimits = .init(),
+        logger: Logger, eventLoopGroup: any EventLoopGroup
     ) {
         self.api = api
         self.host = host
         self.port = port
         self.tls = tls
+        self.limits = limits
         self.logger = logger
         self.group = eventLoopGroup
     }
@@ -34,7 +36,11 @@ public final class HTTPListener: Sendable {
     public func start() async throws -> SocketAddress {
         let bound = OneShot<Result<SocketAddress, any Error>>()
         let api = self.api
-        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let limits = self.limits
+        let table = HTTPConnectionTable(limit: limits.maxConnections, logger: logger)
+        let http1 = HTTPServerBuilder.http1(
+            configuration: .init(additionalChannelHandlers: [HTTPConnectionGuard(table: table, limits: limits)]))
+        let server: HTTPServerBuilder = try tls.map { try .tls(http1, tlsConfiguration: $0) } ?? http1
         let application = Application(
             responder: CallbackResponder(callback: { request, context in
                 await api.respond(to: request, context: context)

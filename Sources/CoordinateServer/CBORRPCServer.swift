@@ -65,8 +65,31 @@ public final class CBORRPCServer: Sendable {
     /// Binds the listener. Throws ``ListenError`` when the address cannot be bound.
     @discardableResult
     public func start(host: String, port: Int) async throws(ListenError) -> SocketAddress {
+        let logger = self.logger
+        let lastReport = NIOLockedValueBox<NIODeadline?>(nil)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                // Out of descriptors (EMFILE/ENFILE): stop accepting for a second instead of spinning on a socket
+                // that stays readable, and say so at most once every 10 s.
+                let backoff = AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
+                    let now = NIODeadline.now()
+                    let report = lastReport.withLockedValue { last -> Bool in
+                        guard last.map({ now - $0 >= .seconds(10) }) ?? true else { return false }
+                        last = now
+                        return true
+                    }
+                    if report {
+                        logger.error(
+                            "cannot accept CBOR-RPC connections: \(error) (out of descriptors?); pausing accepts for 1 s"
+                        )
+                    }
+                    return .seconds(1)
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(backoff)
+                }
+            }
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)

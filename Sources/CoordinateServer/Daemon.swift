@@ -52,6 +52,8 @@ public final class Daemon: Sendable {
     /// The HTTP listener (REST, metrics, health, dashboard); nil when `http_port` is 0 or there is no engine.
     public let http: HTTPListener?
     let logger: Logger
+    /// The descriptor limit and the CBOR-RPC connection limit it allows (``DescriptorBudget``).
+    public let descriptorBudget: DescriptorBudget
     /// The descriptor holding `<sqlite_path>.lock` for the life of the process.
     private let lockFileDescriptor: Int32
 
@@ -169,9 +171,16 @@ public final class Daemon: Sendable {
             maxPendingResponseBytes: server.maxPendingResponseBytes,
             idleTimeout: server.idleTimeout.map { .nanoseconds(Int64($0.doubleValue * 1e9)) })
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
+        let budget = DescriptorBudget(
+            limit: DescriptorBudget.raiseLimit(), maxConnections: server.maxConnections,
+            httpConnections: server.httpPort != 0 && engine != nil ? server.httpMaxConnections : 0,
+            storageDescriptors: postgres != nil ? server.postgresPoolSize + 4 : (sqlite != nil ? 16 : 0),
+            eventLoops: max(1, eventLoopThreads))
+        if let warning = budget.warning { logger.warning("\(warning)") }
+        self.descriptorBudget = budget
         cborServer = CBORRPCServer(
             dispatcher: RPCDispatcher(table: table, observer: metrics.map { RPCMetrics(metrics: $0, table: table) }),
-            limits: limits, maxConnections: server.maxConnections,
+            limits: limits, maxConnections: budget.maxConnections,
             allowedNetworks: server.cborrpcAllow?.compactMap(CIDR.init), tls: tls?.context, statistics: statistics,
             group: group, logger: logger)
         if let engine, server.httpPort != 0 {
@@ -198,6 +207,10 @@ public final class Daemon: Sendable {
             let api = HTTPAPI(engine: engine, settings: settings, logger: logger, observer: observer, metrics: render)
             http = HTTPListener(
                 api: api, host: server.httpHost ?? server.host, port: max(0, server.httpPort), tls: tls?.configuration,
+                limits: HTTPConnectionLimits(
+                    maxConnections: server.httpMaxConnections,
+                    headerTimeout: .nanoseconds(Int64(server.httpHeaderTimeout.doubleValue * 1e9)),
+                    idleTimeout: .nanoseconds(Int64(server.httpIdleTimeout.doubleValue * 1e9))),
                 logger: logger, eventLoopGroup: group)
         } else {
             http = nil

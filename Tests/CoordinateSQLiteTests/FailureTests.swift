@@ -84,8 +84,9 @@ struct FailureTests {
                     try await damaged.connect().call("set_work_spec", [cbormap([("name", "t")])]).errorMessage != nil)
                 await damaged.stop()
                 #expect(FileManager.default.contents(atPath: path) == damage, "the damaged file was written to")
+                let log = await damaged.child.result().stderr
                 #expect(
-                    damaged.stderr.components(separatedBy: "\n").filter { $0.contains("refusing to start") }.count == 1)
+                    log.components(separatedBy: "\n").filter { $0.contains("refusing to start") }.count == 1, "\(log)")
             }
         }
     }

@@ -87,6 +87,38 @@ struct DaemonProcessTests {
         }
     }
 
+    @Test("ulimit -n below max_connections: fewer connections accepted, said once, the daemon keeps answering")
+    func descriptorLimit() async throws {
+        let path = NSTemporaryDirectory() + "coordinate-fd-\(UUID().uuidString).yaml"
+        try "coordinate:\n  server:\n    http_max_connections: 64\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await withDaemons { group in
+            let daemon = try await group.start(arguments: ["-c", path], http: true, descriptorLimit: 512)
+            // Logged before the listeners open; the pipe may deliver it a moment after the ports file appears.
+            #expect(await daemon.child.waitForStderr(containing: "descriptor limit 512"))
+            let warning = daemon.stderr.components(separatedBy: "\n").filter { $0.contains("descriptor limit 512") }
+            #expect(warning.count == 1, "\(daemon.stderr)")
+            let accepted = try #require(
+                warning.first.flatMap { $0.firstMatch(of: /accepting at most (\d+) CBOR-RPC connections/) }
+                    .flatMap { Int($0.1) })
+            #expect(accepted > 100 && accepted < 512)
+            // More connections than that: the excess are closed at once, nothing runs out of descriptors.
+            var open: [RawConnection] = []
+            for _ in 0..<(accepted + 40) { open.append(try await daemon.connect(receiveTimeout: 10)) }
+            #expect(try await open[0].result("list_work_specs", [.map(CBORMap())]) == .tuple([[], .null]))
+            for connection in open.suffix(40) { #expect(await connection.closedByPeer()) }
+            // /healthz and a new client are still answered.
+            #expect(try await daemon.http.request("GET", "/healthz").status == 200)
+            for connection in open.prefix(50) { await connection.close() }
+            #expect(
+                try await retrying(for: .seconds(30)) {
+                    try await daemon.connect().result("list_work_specs", [.map(CBORMap())])
+                } == .tuple([[], .null]))
+            #expect(daemon.isRunning)
+        }
+    }
+
     @Test("a port in use exits 2 naming the address and listener")
     func portInUse() async throws {
         try await withDaemon(storage: nil, arguments: ["--config", try Self.emptyModulesConfig()]) { first in

@@ -146,9 +146,10 @@ public final class DaemonGroup: Sendable {
     ///     `arguments`.
     ///   - port: a CBOR-RPC port to bind (a restart on the port of an earlier daemon); default: any free port.
     ///   - http: whether to open the HTTP listener (on any free port).
+    ///   - descriptorLimit: the daemon runs with this `ulimit -n` (soft and hard), as on a host with a low limit.
     public func start(
         storage: String? = "memory", arguments: [String] = [], environment: [String: String] = [:],
-        http: Bool = false, port: Int? = nil, waitForStorage: Bool = true
+        http: Bool = false, port: Int? = nil, waitForStorage: Bool = true, descriptorLimit: Int? = nil
     ) async throws -> DaemonProcess {
         var full = arguments
         if let storage, !arguments.contains("--storage") {
@@ -185,8 +186,17 @@ public final class DaemonGroup: Sendable {
             full += ["--ports-file", portsFile]
         }
 
-        let child = try await ChildProcess.spawn(
-            TestBuild.executable("coordinated"), full, environment: environment)
+        let child: ChildProcess
+        if let descriptorLimit {
+            // The shell sets the limit and then becomes the daemon (same pid).
+            child = try await ChildProcess.spawn(
+                "/bin/sh",
+                ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", TestBuild.executable("coordinated")]
+                    + full,
+                environment: environment)
+        } else {
+            child = try await ChildProcess.spawn(TestBuild.executable("coordinated"), full, environment: environment)
+        }
         let ports: (Int, Int?)
         do {
             ports = try await Self.readPorts(portsFile, of: child)

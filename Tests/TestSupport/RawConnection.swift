@@ -101,6 +101,21 @@ public final class RawConnection: Sendable {
         }
     }
 
+    /// The next bytes the peer sends, whatever they are (not CBOR: an HTTP response, say), as text; empty at the end
+    /// of the stream. Throws on timeout.
+    public func receiveRaw(timeout: Duration? = nil) async throws -> String {
+        let buffered = reader.withLock { reader in
+            defer { reader.buffer.removeAll() }
+            return reader.buffer
+        }
+        if !buffered.isEmpty { return String(decoding: buffered, as: UTF8.self) }
+        switch await inbound.next(until: ContinuousClock.now + (timeout ?? receiveTimeout)) {
+        case .bytes(let bytes): return String(decoding: bytes, as: UTF8.self)
+        case .ended: return ""
+        case .timedOut: throw ConnectionError(description: "receive timed out")
+        }
+    }
+
     /// The next message, decoded (wrapped or bare), or nil when the peer closed.
     public func receiveValue(timeout: Duration? = nil) async throws -> CBORValue? {
         guard let message = try await receiveMessage(timeout: timeout) else { return nil }

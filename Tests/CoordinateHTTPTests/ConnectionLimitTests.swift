@@ -1,0 +1,56 @@
+import CBOR
+import Foundation
+import TestSupport
+import Testing
+
+/// The HTTP listener's limits (docs/security.md): connection count, header and idle timeouts, and `/healthz`
+/// staying answerable under a slowloris attack.
+@Suite("HTTP connection limits")
+struct HTTPConnectionLimitTests {
+    /// A configuration with small HTTP limits, for `withRESTHarness(extra:)`.
+    static func tightLimits() throws -> String {
+        let path = NSTemporaryDirectory() + "coordinate-http-limits-\(UUID().uuidString).yaml"
+        try """
+        coordinate:
+          server:
+            http_max_connections: 8
+            http_header_timeout: 1
+            http_idle_timeout: 2
+
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test("slowloris: 20 connections trickling request heads neither fill the listener nor outlive the header timeout")
+    func slowloris() async throws {
+        let config = try Self.tightLimits()
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try await withRESTHarness(extra: ["--config", config]) { harness in
+            let port = harness.http.port
+            var slow: [RawConnection] = []
+            for _ in 0..<20 {
+                let connection = try await RawConnection(port: port, receiveTimeout: 30)
+                try await connection.send(Array("GET /namespace HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8))
+                slow.append(connection)
+            }
+            // /healthz is answered: a new connection takes the place of the oldest one still waiting for its head.
+            #expect(try await harness.http.request("GET", "/healthz").status == 200)
+            // The trickling clients are closed — evicted or timed out — although they keep sending.
+            let trickle = Task {
+                while !Task.isCancelled {
+                    for connection in slow { try? await connection.send(Array("x".utf8)) }
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+            defer { trickle.cancel() }
+            for connection in slow { #expect(await connection.closedByPeer()) }
+            // A client that sends its head in time is served, and may send another request after a response.
+            let prompt = try await RawConnection(port: port)
+            try await prompt.send(Array("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+            let reply = try await prompt.receiveRaw()
+            #expect(reply.hasPrefix("HTTP/1.1 200"))
+            // Then it idles: closed after the idle timeout.
+            #expect(await prompt.closedByPeer())
+        }
+    }
+}
