@@ -124,6 +124,25 @@ public struct RPCDispatcher: Sendable {
         }
     }
 
+    /// Answers a batch one element after another, encoding each element's response as soon as it is known, so no
+    /// result is kept as a value while the others are worked on and the batch's size is known as it grows
+    /// (wire-protocol.md §3.3). Nested batches are answered the same way.
+    ///
+    /// - Parameter limit: bytes of encoded responses the batch may hold beyond its largest element; past it the
+    ///   batch is abandoned (the remaining elements are not dispatched) and the future yields nil.
+    /// - Returns: the encoded array of responses (the envelope is the caller's), or nil.
+    public func respondEncoded(
+        toBatch elements: [CBORValue], on eventLoop: any EventLoop, limit: Int
+    ) -> EventLoopFuture<[UInt8]?> {
+        let batch = EncodedBatch(elements: elements, limit: limit, dispatcher: self, eventLoop: eventLoop)
+        if eventLoop.inEventLoop {
+            batch.advance()
+        } else {
+            eventLoop.execute { batch.advance() }
+        }
+        return batch.promise.futureResult
+    }
+
     /// A future of the fully resolved form of `response`.
     public static func resolve(_ response: RPCResponse, on eventLoop: any EventLoop) -> EventLoopFuture<RPCResponse> {
         switch response {
@@ -262,5 +281,85 @@ public struct RPCDispatcher: Sendable {
         return .map(
             CBORMap([CBORPair(key: .bytes(idKey), value: id), CBORPair(key: .bytes(Array("error".utf8)), value: error)])
         )
+    }
+}
+
+/// The state of one ``RPCDispatcher/respondEncoded(toBatch:on:limit:)``: the elements still to answer and the
+/// encoding so far. Touched only on its event loop.
+private final class EncodedBatch: @unchecked Sendable {
+    // @unchecked Sendable: every method runs on `eventLoop` (`advance` is only called there, and the futures it
+    // waits for complete there), so the mutable state is never touched concurrently.
+    let promise: EventLoopPromise<[UInt8]?>
+    private let elements: [CBORValue]
+    private let limit: Int
+    private let dispatcher: RPCDispatcher
+    private let eventLoop: any EventLoop
+    private var encoder: CBOREncoder
+    private var next = 0
+    private var largest = 0
+
+    init(elements: [CBORValue], limit: Int, dispatcher: RPCDispatcher, eventLoop: any EventLoop) {
+        self.elements = elements
+        self.limit = limit
+        self.dispatcher = dispatcher
+        self.eventLoop = eventLoop
+        promise = eventLoop.makePromise()
+        encoder = CBOREncoder(reservingCapacity: 64)
+        encoder.writeHead(major: 4, argument: UInt64(elements.count))
+    }
+
+    /// Answers elements until one must be waited for (then resumes when it arrives) or all are done. A loop, not
+    /// recursion: most elements are answered at once, and a long batch must not grow the stack.
+    func advance() {
+        eventLoop.assertInEventLoop()
+        while next < elements.count {
+            let element = elements[next]
+            next += 1
+            let pending: EventLoopFuture<[UInt8]?>
+            if case .array(let nested) = element {
+                pending = dispatcher.respondEncoded(toBatch: nested, on: eventLoop, limit: limit)
+            } else {
+                let response = dispatcher.respond(to: element, on: eventLoop)
+                if response.isResolved {
+                    guard append(response) else { return }
+                    continue
+                }
+                pending = RPCDispatcher.resolve(response, on: eventLoop).map { resolved -> [UInt8]? in
+                    var encoder = CBOREncoder(reservingCapacity: 64)
+                    resolved.encode(into: &encoder)
+                    return encoder.bytes
+                }
+            }
+            pending.hop(to: eventLoop).whenComplete { [self] result in
+                switch result {
+                case .success(let bytes?):
+                    guard append(encoded: bytes) else { return }
+                    advance()
+                case .success(nil), .failure:
+                    promise.succeed(nil)
+                }
+            }
+            return
+        }
+        promise.succeed(encoder.bytes)
+    }
+
+    private func append(_ response: RPCResponse) -> Bool {
+        let before = encoder.bytes.count
+        response.encode(into: &encoder)
+        return withinLimit(elementSize: encoder.bytes.count - before)
+    }
+
+    private func append(encoded bytes: [UInt8]) -> Bool {
+        encoder.bytes.append(contentsOf: bytes)
+        return withinLimit(elementSize: bytes.count)
+    }
+
+    /// False (and the batch abandoned) when the batch holds more than `limit` bytes beyond its largest element.
+    private func withinLimit(elementSize: Int) -> Bool {
+        largest = max(largest, elementSize)
+        guard encoder.bytes.count - largest > limit else { return true }
+        promise.succeed(nil)
+        return false
     }
 }

@@ -65,7 +65,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private var nextSequence: UInt64 = 0
     private var nextToWrite: UInt64 = 0
-    private var finishedResponses: [UInt64: RPCResponse] = [:]
+    /// Responses that completed ahead of an earlier one, encoded (envelope included), by sequence number.
+    private var finishedResponses: [UInt64: ByteBuffer] = [:]
+    private var finishedBytes = 0
+    /// The largest response (encoded) this connection has produced: it sizes the dispatch window and is the one
+    /// response the hard bound always leaves room for.
+    private var largestResponse = 0
     /// After writing the response with this sequence number, the connection closes.
     private var closeAfterSequence: UInt64?
     private var inFlight = 0
@@ -167,9 +172,39 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
+    /// Whether to stop framing and dispatching requests (and reading): responses already wait to be written,
+    /// or enough requests are in flight that their responses would reach the bound. The window is the bound
+    /// divided by the largest response seen so far — responses of 1 MiB allow 4 requests in flight under the
+    /// default 4 MiB, small ones the full `maxInFlightRequests` — and 16 until a first response is known.
     private func isBackPressured(_ context: ChannelHandlerContext) -> Bool {
-        !context.channel.isWritable || outbound.readableBytes > limits.maxPendingResponseBytes
-            || inFlight >= limits.maxInFlightRequests
+        let bound = limits.maxPendingResponseBytes
+        let expected = largestResponse > 0 ? largestResponse : max(1, bound / 16)
+        let window = max(1, min(limits.maxInFlightRequests, bound / expected))
+        return !context.channel.isWritable || outbound.readableBytes + finishedBytes >= bound || inFlight >= window
+    }
+
+    /// The second bound: what a connection may hold in responses its client does not read — the responses
+    /// waiting here and in the channel — beyond its largest response (a single large response can always be
+    /// written out). Requests already in flight when reading stopped still complete; past this the client is
+    /// not reading at all, and the connection is closed.
+    private var hardBound: Int { 4 * limits.maxPendingResponseBytes }
+
+    /// Closes the connection when it holds more than ``hardBound`` beyond its largest response.
+    private func enforceHardBound(context: ChannelHandlerContext) {
+        guard !stopped else { return }
+        let here = outbound.readableBytes + finishedBytes
+        // While the channel is writable it buffers less than its high-water mark (the soft bound): no need to ask.
+        if context.channel.isWritable, here + limits.maxPendingResponseBytes - largestResponse <= hardBound { return }
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        let held = here + buffered
+        guard held - largestResponse > hardBound else { return }
+        logger.warning(
+            """
+            closing CBOR-RPC connection: its client does not read its responses (\(held) bytes held; \
+            max_pending_response_bytes is \(limits.maxPendingResponseBytes))
+            """)
+        stopped = true
+        context.close(promise: nil)
     }
 
     /// Frames and handles buffered messages until the buffer runs dry, back-pressure applies or the
@@ -220,6 +255,31 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case .value(.null, _):
             // A null (or undefined) message: no response, close once earlier responses are out.
             closeAfterPendingResponses(context: context)
+        case .value(.array(let elements), _):
+            // A batch: answered element by element, its encoded size checked as it grows (wire-protocol.md §3.3).
+            let sequence = nextSequence
+            nextSequence += 1
+            inFlight += 1
+            dispatcher.respondEncoded(toBatch: elements, on: context.eventLoop, limit: hardBound)
+                .hop(to: context.eventLoop).assumeIsolated()
+                .whenComplete { [self] result in
+                    inFlight -= 1
+                    guard let context = self.context else { return }
+                    guard case .success(let body?) = result else {
+                        guard !stopped else { return }
+                        logger.warning(
+                            """
+                            closing CBOR-RPC connection: the responses to a batch of \(elements.count) requests \
+                            exceed \(hardBound) bytes
+                            """)
+                        stopped = true
+                        context.close(promise: nil)
+                        return
+                    }
+                    complete(sequence: sequence, encodedBody: body, context: context)
+                    if !inChannelRead { flushOutbound(context: context) }
+                    resumeIfPossible(context: context)
+                }
         case .value(let request, _):
             let sequence = nextSequence
             nextSequence += 1
@@ -286,31 +346,48 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     // MARK: - Ordered responses
 
     private func complete(sequence: UInt64, response: RPCResponse, context: ChannelHandlerContext) {
-        guard sequence == nextToWrite else {
-            finishedResponses[sequence] = response
-            return
-        }
-        append(response, context: context)
-        while let next = finishedResponses.removeValue(forKey: nextToWrite) {
-            append(next, context: context)
-        }
-    }
-
-    /// Encodes the response with sequence number `nextToWrite` onto the outbound buffer.
-    private func append(_ response: RPCResponse, context: ChannelHandlerContext) {
-        let sequence = nextToWrite
-        nextToWrite += 1
-        guard !stopped else { return }
         scratch.bytes.removeAll(keepingCapacity: true)
         response.encode(into: &scratch)
-        var head = CBOREncoder(reservingCapacity: 11)
-        head.writeEnvelopeHead(contentLength: scratch.bytes.count)
-        outbound.writeBytes(head.bytes)
-        outbound.writeBytes(scratch.bytes)
+        complete(sequence: sequence, encodedBody: scratch.bytes, context: context)
         if scratch.bytes.count > 1 << 20 {
             // Do not keep a huge scratch buffer alive for the rest of the connection.
             scratch = CBOREncoder(reservingCapacity: 256)
         }
+    }
+
+    /// Takes the encoded response with sequence number `sequence`: onto the outbound buffer when every earlier
+    /// one is there, else aside until they are.
+    private func complete(sequence: UInt64, encodedBody body: [UInt8], context: ChannelHandlerContext) {
+        largestResponse = max(largestResponse, body.count)
+        guard sequence == nextToWrite else {
+            var buffer = context.channel.allocator.buffer(capacity: body.count + 9)
+            Self.writeEnvelope(body, to: &buffer)
+            finishedBytes += buffer.readableBytes
+            finishedResponses[sequence] = buffer
+            enforceHardBound(context: context)
+            return
+        }
+        append(context: context) { Self.writeEnvelope(body, to: &$0) }
+        while var next = finishedResponses.removeValue(forKey: nextToWrite) {
+            finishedBytes -= next.readableBytes
+            append(context: context) { $0.writeBuffer(&next) }
+        }
+        enforceHardBound(context: context)
+    }
+
+    private static func writeEnvelope(_ body: [UInt8], to buffer: inout ByteBuffer) {
+        var head = CBOREncoder(reservingCapacity: 11)
+        head.writeEnvelopeHead(contentLength: body.count)
+        buffer.writeBytes(head.bytes)
+        buffer.writeBytes(body)
+    }
+
+    /// Appends the response with sequence number `nextToWrite` (written by `write`) to the outbound buffer.
+    private func append(context: ChannelHandlerContext, _ write: (inout ByteBuffer) -> Void) {
+        let sequence = nextToWrite
+        nextToWrite += 1
+        guard !stopped else { return }
+        write(&outbound)
         if let closeAfter = closeAfterSequence, sequence >= closeAfter {
             // The last response before closing: everything earlier is ahead of it in the same stream, so
             // closing once it is on the wire loses nothing.
