@@ -7,6 +7,8 @@ public enum CBORDecodingError: Error, Equatable, Sendable {
     case nestingTooDeep
     /// An embedded tag-24 item's content is not a byte string holding exactly one well-formed item.
     case invalidEmbeddedItem
+    /// The decoded values would take more memory than allowed (``CBORDecoder/decode(_:maxDepth:maxDecodedBytes:)``).
+    case decodedTooLarge
 }
 
 /// Decodes complete, in-memory CBOR items into ``CBORValue`` trees.
@@ -19,20 +21,30 @@ public struct CBORDecoder {
     public let maxDepth: Int
 
     /// Decodes exactly one item from `bytes`; trailing bytes are an error.
-    public static func decode(_ bytes: [UInt8], maxDepth: Int = 256) throws(CBORDecodingError) -> CBORValue {
+    public static func decode(
+        _ bytes: [UInt8], maxDepth: Int = 256, maxDecodedBytes: Int = .max
+    ) throws(CBORDecodingError) -> CBORValue {
         let result = bytes.withUnsafeBytes { buffer in
-            Result { () throws(CBORDecodingError) -> CBORValue in try decode(buffer, maxDepth: maxDepth) }
+            Result { () throws(CBORDecodingError) -> CBORValue in
+                try decode(buffer, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes)
+            }
         }
         return try result.get()
     }
 
     /// Decodes exactly one item from `buffer`; trailing bytes are an error.
+    ///
+    /// - Parameter maxDecodedBytes: an estimate of the memory the decoded values may take (their slots, string
+    ///   storage and container storage, as the allocator sees them); past it decoding stops with
+    ///   ``CBORDecodingError/decodedTooLarge``. A byte of CBOR can become tens of bytes of values (a one-byte
+    ///   integer is a 24-byte slot, a short string its own heap block), so this is what bounds the memory a
+    ///   message of a given size can cost.
     public static func decode(
-        _ buffer: UnsafeRawBufferPointer, maxDepth: Int = 256
+        _ buffer: UnsafeRawBufferPointer, maxDepth: Int = 256, maxDecodedBytes: Int = .max
     ) throws(CBORDecodingError)
         -> CBORValue
     {
-        var reader = Reader(buffer: buffer, maxDepth: maxDepth)
+        var reader = Reader(buffer: buffer, maxDepth: maxDepth, allocationBudget: maxDecodedBytes)
         let value = try reader.readItem(depth: 0)
         guard reader.position == buffer.count else { throw .notWellFormed("trailing bytes after item") }
         return value
@@ -56,10 +68,31 @@ extension CBORDecoder {
         let buffer: UnsafeRawBufferPointer
         let maxDepth: Int
         var position: Int = 0
+        /// What decoded values may still take, by ``charge(_:)``'s estimate.
+        var allocationBudget: Int
 
-        init(buffer: UnsafeRawBufferPointer, maxDepth: Int) {
+        init(buffer: UnsafeRawBufferPointer, maxDepth: Int, allocationBudget: Int = .max) {
             self.buffer = buffer
             self.maxDepth = maxDepth
+            self.allocationBudget = allocationBudget
+        }
+
+        /// A heap block's header and rounding, as the allocator sees a Swift array's storage.
+        static let blockOverhead = 48
+
+        /// Charges `bytes` of decoded storage against the budget.
+        @inline(__always)
+        mutating func charge(_ bytes: Int) throws(CBORDecodingError) {
+            allocationBudget -= bytes
+            if allocationBudget < 0 { throw .decodedTooLarge }
+        }
+
+        /// Charges a container of `count` elements of `stride` bytes each.
+        @inline(__always)
+        mutating func charge(elements count: UInt64, stride: Int) throws(CBORDecodingError) {
+            guard count > 0 else { return }
+            guard count <= UInt64(Int.max / max(1, stride)) else { throw .decodedTooLarge }
+            try charge(Self.blockOverhead + Int(count) * stride)
         }
 
         @inline(__always)
@@ -95,6 +128,7 @@ extension CBORDecoder {
 
         mutating func readBytes(count: UInt64) throws(CBORDecodingError) -> [UInt8] {
             guard count <= UInt64(buffer.count - position) else { throw .notWellFormed("truncated string") }
+            try charge(elements: count, stride: 1)
             let length = Int(count)
             let slice = UnsafeRawBufferPointer(rebasing: buffer[position..<position + length])
             position += length
@@ -155,6 +189,7 @@ extension CBORDecoder {
             if let count = try readArgument(info) {
                 // Every element takes at least one byte, so a count beyond the remaining bytes is truncation.
                 guard count <= UInt64(buffer.count - position) else { throw .notWellFormed("truncated array") }
+                try charge(elements: count, stride: MemoryLayout<CBORValue>.stride)
                 items.reserveCapacity(Int(count))
                 for _ in 0..<count { items.append(try readItem(depth: depth)) }
             } else {
@@ -164,6 +199,7 @@ extension CBORDecoder {
                         position += 1
                         break
                     }
+                    try charge(MemoryLayout<CBORValue>.stride)
                     items.append(try readItem(depth: depth))
                 }
             }
@@ -174,6 +210,7 @@ extension CBORDecoder {
             var pairs: [CBORPair] = []
             if let count = try readArgument(info) {
                 guard count <= UInt64(buffer.count - position) / 2 else { throw .notWellFormed("truncated map") }
+                try charge(elements: count, stride: MemoryLayout<CBORPair>.stride)
                 pairs.reserveCapacity(Int(count))
                 for _ in 0..<count {
                     let key = try readItem(depth: depth)
@@ -192,6 +229,7 @@ extension CBORDecoder {
                         throw .notWellFormed("map with a key but no value")
                     }
                     let value = try readItem(depth: depth)
+                    try charge(MemoryLayout<CBORPair>.stride)
                     pairs.append(CBORPair(key: key, value: value))
                 }
             }
@@ -205,17 +243,21 @@ extension CBORDecoder {
                 // the tag and continues the depth count below it (wire-protocol.md §2.6, §4).
                 let content = try readItem(depth: depth)
                 guard case .bytes(let octets) = content else { throw .invalidEmbeddedItem }
+                let budget = allocationBudget
                 let result = octets.withUnsafeBytes { inner in
-                    Result { () throws(CBORDecodingError) -> CBORValue in
-                        var nested = Reader(buffer: inner, maxDepth: maxDepth)
+                    Result { () throws(CBORDecodingError) -> (CBORValue, Int) in
+                        var nested = Reader(buffer: inner, maxDepth: maxDepth, allocationBudget: budget)
                         let value = try nested.readItem(depth: depth)
                         guard nested.position == inner.count else { throw .invalidEmbeddedItem }
-                        return value
+                        return (value, nested.allocationBudget)
                     }
                 }
                 switch result {
-                case .success(let value): return value
+                case .success(let (value, remaining)):
+                    allocationBudget = remaining
+                    return value
                 case .failure(.nestingTooDeep): throw .nestingTooDeep
+                case .failure(.decodedTooLarge): throw .decodedTooLarge
                 case .failure: throw .invalidEmbeddedItem
                 }
             case 128:
@@ -227,6 +269,8 @@ extension CBORDecoder {
                 if case .bytes(let octets) = content, let uuid = CBORUUID(bytes: octets) { return .uuid(uuid) }
                 return .tagged(tag, content)
             default:
+                // The indirect case boxes its payload.
+                try charge(Self.blockOverhead)
                 return .tagged(tag, try readItem(depth: depth))
             }
         }

@@ -11,17 +11,26 @@ public enum CBORMessage {
         case nestingTooDeep(enveloped: Bool)
         /// The framed bytes are not one well-formed item (only possible for input the framer did not check).
         case notWellFormed
+        /// The message's values would take more memory than allowed.
+        case decodedTooLarge(enveloped: Bool)
     }
 
     /// Decodes a framed message. `buffer` must hold exactly one CBOR item as reported by ``CBORStreamFramer``.
-    public static func decode(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) -> Decoded {
+    /// `maxDecodedBytes` bounds the memory its values may take (``CBORDecoder/decode(_:maxDepth:maxDecodedBytes:)``).
+    public static func decode(
+        _ buffer: UnsafeRawBufferPointer, maxDepth: Int, maxDecodedBytes: Int = .max
+    ) -> Decoded {
         if buffer.count >= 2, buffer[0] == 0xd8, buffer[1] == 0x18 {
-            return decodeEnvelope(buffer, maxDepth: maxDepth)
+            return decodeEnvelope(buffer, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes)
         }
         do {
-            return .value(try CBORDecoder.decode(buffer, maxDepth: maxDepth), enveloped: false)
+            return .value(
+                try CBORDecoder.decode(buffer, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes),
+                enveloped: false)
         } catch .nestingTooDeep {
             return .nestingTooDeep(enveloped: false)
+        } catch .decodedTooLarge {
+            return .decodedTooLarge(enveloped: false)
         } catch .invalidEmbeddedItem {
             return .invalidCBOR
         } catch {
@@ -29,7 +38,9 @@ public enum CBORMessage {
         }
     }
 
-    private static func decodeEnvelope(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) -> Decoded {
+    private static func decodeEnvelope(
+        _ buffer: UnsafeRawBufferPointer, maxDepth: Int, maxDecodedBytes: Int
+    ) -> Decoded {
         // Fast path: a definite-length byte string is decoded in place, without copying its content.
         var head = CBORDecoder.Reader(buffer: buffer, maxDepth: maxDepth)
         head.position = 2
@@ -39,9 +50,13 @@ public enum CBORMessage {
         {
             let content = UnsafeRawBufferPointer(rebasing: buffer[head.position...])
             do {
-                return .value(try CBORDecoder.decode(content, maxDepth: maxDepth), enveloped: true)
+                return .value(
+                    try CBORDecoder.decode(content, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes),
+                    enveloped: true)
             } catch .nestingTooDeep {
                 return .nestingTooDeep(enveloped: true)
+            } catch .decodedTooLarge {
+                return .decodedTooLarge(enveloped: true)
             } catch {
                 return .invalidCBOR
             }
@@ -62,10 +77,13 @@ public enum CBORMessage {
         }
         guard reader.position == buffer.count else { return .notWellFormed }
         guard case .bytes(let octets) = content else { return .invalidCBOR }
-        do {
-            return .value(try CBORDecoder.decode(octets, maxDepth: maxDepth), enveloped: true)
+        do throws(CBORDecodingError) {
+            return .value(
+                try CBORDecoder.decode(octets, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes), enveloped: true)
         } catch .nestingTooDeep {
             return .nestingTooDeep(enveloped: true)
+        } catch .decodedTooLarge {
+            return .decodedTooLarge(enveloped: true)
         } catch {
             return .invalidCBOR
         }

@@ -91,6 +91,8 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var httpHeaderTimeout: ConfigNumber = .int(10)
         /// Seconds an HTTP connection may wait for (or trickle) its next request head after a response.
         public var httpIdleTimeout: ConfigNumber = .int(60)
+        /// Largest REST request body (the streamed NDJSON import excepted).
+        public var httpMaxBodyBytes = 16 << 20
         public var maxUnitsPerCall: Int?
         public var maxUnitDataBytes: Int?
         public var rpclog = false
@@ -240,6 +242,7 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             ("http_max_connections", .int(Int64(server.httpMaxConnections))),
             ("http_header_timeout", number(server.httpHeaderTimeout)),
             ("http_idle_timeout", number(server.httpIdleTimeout)),
+            ("http_max_body_bytes", .int(Int64(server.httpMaxBodyBytes))),
             ("max_units_per_call", int(server.maxUnitsPerCall)),
             ("max_unit_data_bytes", int(server.maxUnitDataBytes)),
             ("rpclog", .bool(server.rpclog)),

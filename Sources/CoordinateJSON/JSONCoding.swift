@@ -94,6 +94,9 @@ public struct JSONParseError: Error, Equatable, CustomStringConvertible, Sendabl
     public let offset: Int
     public let reason: String
     public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+
+    /// The reason given when the parsed values would exceed the allowed memory.
+    public static let tooLargeReason = "the value takes too much memory once parsed"
 }
 
 extension JSONValue {
@@ -104,8 +107,26 @@ extension JSONValue {
     }
 
     /// Parses one JSON value from UTF-8 bytes.
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 512) throws(JSONParseError) -> JSONValue {
-        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+    ///
+    /// - Parameter maxDecodedBytes: an estimate of the memory the parsed values may take (their slots, long
+    ///   strings' storage, arrays' and objects' storage); past it parsing stops with an error whose reason is
+    ///   ``JSONParseError/tooLargeReason``.
+    public static func parse(
+        _ bytes: [UInt8], maxDepth: Int = 512, maxDecodedBytes: Int = .max
+    ) throws(JSONParseError) -> JSONValue {
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(JSONParseError) -> JSONValue in
+                try parse(buffer, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Parses one JSON value from UTF-8 bytes in place (a request body, without copying it).
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, maxDepth: Int = 512, maxDecodedBytes: Int = .max
+    ) throws(JSONParseError) -> JSONValue {
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, budget: maxDecodedBytes)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
         parser.skipWhitespace()
@@ -115,13 +136,24 @@ extension JSONValue {
 }
 
 private struct JSONParser {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
     let maxDepth: Int
     var position = 0
+    /// What parsed values may still take, by ``charge(_:)``'s estimate.
+    var budget: Int
 
-    init(bytes: [UInt8], maxDepth: Int) {
+    init(bytes: UnsafeRawBufferPointer, maxDepth: Int, budget: Int = .max) {
         self.bytes = bytes
         self.maxDepth = maxDepth
+        self.budget = budget
+    }
+
+    /// A heap block's header and rounding, as the allocator sees an array's or a long string's storage.
+    static let blockOverhead = 48
+
+    mutating func charge(_ bytes: Int) throws(JSONParseError) {
+        budget -= bytes
+        if budget < 0 { throw error(JSONParseError.tooLargeReason) }
     }
 
     func error(_ reason: String) -> JSONParseError { JSONParseError(offset: position, reason: reason) }
@@ -135,7 +167,11 @@ private struct JSONParser {
         switch bytes[position] {
         case 0x7b: return try parseObject(depth: depth + 1)
         case 0x5b: return try parseArray(depth: depth + 1)
-        case 0x22: return .string(try parseString())
+        case 0x22:
+            let text = try parseString()
+            // Strings of up to 15 UTF-8 bytes live inside the value; longer ones have a block of their own.
+            if text.utf8.count > 15 { try charge(Self.blockOverhead + text.utf8.count) }
+            return .string(text)
         case 0x74: return try literal("true", .bool(true))
         case 0x66: return try literal("false", .bool(false))
         case 0x6e: return try literal("null", .null)
@@ -146,7 +182,8 @@ private struct JSONParser {
 
     mutating func literal(_ word: String, _ value: JSONValue) throws(JSONParseError) -> JSONValue {
         let expected = Array(word.utf8)
-        guard position + expected.count <= bytes.count, Array(bytes[position..<position + expected.count]) == expected
+        guard position + expected.count <= bytes.count,
+            bytes[position..<position + expected.count].elementsEqual(expected)
         else { throw error("unexpected character") }
         position += expected.count
         return value
@@ -165,6 +202,10 @@ private struct JSONParser {
             skipWhitespace()
             guard position < bytes.count, bytes[position] == 0x22 else { throw error("expected a member name") }
             let name = try parseString()
+            try charge(
+                MemoryLayout<(String, JSONValue)>.stride
+                    + (name.utf8.count > 15 ? Self.blockOverhead + name.utf8.count : 0))
+            if members.isEmpty { try charge(Self.blockOverhead) }
             skipWhitespace()
             guard position < bytes.count, bytes[position] == 0x3a else { throw error("expected ':'") }
             position += 1
@@ -191,8 +232,10 @@ private struct JSONParser {
             position += 1
             return .array(elements)
         }
+        try charge(Self.blockOverhead)
         while true {
             skipWhitespace()
+            try charge(MemoryLayout<JSONValue>.stride)
             elements.append(try parseValue(depth: depth))
             skipWhitespace()
             guard position < bytes.count else { throw error("unexpected end of input") }

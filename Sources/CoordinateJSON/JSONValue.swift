@@ -1,6 +1,6 @@
 /// A JSON value that keeps what Coordinate's JSON mapping needs and Foundation's JSON does not: integers
 /// distinct from floats (rest-api.md §1.2), object members in their order, and duplicate member names.
-public indirect enum JSONValue: Sendable, Equatable {
+public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)

@@ -186,7 +186,7 @@ public final class Daemon: Sendable {
         if let engine, server.httpPort != 0 {
             let settings = HTTPSettings(
                 bindHost: server.httpHost ?? server.host, allowedHosts: server.httpAllowedHosts,
-                token: server.httpToken, secureTransport: tls != nil, maxBodyBytes: server.maxMessageBytes,
+                token: server.httpToken, secureTransport: tls != nil, maxBodyBytes: server.httpMaxBodyBytes,
                 cborNamespace: Identifier(text: configuration.namespace), storageName: server.storage.rawValue,
                 version: CoordinateVersion.current)
             let statistics = self.statistics

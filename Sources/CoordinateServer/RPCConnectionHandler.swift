@@ -250,7 +250,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func handle(message: ByteBuffer, context: ChannelHandlerContext) {
-        let decoded = message.withUnsafeReadableBytes { CBORMessage.decode($0, maxDepth: limits.maxNestingDepth) }
+        // The values of a message may take at most 2.5 times its size — with the message itself (and its buffer's
+        // growth), four times what was received — or 64 MiB, which leaves ordinary requests alone (a bulk add of
+        // ~350 000 small units decodes to about that).
+        let budget = max(Self.decodedBytesFloor, message.readableBytes * 5 / 2)
+        let decoded = message.withUnsafeReadableBytes {
+            CBORMessage.decode($0, maxDepth: limits.maxNestingDepth, maxDecodedBytes: budget)
+        }
         switch decoded {
         case .value(.null, _):
             // A null (or undefined) message: no response, close once earlier responses are out.
@@ -313,11 +319,22 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             } else {
                 respondAndClose(message: "malformed request: nesting too deep", context: context)
             }
+        case .decodedTooLarge(let enveloped):
+            statistics.malformedMessages.add(1)
+            let text = "malformed request: message too large once decoded; send fewer items per call"
+            if enveloped {
+                respondWithError(text, context: context)
+            } else {
+                respondAndClose(message: text, context: context)
+            }
         case .notWellFormed:
             statistics.malformedMessages.add(1)
             closeAfterPendingResponses(context: context)
         }
     }
+
+    /// The decoded-size allowance every message has, whatever its size (``handle(message:context:)``).
+    static let decodedBytesFloor = 64 << 20
 
     private func respondWithError(_ text: String, context: ChannelHandlerContext) {
         let sequence = nextSequence

@@ -35,7 +35,7 @@ public func fuzzFramer(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
         let message = UnsafeRawBufferPointer(rebasing: stream.prefix(length))
         switch CBORMessage.decode(message, maxDepth: maxDepth) {
         case .notWellFormed: preconditionFailure("the framer reported a message the decoder finds malformed")
-        case .value, .invalidCBOR, .nestingTooDeep: break
+        case .value, .invalidCBOR, .nestingTooDeep, .decodedTooLarge: break
         }
     }
     return 0

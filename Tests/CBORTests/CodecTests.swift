@@ -117,6 +117,34 @@ struct CodecTests {
         #expect(throws: CBORDecodingError.nestingTooDeep) { try CBORDecoder.decode(embedded, maxDepth: 3) }
     }
 
+    @Test("a decoded-memory budget: values are charged as they are built, embedded items included")
+    func decodedBudget() throws {
+        // 1 000 eight-byte strings: ~9 KB of CBOR, ~100 KB of values (a slot and a heap block each).
+        var encoder = CBOREncoder()
+        encoder.writeHead(major: 4, argument: 1000)
+        for _ in 0..<1000 {
+            encoder.writeHead(major: 2, argument: 8)
+            encoder.bytes += [UInt8](repeating: 0x61, count: 8)
+        }
+        let strings = encoder.bytes
+        #expect(try CBORDecoder.decode(strings, maxDecodedBytes: 1 << 20).listElements?.count == 1000)
+        #expect(throws: CBORDecodingError.decodedTooLarge) { try CBORDecoder.decode(strings, maxDecodedBytes: 50_000) }
+        // Inside an embedded item (tag 24) the same budget applies.
+        var embedded = CBOREncoder()
+        embedded.writeHead(major: 6, argument: 24)
+        embedded.writeHead(major: 2, argument: UInt64(strings.count))
+        embedded.bytes += strings
+        #expect(throws: CBORDecodingError.decodedTooLarge) {
+            try CBORDecoder.decode(embedded.bytes, maxDecodedBytes: 50_000)
+        }
+        // A huge declared count is refused before anything is reserved.
+        #expect(throws: CBORDecodingError.self) { try CBORDecoder.decode(Hex.decode("9b00ffffffffffffff00")) }
+        // Messages: the envelope reports it as its own outcome.
+        let message = CBOREncoder.encodeEnvelope(.array(Array(repeating: .bytes([1, 2, 3]), count: 1000)))
+        let decoded = message.withUnsafeBytes { CBORMessage.decode($0, maxDepth: 16, maxDecodedBytes: 10_000) }
+        #expect(decoded == .decodedTooLarge(enveloped: true))
+    }
+
     @Test("random value trees round-trip exactly", arguments: 0..<8)
     func roundTrip(seed: UInt64) throws {
         var generator = RandomCBOR(seed: 0xC0FFEE + seed)

@@ -54,3 +54,38 @@ struct HTTPConnectionLimitTests {
         }
     }
 }
+
+/// What one REST request can make the daemon hold (docs/security.md).
+@Suite("REST body memory bounds")
+struct RESTBodyMemoryTests {
+    @Test("a 57 MiB body is refused at http_max_body_bytes; one within it that parses into too much is refused too")
+    func bodyAmplification() async throws {
+        let config = NSTemporaryDirectory() + "coordinate-body-\(UUID().uuidString).yaml"
+        try "coordinate:\n  server:\n    http_max_body_bytes: 33554432\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try await withRESTHarness(extra: ["--config", config]) { harness in
+            let pid = harness.daemon.child.pid
+            // Over the limit: refused from the length, without being parsed.
+            let huge = [UInt8](repeating: 0x20, count: 57 << 20)
+            let refused = try await harness.http.request(
+                "POST", "/namespace", headers: [("Content-Type", "application/json")], body: huge)
+            #expect(refused.status == 413)
+            // Within it, but 15 million small numbers: ~360 MB of values once parsed.
+            var numbers = [UInt8]("[".utf8)
+            numbers.reserveCapacity(31 << 20)
+            for _ in 0..<(15 << 20) { numbers += [0x31, 0x2c] }
+            numbers[numbers.count - 1] = 0x5d
+            let before = ResidentMemory.bytes(of: pid)
+            let peak = Task { await ResidentMemory.peak(of: pid, over: .seconds(4)) }
+            let parsed = try await harness.http.request(
+                "POST", "/namespace/-/work_spec/none/add_work_units", headers: [("Content-Type", "application/json")],
+                body: numbers)
+            #expect(parsed.status == 413)
+            #expect(parsed.text.contains("too large once parsed"))
+            let growth = await peak.value - before
+            #expect(growth < 4 * numbers.count, "the daemon grew by \(growth) bytes")
+            #expect(try await harness.http.request("GET", "/healthz").status == 200)
+        }
+    }
+}

@@ -129,10 +129,10 @@ struct RESTProtectionTests {
         }
     }
 
-    @Test("bodies over max_message_bytes get 413; the bearer token guards everything but /healthz")
+    @Test("bodies over http_max_body_bytes get 413; the bearer token guards everything but /healthz")
     func sizeAndToken() async throws {
         let config = NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    max_message_bytes: 1000\n    http_token: s3cret\n".write(
+        try "coordinate:\n  server:\n    http_max_body_bytes: 1024\n    http_token: s3cret\n".write(
             toFile: config, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: config) }
         try await withRESTHarness(extra: ["--config", config]) { harness in

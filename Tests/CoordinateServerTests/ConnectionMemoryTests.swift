@@ -7,24 +7,6 @@ import Testing
 /// `max_pending_response_bytes` and its second bound, whatever the size of the responses.
 @Suite("Connection memory bounds")
 struct ConnectionMemoryTests {
-    /// The daemon's resident memory, in bytes.
-    static func residentBytes(_ pid: Int32) -> Int {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
-    }
-
-    /// The highest resident memory seen over `duration`, sampled every 50 ms.
-    static func peakResidentBytes(_ pid: Int32, over duration: Duration) async -> Int {
-        var peak = residentBytes(pid)
-        let end = ContinuousClock.now + duration
-        while ContinuousClock.now < end {
-            try? await Task.sleep(for: .milliseconds(50))
-            peak = max(peak, residentBytes(pid))
-        }
-        return peak
-    }
-
     /// A spec whose data holds 1 MiB, so each `get_work_spec` answer is 1 MiB.
     static let blob = CBORValue.bytes([UInt8](repeating: 0x42, count: 1 << 20))
 
@@ -38,14 +20,14 @@ struct ConnectionMemoryTests {
         try await withDaemon(storage: storage, arguments: ["-q"]) { daemon in
             let setup = try await daemon.connect()
             _ = try await setup.result("set_work_spec", [.map(CBORMap([("name", "big"), ("blob", Self.blob)]))])
-            let before = Self.residentBytes(daemon.child.pid)
+            let before = ResidentMemory.bytes(of: daemon.child.pid)
             let reader = try await daemon.connect(receiveTimeout: 60)
             let count = 500
             var requests: [UInt8] = []
             for _ in 0..<count { requests += reader.request("get_work_spec", ["big"]) }
             try await reader.send(requests)
             // 500 MiB of answers would be held without a bound; watch for a while with nothing read.
-            let peak = await Self.peakResidentBytes(daemon.child.pid, over: .seconds(3))
+            let peak = await ResidentMemory.peak(of: daemon.child.pid, over: .seconds(3))
             #expect(peak - before < 96 << 20, "the daemon grew by \(peak - before) bytes")
             // Back-pressure, not loss: every answer arrives once the client reads.
             for index in 0..<count {
@@ -62,7 +44,7 @@ struct ConnectionMemoryTests {
         try await withDaemon(storage: storage, arguments: ["-q"]) { daemon in
             let setup = try await daemon.connect()
             _ = try await setup.result("set_work_spec", [.map(CBORMap([("name", "big"), ("blob", Self.blob)]))])
-            let before = Self.residentBytes(daemon.child.pid)
+            let before = ResidentMemory.bytes(of: daemon.child.pid)
             let batcher = try await daemon.connect(receiveTimeout: 60)
             let batch = CBORValue.array(
                 (0..<1000).map { index in
@@ -70,7 +52,7 @@ struct ConnectionMemoryTests {
                 })
             try await batcher.send(CBOREncoder.encodeEnvelope(batch))
             let closed = Task { await batcher.closedByPeer() }
-            let peak = await Self.peakResidentBytes(daemon.child.pid, over: .seconds(3))
+            let peak = await ResidentMemory.peak(of: daemon.child.pid, over: .seconds(3))
             #expect(await closed.value, "the connection stays open")
             #expect(peak - before < 96 << 20, "the daemon grew by \(peak - before) bytes")
             #expect(await daemon.child.waitForStderr(containing: "the responses to a batch of 1000 requests exceed"))
@@ -81,6 +63,45 @@ struct ConnectionMemoryTests {
                 })
             try await setup.send(CBOREncoder.encodeEnvelope(small))
             #expect(try await setup.receiveValue()?.listElements?.count == 3)
+        }
+    }
+}
+
+@Suite("Decoding memory bounds")
+struct DecodeMemoryTests {
+    @Test("a 57 MiB message of small items is refused instead of decoded into gigabytes; the connection goes on")
+    func decodeAmplification() async throws {
+        try await withDaemon(arguments: ["-q"]) { daemon in
+            let connection = try await daemon.connect(receiveTimeout: 120)
+            _ = try await connection.result("set_work_spec", [.map(CBORMap([("name", "s")]))])
+            let before = ResidentMemory.bytes(of: daemon.child.pid)
+            // 6.6 million 8-byte strings: 57 MiB of CBOR that would decode to ~500 MiB of values.
+            let count = (57 << 20) / 9
+            var encoder = CBOREncoder(reservingCapacity: 57 << 20)
+            encoder.writeHead(major: 4, argument: UInt64(count))
+            for index in 0..<count {
+                encoder.writeHead(major: 2, argument: 8)
+                encoder.bytes.append(contentsOf: String(format: "u%07d", index % 10_000_000).utf8)
+            }
+            let items = encoder.bytes
+            let request = CBOREncoder.encodeEnvelope(
+                .map(
+                    CBORMap([
+                        ("method", .bytes("add_work_units")),
+                        ("params", [.bytes("s"), .encoded(CBOREncodedItem(uncheckedCanonicalBytes: items))]), ("id", 7),
+                    ])))
+            #expect(request.count > 56 << 20 && request.count < 64 << 20)
+            try await connection.send(request)
+            let peakTask = Task { await ResidentMemory.peak(of: daemon.child.pid, over: .seconds(5)) }
+            let response = try #require(try await connection.receiveValue()?.mapValue)
+            #expect(
+                response.errorMessage == "malformed request: message too large once decoded; send fewer items per call")
+            let peak = await peakTask.value
+            #expect(peak - before < 4 * request.count, "the daemon grew by \(peak - before) bytes")
+            // Nothing was added, and the connection still serves requests of ordinary size.
+            #expect(try await connection.result("count_work_units", ["s"]) == .tuple([.map(CBORMap()), .null]))
+            let units = (0..<100_000).map { CBORValue.array([.bytes(String(format: "u%07d", $0)), .map(CBORMap())]) }
+            #expect(try await connection.result("add_work_units", ["s", .array(units)]) == .tuple([true, .null]))
         }
     }
 }

@@ -85,13 +85,22 @@ public struct HTTPTestClient: Sendable {
             throw Failure.connect("\(error)")
         }
         defer { channel.close(promise: nil) }
-        try await channel.writeAndFlush(ByteBuffer(bytes: outgoing))
+        // A server may answer (413, say) and close before it has read a large body: then the write fails, and
+        // the answer is still there to read.
+        var writeError: (any Error)?
+        do {
+            try await channel.writeAndFlush(ByteBuffer(bytes: outgoing))
+        } catch {
+            writeError = error
+        }
         let deadline = ContinuousClock.now + .seconds(60)
         var received: [UInt8] = []
         while true {
             switch await inbound.next(until: deadline) {
             case .bytes(let bytes): received += bytes
-            case .ended(.endOfStream), .ended(.reset): return received
+            case .ended(.endOfStream), .ended(.reset):
+                if received.isEmpty, let writeError { throw Failure.connect("send failed: \(writeError)") }
+                return received
             case .ended(.failed(let reason)): throw Failure.connect(reason)
             case .timedOut: throw Failure.malformed("no end of response within 60 s (\(received.count) bytes)")
             }
