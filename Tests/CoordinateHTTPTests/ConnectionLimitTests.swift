@@ -7,15 +7,17 @@ import Testing
 /// staying answerable under a slowloris attack.
 @Suite("HTTP connection limits")
 struct HTTPConnectionLimitTests {
-    /// A configuration with small HTTP limits, for `withRESTHarness(extra:)`.
+    /// A configuration with small HTTP limits, for `withRESTHarness(extra:)`. The timeouts leave a loaded CI machine
+    /// (tests in parallel on two cores) seconds between a client's connect and its first write: at one second, a
+    /// fresh connection was once closed before the test could send on it.
     static func tightLimits() throws -> String {
         let path = NSTemporaryDirectory() + "coordinate-http-limits-\(UUID().uuidString).yaml"
         try """
         coordinate:
           server:
             http_max_connections: 8
-            http_header_timeout: 1
-            http_idle_timeout: 2
+            http_header_timeout: 3
+            http_idle_timeout: 3
 
         """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
