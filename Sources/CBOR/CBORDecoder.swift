@@ -11,6 +11,19 @@ public enum CBORDecodingError: Error, Equatable, Sendable {
     case decodedTooLarge
 }
 
+/// How much memory the values decoded from one received message may take (docs/security.md "Limits"), for
+/// CBOR and JSON messages alike: twice its size — with the message itself and its buffer, about three times
+/// what was received, below the four times the daemon promises — or ``floor``, whichever is larger.
+public enum DecodeBudget {
+    /// The allowance of every message, however small: enough that ordinary large requests never meet the limit.
+    public static let floor = 64 << 20
+
+    /// The budget for the values of a message of `size` bytes.
+    public static func bytes(forMessageOf size: Int) -> Int {
+        max(floor, size.multipliedReportingOverflow(by: 2).overflow ? .max : size * 2)
+    }
+}
+
 /// Decodes complete, in-memory CBOR items into ``CBORValue`` trees.
 ///
 /// Decoding is total: every input either yields a value or a ``CBORDecodingError``; lengths are validated

@@ -91,8 +91,10 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var httpHeaderTimeout: ConfigNumber = .int(10)
         /// Seconds an HTTP connection may wait for (or trickle) its next request head after a response.
         public var httpIdleTimeout: ConfigNumber = .int(60)
-        /// Largest REST request body (the streamed NDJSON import excepted).
+        /// Largest REST request body, the NDJSON import excepted.
         public var httpMaxBodyBytes = 16 << 20
+        /// Largest NDJSON import body. An import is one transaction: the daemon holds all of it while it runs.
+        public var httpMaxImportBytes = 1 << 30
         public var maxUnitsPerCall: Int?
         public var maxUnitDataBytes: Int?
         public var rpclog = false
@@ -243,6 +245,7 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             ("http_header_timeout", number(server.httpHeaderTimeout)),
             ("http_idle_timeout", number(server.httpIdleTimeout)),
             ("http_max_body_bytes", .int(Int64(server.httpMaxBodyBytes))),
+            ("http_max_import_bytes", .int(Int64(server.httpMaxImportBytes))),
             ("max_units_per_call", int(server.maxUnitsPerCall)),
             ("max_unit_data_bytes", int(server.maxUnitDataBytes)),
             ("rpclog", .bool(server.rpclog)),

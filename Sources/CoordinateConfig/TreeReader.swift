@@ -169,6 +169,7 @@ struct TreeReader {
             case "http_header_timeout": server.httpHeaderTimeout = try number(value, key, positive: true)
             case "http_idle_timeout": server.httpIdleTimeout = try number(value, key, positive: true)
             case "http_max_body_bytes": server.httpMaxBodyBytes = try int(value, key, minimum: 1024)
+            case "http_max_import_bytes": server.httpMaxImportBytes = try int(value, key, minimum: 1024)
             case "max_units_per_call": server.maxUnitsPerCall = try optionalInt(value, key, minimum: 1)
             case "max_unit_data_bytes": server.maxUnitDataBytes = try optionalInt(value, key, minimum: 1)
             case "rpclog": server.rpclog = try bool(value, key)

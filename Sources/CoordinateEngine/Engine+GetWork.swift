@@ -86,6 +86,10 @@ extension EngineTransaction {
 
             var granted: [GrantedUnit] = []
             for var unit in units {
+                if unit.damage != nil {
+                    try failDamaged(&unit, worker: request.worker, namespace: namespace, spec: spec)
+                    continue
+                }
                 try grant(&unit, to: request.worker, lease: request.lease, namespace: namespace, spec: spec)
                 granted.append(GrantedUnit(spec: spec, unit: unit, attemptID: unit.latestAttemptID ?? 0))
             }
@@ -126,6 +130,19 @@ extension EngineTransaction {
             }
             instant += 1
         }
+    }
+
+    /// The unit's stored data is damaged (``StoredData``): it fails instead of being granted, its data the
+    /// replacement that says why, with an attempt of the requesting worker recording that.
+    mutating func failDamaged(
+        _ unit: inout UnitRecord, worker: Identifier, namespace: NamespaceRecord, spec: SpecRecord
+    ) throws {
+        if unit.state == .pending {
+            try endPendingAttempt(of: unit, as: .failed, data: unit.data, namespace: namespace, spec: spec)
+        } else {
+            try recordZeroLengthAttempt(for: &unit, worker: worker, status: .failed, namespace: namespace, spec: spec)
+        }
+        try fail(&unit)
     }
 
     /// `max_retries` exceeded: the new attempt fails and the unit becomes FAILED with traceback

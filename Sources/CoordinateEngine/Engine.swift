@@ -107,6 +107,8 @@ public final class Engine: Sendable {
     let credits = Locked<[Int64: SchedulerCredits]>([:])
     /// The scheduler graph per namespace id, valid while the namespace's spec generation is unchanged.
     let graphs = Locked<[Int64: (generation: UInt64, graph: SchedulerGraph)]>([:])
+    /// Places whose damaged data was already logged (``reportDamage(_:)``).
+    let reportedDamage = Locked<Set<String>>([])
 
     public init(
         backend: any StorageBackend, clock: any EngineClock = SystemClock(),
@@ -153,6 +155,10 @@ public final class Engine: Sendable {
         let transact: @Sendable (any StorageSession) throws -> Void = { [self] session in
             var transaction = EngineTransaction(
                 engine: self, session: session, now: session.databaseTime ?? clock.now())
+            defer {
+                let damage = session.takeDamage()
+                if !damage.isEmpty { reportDamage(damage) }
+            }
             let expired = try session.materialize(now: transaction.now)
             if !expired.isEmpty { transaction.countExpired(expired) }
             try body(&transaction)
@@ -174,6 +180,20 @@ public final class Engine: Sendable {
                 if error is StorageError { observer.storageError() }
                 completion(error)
             })
+    }
+
+    /// Logs damaged stored values — each place once per process, so that a listing repeated every few seconds
+    /// does not flood the log — and counts every detection.
+    func reportDamage(_ damage: [StoredDamage]) {
+        observer?.storageDamage(count: damage.count)
+        let fresh = reportedDamage.withLock { reported in
+            damage.filter { reported.count < 100_000 && reported.insert($0.location).inserted }
+        }
+        for item in fresh {
+            logger.error(
+                "stored data is damaged; it is withheld from clients and the unit is never granted",
+                metadata: ["location": "\(item.location)", "reason": "\(item.reason)"])
+        }
     }
 
     /// Runs `body` as one atomic operation and returns its result once durable.

@@ -39,6 +39,29 @@ public final class MemoryBackend: StorageBackend {
     }
 
     public func close() async { closed.store(true, ordering: .relaxed) }
+
+    /// The live store, read under the lock: not isolated (``StorageSnapshot/isIsolated``), so a long reader
+    /// reads everything in one call, which holds writers only for as long as copying records out takes.
+    public func openSnapshot(completion: @escaping @Sendable (Result<any StorageSnapshot, any Error>) -> Void) {
+        completion(.success(MemorySnapshot(backend: self)))
+    }
+
+    private final class MemorySnapshot: StorageSnapshot {
+        let backend: MemoryBackend
+        let isIsolated = false
+        let takenAt: Timestamp? = nil
+
+        init(backend: MemoryBackend) { self.backend = backend }
+
+        func read(
+            _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+            completion: @escaping @Sendable ((any Error)?) -> Void
+        ) {
+            backend.execute(.read, body, completion: completion)
+        }
+
+        func close() {}
+    }
 }
 
 /// The in-memory structures behind ``MemoryBackend``. Not thread-safe: always used under the backend's mutex.

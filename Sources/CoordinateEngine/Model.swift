@@ -184,6 +184,9 @@ public struct UnitRecord: Sendable, Equatable {
     /// Number of attempts the unit has (for `max_retries`).
     public var attemptCount: Int64
     public var retryCountBase: Int64
+    /// Why the stored data is damaged, when the backend found it so on reading (``StoredData``); `data` is then
+    /// the replacement that says so. Never stored.
+    public var damage: String?
 
     public init(
         id: Int64 = 0, specID: Int64, key: Identifier, data: StoredValue, priority: Double = 0,

@@ -28,6 +28,8 @@ public protocol StorageObserver: Sendable {
     func storageOperation(_ op: String, seconds: Double)
     /// A storage operation failed in the backend (not a semantic refusal).
     func storageError()
+    /// A read found `count` stored values damaged (``StoredData``).
+    func storageDamage(count: Int)
 }
 
 public enum AccessMode: Sendable {
@@ -57,6 +59,30 @@ public protocol StorageBackend: Sendable {
 
     /// Flushes and closes the backend; later `execute` calls fail with `unavailable`.
     func close() async
+
+    /// Opens a read-only view of committed state for a long read (export), which writers are not held up by.
+    /// `completion` may be called on any thread.
+    func openSnapshot(completion: @escaping @Sendable (Result<any StorageSnapshot, any Error>) -> Void)
+}
+
+/// A read-only view of the storage for a long read, taken by ``StorageBackend/openSnapshot(completion:)``.
+///
+/// Reads go through the ``StorageSession`` API (never ``StorageSession/materialize(now:)``, and never a
+/// write), one at a time. The owner closes the snapshot when done, including on failure.
+public protocol StorageSnapshot: AnyObject, Sendable {
+    /// Whether every read sees one and the same committed state while writers carry on (SQLite's WAL read
+    /// transaction, PostgreSQL's repeatable-read transaction). When false (the memory backend), each read sees
+    /// the state of its own moment, and a caller that needs one consistent view reads everything at once.
+    var isIsolated: Bool { get }
+    /// When the view was taken, on the clock operations use (the database's, for PostgreSQL); nil when the
+    /// backend has no clock of its own.
+    var takenAt: Timestamp? { get }
+    /// Runs `body` against the view on a thread of the backend's that may block, then calls `completion`.
+    func read(
+        _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void)
+    /// Ends the view and releases what it holds (a connection, a read transaction).
+    func close()
 }
 
 public struct StorageHealth: Sendable, Equatable {
@@ -202,6 +228,10 @@ public protocol StorageSession: AnyObject {
 
     /// Serializes lock-service operations on one namespace.
     func serializeLockService(namespace: Int64) throws
+
+    /// The damage found by reads since the last call (``StoredData``); the engine reports it after each
+    /// operation.
+    func takeDamage() -> [StoredDamage]
 }
 
 /// Defaults of the hooks that only a backend shared by several daemons needs.
@@ -217,4 +247,7 @@ extension StorageSession {
     public func insertUnitWithoutID(_ unit: UnitRecord) throws { _ = try insertUnit(unit) }
 
     public func prefetchUnits(spec: Int64, keys: [Identifier]) throws {}
+
+    /// A backend that keeps values in memory as the engine made them finds no damage.
+    public func takeDamage() -> [StoredDamage] { [] }
 }

@@ -106,19 +106,21 @@ enum ExportFormat {
             ])
     }
 
-    /// Every line of an export, each ending in a newline.
-    static func lines(namespace: Identifier, snapshot: NamespaceSnapshot?, version: String, now: Timestamp) -> [String]
-    {
-        var lines = [header(namespace: namespace, version: version, exportedAt: now).serialized()]
-        if let snapshot {
-            for entry in snapshot.specs {
-                lines.append(spec(entry.spec).serialized())
-                for unitEntry in entry.units { lines.append(unit(unitEntry, spec: entry.spec.name).serialized()) }
+    /// The lines of `records`, each ending in a newline.
+    static func lines(_ records: [ExportRecord]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for record in records {
+            let value: JSONValue
+            switch record {
+            case .spec(let record): value = spec(record)
+            case .unit(let entry, let specName): value = unit(entry, spec: specName)
+            case .worker(let record): value = worker(record)
+            case .lock(let record): value = lock(record)
             }
-            lines += snapshot.workers.map { worker($0).serialized() }
-            lines += snapshot.locks.map { lock($0).serialized() }
+            buffer.writeString(value.serialized())
+            buffer.writeInteger(UInt8(ascii: "\n"))
         }
-        return lines.map { $0 + "\n" }
+        return buffer
     }
 
     // MARK: - Reading
@@ -361,15 +363,40 @@ enum ExportFormat {
 }
 
 extension RESTRoutes {
+    /// Streams the export page by page from one storage snapshot (``NamespaceExport``): writers carry on, and
+    /// what the daemon holds is one page plus what the connection has not sent yet, whatever the size of the
+    /// namespace. The first page is read before the status line, so a storage failure there is a plain error
+    /// response; a failure after it cuts the response short (no terminating chunk), which every HTTP client
+    /// reports as an incomplete body rather than a complete export.
     func exportNamespace(_ request: RESTRequest) async throws -> Response {
         let ns = try request.name("ns")
-        let version = settings.version
-        let lines = try await read { tx in
-            ExportFormat.lines(namespace: ns, snapshot: try tx.exportNamespace(ns), version: version, now: tx.now)
+        var export = try await engine.exportNamespace(ns)
+        let first: [ExportRecord]
+        do {
+            first = try await export.next()
+        } catch {
+            export.close()
+            throw error
         }
-        let buffers = lines.map { ByteBuffer(string: $0) }
+        var head = ByteBuffer(
+            string: ExportFormat.header(namespace: ns, version: settings.version, exportedAt: export.exportedAt)
+                .serialized() + "\n")
+        head.writeImmutableBuffer(ExportFormat.lines(first))
+        let opening = head
+        let pending = export
         return Response(
-            status: .ok, headers: [.contentType: MediaTypes.ndjson], body: ResponseBody(contentsOf: buffers))
+            status: .ok, headers: [.contentType: MediaTypes.ndjson],
+            body: ResponseBody { writer in
+                var export = pending
+                defer { export.close() }
+                try await writer.write(opening)
+                while true {
+                    let records = try await export.next()
+                    if records.isEmpty { break }
+                    try await writer.write(ExportFormat.lines(records))
+                }
+                try await writer.finish(nil)
+            })
     }
 
     func importNamespace(_ request: RESTRequest) async throws -> Response {

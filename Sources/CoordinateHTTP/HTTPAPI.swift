@@ -18,8 +18,10 @@ public struct HTTPSettings: Sendable {
     public var token: String?
     /// The listener speaks only TLS: session cookies are marked `Secure` (rest-api.md §8.1).
     public var secureTransport: Bool
-    /// `coordinate.server.max_message_bytes`: the largest request body (import excepted).
+    /// `coordinate.server.http_max_body_bytes`: the largest request body, the import excepted.
     public var maxBodyBytes: Int
+    /// `coordinate.server.http_max_import_bytes`: the largest NDJSON import body.
+    public var maxImportBytes: Int
     /// The CBOR-RPC namespace: deleting it through REST empties it but keeps it existing.
     public var cborNamespace: Identifier
     /// The storage backend's name, for `/healthz`.
@@ -29,7 +31,8 @@ public struct HTTPSettings: Sendable {
 
     public init(
         bindHost: String = "127.0.0.1", allowedHosts: [String] = [], token: String? = nil,
-        secureTransport: Bool = false, maxBodyBytes: Int = 64 << 20, cborNamespace: Identifier = Identifier(text: ""),
+        secureTransport: Bool = false, maxBodyBytes: Int = 64 << 20, maxImportBytes: Int = 1 << 30,
+        cborNamespace: Identifier = Identifier(text: ""),
         storageName: String = "memory",
         version: String = "0.0.0"
     ) {
@@ -38,6 +41,7 @@ public struct HTTPSettings: Sendable {
         self.token = token
         self.secureTransport = secureTransport
         self.maxBodyBytes = maxBodyBytes
+        self.maxImportBytes = maxImportBytes
         self.cborNamespace = cborNamespace
         self.storageName = storageName
         self.version = version
@@ -244,7 +248,7 @@ public final class HTTPAPI: Sendable {
         default:
             break
         }
-        let limit = ndjson ? Int.max : settings.maxBodyBytes
+        let limit = ndjson ? settings.maxImportBytes : settings.maxBodyBytes
         var body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: limit)

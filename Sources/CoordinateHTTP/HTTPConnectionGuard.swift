@@ -84,7 +84,9 @@ final class HTTPConnectionTable: Sendable {
 /// One HTTP connection's guard: admits it into the ``HTTPConnectionTable`` and closes it when a client is too
 /// slow — its request head must arrive within the header timeout of opening, or within the idle timeout of the
 /// previous response; a request's body within the idle timeout of its head. Trickling bytes resets neither clock
-/// (it did reset the plain idle timeout). While the daemon works on a request, no clock runs.
+/// (it did reset the plain idle timeout). While the daemon works on a request, no clock runs — except that a
+/// response the client stops reading (the connection stays unwritable for the idle timeout) closes it, so a
+/// client cannot pin what a streamed response holds (an export's storage snapshot) by never reading.
 final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -94,6 +96,8 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let table: HTTPConnectionTable
     private let limits: HTTPConnectionLimits
     private var deadline: Scheduled<Void>?
+    /// Armed while the connection is unwritable.
+    private var stalled: Scheduled<Void>?
     /// Requests received in full and not yet answered in full.
     private var unanswered = 0
     private var receivingBody = false
@@ -113,13 +117,26 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         deadline?.cancel()
+        stalled?.cancel()
         table.remove(context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         deadline?.cancel()
+        stalled?.cancel()
         table.remove(context.channel)
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            stalled?.cancel()
+            stalled = nil
+        } else if stalled == nil {
+            let channel = context.channel
+            stalled = context.eventLoop.scheduleTask(in: limits.idleTimeout) { channel.close(promise: nil) }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

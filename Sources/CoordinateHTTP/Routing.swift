@@ -1,3 +1,4 @@
+import CBOR
 import CoordinateEngine
 import CoordinateJSON
 import Foundation
@@ -43,9 +44,7 @@ struct RESTRequest: Sendable {
             if required { throw RESTError.badRequest("request body required") }
             return .object([])
         }
-        // Parsed values may take 2.5 times the body, or 64 MiB: with the body (and its buffer's growth), a request
-        // costs at most four times what was received, beyond what ordinary requests need.
-        let budget = max(64 << 20, body.readableBytes * 5 / 2)
+        let budget = DecodeBudget.bytes(forMessageOf: body.readableBytes)
         do {
             return try body.withUnsafeReadableBytes { bytes throws(JSONParseError) in
                 try JSONValue.parse(bytes, maxDecodedBytes: budget)

@@ -30,6 +30,7 @@ public final class CoordinateMetrics: StorageObserver {
     private let summaryTimer: CoreMetrics.Timer
     private let storageTimers: (read: CoreMetrics.Timer, write: CoreMetrics.Timer, commit: CoreMetrics.Timer)
     private let storageErrors: CoreMetrics.Counter
+    private let storageDamaged: CoreMetrics.Counter
 
     public init(storageBackend: String, version: String) {
         self.storageBackend = storageBackend
@@ -52,6 +53,9 @@ public final class CoordinateMetrics: StorageObserver {
         storageTimers = (storageTimer("read"), storageTimer("write"), storageTimer("commit"))
         storageErrors = CoreMetrics.Counter(
             label: "coordinate_storage_errors_total", dimensions: [("backend", storageBackend)], factory: factory)
+        storageDamaged = CoreMetrics.Counter(
+            label: "coordinate_storage_damaged_values_total", dimensions: [("backend", storageBackend)],
+            factory: factory)
     }
 
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
@@ -121,6 +125,11 @@ public final class CoordinateMetrics: StorageObserver {
     /// A failed storage operation.
     public func storageError() {
         storageErrors.increment()
+    }
+
+    /// Stored values found damaged on reading.
+    public func storageDamage(count: Int) {
+        storageDamaged.increment(by: Int64(count))
     }
 
     // MARK: - Scrape

@@ -37,10 +37,10 @@ public final class PostgresBackend: StorageBackend {
     public let poolSize: Int
     private let logger: Logger
     private let observer: (any StorageObserver)?
-    private let threads: NIOThreadPool
+    let threads: NIOThreadPool
     /// Whether operations take `now` from the database (production) or from the engine's clock (engine-level
     /// tests with a manual clock, storage.md §7).
-    private let useDatabaseClock: Bool
+    let useDatabaseClock: Bool
     private let state = Locked(State())
 
     private enum Phase: Equatable {
@@ -103,7 +103,7 @@ public final class PostgresBackend: StorageBackend {
         return channel
     }
 
-    private func checkout() throws -> SQLChannel {
+    func checkout() throws -> SQLChannel {
         while let idle = state.withLock({ $0.idle.popLast() }) {
             // A connection the server closed while it sat idle (a restart) is dropped, not reused.
             if !idle.connection.isClosed { return idle }
@@ -112,7 +112,7 @@ public final class PostgresBackend: StorageBackend {
         return try connect()
     }
 
-    private func checkin(_ channel: SQLChannel) {
+    func checkin(_ channel: SQLChannel) {
         let closed = state.withLock { state -> Bool in
             guard state.phase != .closed else { return true }
             state.idle.append(channel)
@@ -121,11 +121,11 @@ public final class PostgresBackend: StorageBackend {
         if closed { channel.close() }
     }
 
-    private func discard(_ channel: SQLChannel) {
+    func discard(_ channel: SQLChannel) {
         channel.close()
     }
 
-    private var where_: String { "\(url.host):\(url.port)" }
+    var where_: String { "\(url.host):\(url.port)" }
 
     // MARK: - Initialisation and health
 
@@ -177,7 +177,7 @@ public final class PostgresBackend: StorageBackend {
     }
 
     /// The database cannot be reached: fail fast until a background loop reconnects.
-    private func lost(_ detail: String) {
+    func lost(_ detail: String) {
         let start = state.withLock { state -> Bool in
             guard state.phase == .ready || state.phase == .initialising else {
                 if case .unavailable = state.phase, !state.reconnecting { state.reconnecting = true; return true }
@@ -330,17 +330,12 @@ public final class PostgresBackend: StorageBackend {
                 checkin(channel)
                 return nil
             } catch {
-                channel.discardCollectedRows()
-                _ = try? channel.finishDeferred()
-                if isConnectionFailure(error) {
-                    // The connection itself failed, or the server ended it.
+                if committing, isConnectionFailure(error) {
+                    channel.discardCollectedRows()
                     discard(channel)
-                    if committing { return StorageError.unavailable("commit outcome unknown") }
-                    let detail = "lost connection to \(where_): \(describe(error))"
-                    lost(detail)
-                    return StorageError.unavailable(detail)
+                    return StorageError.unavailable("commit outcome unknown")
                 }
-                if (try? channel.simple("ROLLBACK")) != nil { checkin(channel) } else { discard(channel) }
+                let reported = release(channel, after: error)
                 if let code = sqlState(error), ["40001", "40P01", "23505", "55P03"].contains(code) {
                     attempt += 1
                     guard attempt <= Self.maxRetries else { return StorageError.contention }
@@ -349,11 +344,7 @@ public final class PostgresBackend: StorageBackend {
                     Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
                     continue
                 }
-                if let code = sqlState(error) {
-                    return StorageError.unavailable("database error \(code): \(describe(error))")
-                }
-                // Engine refusals and errors of the operation itself.
-                return error
+                return reported
             }
         }
     }

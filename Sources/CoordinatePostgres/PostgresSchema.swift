@@ -3,7 +3,7 @@ import Foundation
 /// The PostgreSQL schema and its forward migrations (storage.md §4–§5). Migrations run under a session advisory
 /// lock so that daemons starting together migrate exactly once.
 enum PostgresSchema {
-    static let currentVersion = 2
+    static let currentVersion = 3
 
     /// Advisory lock key of migrations ("coordmig" as a number).
     static let migrationLockKey: Int64 = 0x636f_6f72_646d_6967
@@ -116,6 +116,12 @@ enum PostgresSchema {
             ALTER TABLE work_spec DROP COLUMN count_ready, DROP COLUMN count_delayed, DROP COLUMN count_pending,
                 DROP COLUMN count_finished, DROP COLUMN count_failed
             """
+        ),
+        (
+            // A CRC-32C of each unit's data (StoredData). Units written before it have none and are checked for
+            // well-formed CBOR only. Adding a nullable column rewrites nothing.
+            3,
+            "ALTER TABLE work_unit ADD COLUMN data_crc BIGINT"
         ),
     ]
 

@@ -16,6 +16,8 @@ final class PostgresSession: StorageSession {
     let transactionTime: Int64?
     private var materializedAt: Int64 = .min
     private var knownBuckets: [Int64: UnitBucket] = [:]
+    /// Damaged stored data found since the engine last asked (``takeDamage()``).
+    private var damage = DamageFindings()
     /// Spec rows read by this transaction, with their counters as read.
     private var specRows: [Int64: (spec: SpecRecord, counts: UnitCounts)] = [:]
     private var namespaceSpecs: [Int64: [Int64]] = [:]
@@ -36,7 +38,7 @@ final class PostgresSession: StorageSession {
     var databaseTime: Timestamp? { transactionTime }
 
     static let unitColumns =
-        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base"
+        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
     static let attemptColumns =
         "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
     /// A spec row with its counters summed over their shards; callers append `WHERE …` on `s`.
@@ -209,10 +211,11 @@ final class PostgresSession: StorageSession {
     // MARK: - Specs
 
     private func readSpec(_ row: SQLRow) throws -> (SpecRecord, UnitCounts) {
-        let data = StoredValue(uncheckedCanonicalBytes: try row.bytes(4))
+        let id = try row.int64(0)
+        let data = damage.value(try row.bytes(4), location: "work spec \(id)")
         let derived = (try? SpecDerivation.fields(of: data.decoded().mapValue ?? CBORMap())) ?? SpecFields()
         var record = SpecRecord(
-            id: try row.int64(0), namespaceID: try row.int64(1), name: try row.identifier(2, kind: 3), data: data,
+            id: id, namespaceID: try row.int64(1), name: try row.identifier(2, kind: 3), data: data,
             derived: derived, nextContinuous: try row.optionalInt64(6), archivedFinished: try row.int64(7),
             archivedFailed: try row.int64(8))
         if let overrides = try row.optionalBytes(5) { SpecOverrides.decode(overrides, into: &record) }
@@ -367,16 +370,29 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Units
 
+    func takeDamage() -> [StoredDamage] { damage.take() }
+
+    /// Starts one read of a snapshot (``PostgresSnapshot``), which never materializes: forgets the previous
+    /// read's per-operation state.
+    func beginSnapshotRead() {
+        knownBuckets.removeAll(keepingCapacity: true)
+    }
+
     private func readUnit(_ row: SQLRow) throws -> UnitRecord {
         let state = UnitState(rawValue: UInt8(try row.int16(7))) ?? .available
         let time = try row.optionalInt64(9)
-        let unit = UnitRecord(
-            id: try row.int64(0), specID: try row.int64(1), key: try row.identifier(2, kind: 3),
-            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(4)), priority: try row.double(5),
+        let id = try row.int64(0)
+        let (data, damaged) = damage.verified(
+            try row.bytes(4), checksum: try row.optionalInt64(13).map { UInt32(truncatingIfNeeded: $0) },
+            location: "work unit \(id)")
+        var unit = UnitRecord(
+            id: id, specID: try row.int64(1), key: try row.identifier(2, kind: 3),
+            data: data, priority: try row.double(5),
             notBefore: try row.optionalInt64(6), state: state, leaseDeadline: state == .pending ? time : nil,
             completionTime: state == .finished || state == .failed ? time : nil,
             latestAttemptID: try row.optionalInt64(10), attemptCount: try row.int64(11),
             retryCountBase: try row.int64(12))
+        unit.damage = damaged
         knownBuckets[unit.id] = UnitBucket(rawValue: UInt8(try row.int16(8))) ?? .ready
         return unit
     }
@@ -430,21 +446,21 @@ final class PostgresSession: StorageSession {
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
                 .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase),
+                .int(unit.retryCountBase), .int(Int64(StoredData.checksum(unit.data.bytes))),
             ])
         adjust(unit.specID, bucket, by: 1)
     }
 
     static let unitInsertColumns = """
         work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id,
-            attempt_count, retry_count_base)
+            attempt_count, retry_count_base, data_crc)
         """
     static let insertUnitSQL = """
-        INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+        INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id
         """
     /// ``insertUnitSQL`` for many rows: each parameter is the array of one column (``SQLChannel/appendRow(_:_:)``).
     static let insertUnitsSQL = """
-        INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         """
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
@@ -464,7 +480,7 @@ final class PostgresSession: StorageSession {
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
                 .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase),
+                .int(unit.retryCountBase), .int(Int64(StoredData.checksum(unit.data.bytes))),
             ])
         var record = unit
         record.id = try rows.first?.int64(0) ?? 0
@@ -495,16 +511,19 @@ final class PostgresSession: StorageSession {
         }
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
+        let data = StoredData.bytesToWrite(for: unit)
         // Nothing waits for the update: the next statement travels behind it (and reports its failure).
         try channel.sendDeferred(
             """
-            UPDATE work_unit SET key_kind = $2, data = $3, priority = $4, not_before = $5, state = $6, bucket = $7,
-                time = $8, latest_attempt_id = $9, attempt_count = $10, retry_count_base = $11 WHERE id = $1
+            UPDATE work_unit SET key_kind = $2, data = coalesce($3, data), priority = $4, not_before = $5,
+                state = $6, bucket = $7, time = $8, latest_attempt_id = $9, attempt_count = $10,
+                retry_count_base = $11, data_crc = CASE WHEN $3 IS NULL THEN data_crc ELSE $12 END WHERE id = $1
             """,
             [
-                .int(unit.id), .bool(unit.key.isText), .bytes(unit.data.bytes), .double(unit.priority),
+                .int(unit.id), .bool(unit.key.isText), .bytes(data?.bytes), .double(unit.priority),
                 .int(unit.notBefore), .int16(Int16(unit.state.rawValue)), .int16(Int16(bucket.rawValue)), .int(time),
                 .int(unit.latestAttemptID), .int(unit.attemptCount), .int(unit.retryCountBase),
+                .int(data.map { Int64($0.checksum) }),
             ])
         if old != bucket {
             adjust(unit.specID, old, by: -1)
@@ -608,11 +627,12 @@ final class PostgresSession: StorageSession {
     // MARK: - Attempts
 
     private func readAttempt(_ row: SQLRow) throws -> AttemptRecord {
-        AttemptRecord(
-            id: try row.int64(0), unitID: try row.int64(1), specID: try row.int64(2), namespaceID: try row.int64(3),
+        let id = try row.int64(0)
+        return AttemptRecord(
+            id: id, unitID: try row.int64(1), specID: try row.int64(2), namespaceID: try row.int64(3),
             worker: try row.identifier(4, kind: 5), startTime: try row.int64(6), expirationTime: try row.int64(7),
             endTime: try row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(try row.int16(9))) ?? .pending,
-            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(10)))
+            data: damage.value(try row.bytes(10), location: "attempt \(id)"))
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
@@ -671,10 +691,11 @@ final class PostgresSession: StorageSession {
         "namespace_id, name, name_kind, active, mode, data, parent, parent_kind, first_seen, last_heartbeat, expiration"
 
     private func readWorker(_ row: SQLRow) throws -> WorkerRecord {
-        WorkerRecord(
-            namespaceID: try row.int64(0), id: try row.identifier(1, kind: 2), active: try row.bool(3),
-            mode: StoredValue(uncheckedCanonicalBytes: try row.bytes(4)),
-            data: StoredValue(uncheckedCanonicalBytes: try row.bytes(5)),
+        let name = try row.identifier(1, kind: 2)
+        return WorkerRecord(
+            namespaceID: try row.int64(0), id: name, active: try row.bool(3),
+            mode: damage.value(try row.bytes(4), location: "mode of worker \(name)"),
+            data: damage.value(try row.bytes(5), location: "data of worker \(name)"),
             parent: try row.optionalIdentifier(6, kind: 7), firstSeen: try row.int64(8),
             lastHeartbeat: try row.int64(9), expiration: try row.int64(10))
     }
@@ -730,7 +751,7 @@ final class PostgresSession: StorageSession {
     private func readLock(_ row: SQLRow) throws -> LockRecord {
         LockRecord(
             namespaceID: try row.int64(0), pathKey: try row.bytes(1),
-            path: StoredValue(uncheckedCanonicalBytes: try row.bytes(2)), owner: try row.identifier(3, kind: 4),
+            path: damage.value(try row.bytes(2), location: "lock path"), owner: try row.identifier(3, kind: 4),
             deadline: try row.int64(5))
     }
 

@@ -47,7 +47,7 @@ public final class SQLiteBackend: StorageBackend {
     }
 
     private let state = Locked(State())
-    private let walTrigger = WALCheckpointTrigger()
+    let walTrigger = WALCheckpointTrigger()
     /// The background checkpoints' own connection, opened on first use. The mutex also keeps the periodic and
     /// the WAL-triggered checkpoints from running at once.
     private let checkpointConnection = Locked<OpaquePointer?>(nil)
@@ -200,7 +200,7 @@ public final class SQLiteBackend: StorageBackend {
         var configuration = Configuration()
         configuration.journalMode = .wal
         let queue = try DatabaseQueue(path: staging, configuration: configuration)
-        try queue.inDatabase { db in try SQLiteSchema.migrate(db, now: now) }
+        _ = try queue.inDatabase { db in try SQLiteSchema.migrate(db, now: now) }
         // Closing the only connection checkpoints the WAL into the file and removes it.
         try queue.close()
         guard rename(staging, path) == 0 else {
@@ -464,24 +464,36 @@ final class WALCheckpointTrigger: Sendable {
     /// Held by each background pass and by the writer's RESTART, so that they take turns.
     private let turn = Locked<Void>(())
 
+    /// Snapshot readers open (``SQLiteSnapshot``).
+    let openReaders = Atomic<Int>(0)
+
     func exclusively(_ body: () -> Void) { turn.withLock { _ in body() } }
+
+    func readerOpened() { openReaders.add(1, ordering: .relaxed) }
+
+    func readerClosed() {
+        // The WAL may have grown past the writer's threshold meanwhile; the next commit rewinds it.
+        openReaders.subtract(1, ordering: .relaxed)
+    }
 
     func install(on handle: OpaquePointer?) {
         sqlite3_wal_hook(
             handle,
             { context, connection, _, frames in
                 guard frames >= WALCheckpointTrigger.backgroundFrames, let context else { return SQLITE_OK }
-                if frames >= WALCheckpointTrigger.writerFrames {
+                let trigger = Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
+                // A snapshot reader (an export) pins the WAL: RESTART would wait for it with the writer stopped.
+                if frames >= WALCheckpointTrigger.writerFrames, trigger.openReaders.load(ordering: .relaxed) == 0 {
                     // SQLite does not wait for another connection's checkpoint to release the checkpointer lock (it
                     // answers SQLITE_BUSY at once), so on a loaded machine a writer racing the background passes
                     // could keep missing its turn while the WAL grows. Waiting for the background pass first
                     // makes the writer's RESTART happen: it copies every frame and waits out readers of the WAL,
                     // so the next write starts it from the beginning.
-                    Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue().exclusively {
+                    trigger.exclusively {
                         sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_RESTART, nil, nil)
                     }
                 } else {
-                    Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue().start()
+                    trigger.start()
                 }
                 return SQLITE_OK
             },
@@ -492,7 +504,7 @@ final class WALCheckpointTrigger: Sendable {
 
     /// Runs at most one background checkpoint at a time. Commits during a checkpoint leave a request behind,
     /// so the frames they added are copied by another pass as soon as this one ends.
-    private func start() {
+    func start() {
         requested.store(true, ordering: .releasing)
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return }

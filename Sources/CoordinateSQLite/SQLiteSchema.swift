@@ -4,7 +4,7 @@ import GRDB
 /// on; a database with a newer version is left untouched.
 enum SQLiteSchema {
     /// The newest schema version this build understands.
-    static let currentVersion = 1
+    static let currentVersion = 2
 
     /// Migrations by target version, applied in order, each in its own transaction.
     static let migrations: [(version: Int, sql: String)] = [
@@ -96,7 +96,13 @@ enum SQLiteSchema {
             );
             CREATE INDEX held_lock_deadline ON held_lock (deadline);
             """
-        )
+        ),
+        (
+            // A CRC-32C of each unit's data (StoredData): bytes overwritten inside a row pass SQLite's own
+            // integrity check. Units written before it have none and are checked for well-formed CBOR only.
+            2,
+            "ALTER TABLE work_unit ADD COLUMN data_crc INTEGER"
+        ),
     ]
 
     enum MigrationError: Error, CustomStringConvertible {

@@ -34,9 +34,11 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     private var materializedAt: Int64 = .min
     /// Buckets of units read during the current operation, so updates know which counter to move.
     private var knownBuckets: [Int64: UnitBucket] = [:]
+    /// Damaged stored data found since the engine last asked (``takeDamage()``).
+    private var damage = DamageFindings()
 
     static let unitColumns =
-        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base"
+        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
     static let attemptColumns =
         "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
 
@@ -63,7 +65,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             FROM work_spec
             """)
         while try specs.next() {
-            let data = StoredValue(uncheckedCanonicalBytes: specs.bytes(4))
+            let data = damage.value(specs.bytes(4), location: "work spec \(specs.int64(0))")
             let derived = (try? SpecDerivation.fields(of: data.decoded().mapValue ?? CBORMap())) ?? SpecFields()
             var record = SpecRecord(
                 id: specs.int64(0), namespaceID: specs.int64(1), name: specs.identifier(2, kind: 3), data: data,
@@ -305,15 +307,28 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     // MARK: - Units
 
+    func takeDamage() -> [StoredDamage] { damage.take() }
+
+    /// Starts one read of a snapshot (``SQLiteSnapshot``), which never materializes: forgets the previous
+    /// read's per-operation state.
+    func beginSnapshotRead() {
+        knownBuckets.removeAll(keepingCapacity: true)
+    }
+
     private func readUnit(_ row: SQLStatement) -> UnitRecord {
         let state = UnitState(rawValue: UInt8(row.int64(7))) ?? .available
         let time = row.optionalInt64(9)
-        let unit = UnitRecord(
-            id: row.int64(0), specID: row.int64(1), key: row.identifier(2, kind: 3),
-            data: StoredValue(uncheckedCanonicalBytes: row.bytes(4)), priority: row.double(5),
+        let id = row.int64(0)
+        let (data, damaged) = damage.verified(
+            row.bytes(4), checksum: row.optionalInt64(13).map { UInt32(truncatingIfNeeded: $0) },
+            location: "work unit \(id)")
+        var unit = UnitRecord(
+            id: id, specID: row.int64(1), key: row.identifier(2, kind: 3),
+            data: data, priority: row.double(5),
             notBefore: row.optionalInt64(6), state: state, leaseDeadline: state == .pending ? time : nil,
             completionTime: state == .finished || state == .failed ? time : nil,
             latestAttemptID: row.optionalInt64(10), attemptCount: row.int64(11), retryCountBase: row.int64(12))
+        unit.damage = damaged
         knownBuckets[unit.id] = UnitBucket(rawValue: UInt8(row.int64(8))) ?? .ready
         return unit
     }
@@ -357,12 +372,13 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let insert = try statement(
             """
             INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
-                latest_attempt_id, attempt_count, retry_count_base) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                latest_attempt_id, attempt_count, retry_count_base, data_crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        let data = unit.data.bytes
         try insert.bind(1, unit.specID)
         try insert.bind(2, unit.key.octets)
         try insert.bind(3, unit.key.isText)
-        try insert.bind(4, unit.data.bytes)
+        try insert.bind(4, data)
         try insert.bind(5, unit.priority)
         try insert.bind(6, unit.notBefore)
         try insert.bind(7, Int64(unit.state.rawValue))
@@ -371,6 +387,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try insert.bind(10, unit.latestAttemptID)
         try insert.bind(11, unit.attemptCount)
         try insert.bind(12, unit.retryCountBase)
+        try insert.bind(13, Int64(StoredData.checksum(data)))
         try insert.run()
         var record = unit
         record.id = sqlite3_last_insert_rowid(database.sqliteConnection!)
@@ -407,11 +424,13 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let (bucket, time) = placement(unit)
         let update = try statement(
             """
-            UPDATE work_unit SET key_kind = ?, data = ?, priority = ?, not_before = ?, state = ?, bucket = ?, time = ?,
-                latest_attempt_id = ?, attempt_count = ?, retry_count_base = ? WHERE id = ?
+            UPDATE work_unit SET key_kind = ?, data = coalesce(?, data), priority = ?, not_before = ?, state = ?,
+                bucket = ?, time = ?, latest_attempt_id = ?, attempt_count = ?, retry_count_base = ?,
+                data_crc = CASE WHEN ?2 IS NULL THEN data_crc ELSE ? END WHERE id = ?
             """)
+        let data = StoredData.bytesToWrite(for: unit)
         try update.bind(1, unit.key.isText)
-        try update.bind(2, unit.data.bytes)
+        try update.bind(2, data?.bytes)
         try update.bind(3, unit.priority)
         try update.bind(4, unit.notBefore)
         try update.bind(5, Int64(unit.state.rawValue))
@@ -420,7 +439,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try update.bind(8, unit.latestAttemptID)
         try update.bind(9, unit.attemptCount)
         try update.bind(10, unit.retryCountBase)
-        try update.bind(11, unit.id)
+        try update.bind(11, data.map { Int64($0.checksum) })
+        try update.bind(12, unit.id)
         try update.run()
         if old != bucket {
             adjustCount(spec: unit.specID, old, by: -1)
@@ -523,11 +543,12 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     // MARK: - Attempts
 
     private func readAttempt(_ row: SQLStatement) -> AttemptRecord {
-        AttemptRecord(
-            id: row.int64(0), unitID: row.int64(1), specID: row.int64(2), namespaceID: row.int64(3),
+        let id = row.int64(0)
+        return AttemptRecord(
+            id: id, unitID: row.int64(1), specID: row.int64(2), namespaceID: row.int64(3),
             worker: row.identifier(4, kind: 5), startTime: row.int64(6), expirationTime: row.int64(7),
             endTime: row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(row.int64(9))) ?? .pending,
-            data: StoredValue(uncheckedCanonicalBytes: row.bytes(10)))
+            data: damage.value(row.bytes(10), location: "attempt \(id)"))
     }
 
     private func readAttempts(_ row: SQLStatement) throws -> [AttemptRecord] {
@@ -604,10 +625,11 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     // MARK: - Workers
 
     private func readWorker(_ row: SQLStatement) -> WorkerRecord {
-        WorkerRecord(
-            namespaceID: row.int64(0), id: row.identifier(1, kind: 2), active: row.bool(3),
-            mode: StoredValue(uncheckedCanonicalBytes: row.bytes(4)),
-            data: StoredValue(uncheckedCanonicalBytes: row.bytes(5)),
+        let name = row.identifier(1, kind: 2)
+        return WorkerRecord(
+            namespaceID: row.int64(0), id: name, active: row.bool(3),
+            mode: damage.value(row.bytes(4), location: "mode of worker \(name)"),
+            data: damage.value(row.bytes(5), location: "data of worker \(name)"),
             parent: row.optionalIdentifier(6, kind: 7), firstSeen: row.int64(8), lastHeartbeat: row.int64(9),
             expiration: row.int64(10))
     }
@@ -671,7 +693,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     private func readLock(_ row: SQLStatement) -> LockRecord {
         LockRecord(
-            namespaceID: row.int64(0), pathKey: row.bytes(1), path: StoredValue(uncheckedCanonicalBytes: row.bytes(2)),
+            namespaceID: row.int64(0), pathKey: row.bytes(1), path: damage.value(row.bytes(2), location: "lock path"),
             owner: row.identifier(3, kind: 4), deadline: row.int64(5))
     }
 

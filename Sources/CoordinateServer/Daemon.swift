@@ -187,6 +187,7 @@ public final class Daemon: Sendable {
             let settings = HTTPSettings(
                 bindHost: server.httpHost ?? server.host, allowedHosts: server.httpAllowedHosts,
                 token: server.httpToken, secureTransport: tls != nil, maxBodyBytes: server.httpMaxBodyBytes,
+                maxImportBytes: server.httpMaxImportBytes,
                 cborNamespace: Identifier(text: configuration.namespace), storageName: server.storage.rawValue,
                 version: CoordinateVersion.current)
             let statistics = self.statistics

@@ -250,10 +250,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func handle(message: ByteBuffer, context: ChannelHandlerContext) {
-        // The values of a message may take at most 2.5 times its size — with the message itself (and its buffer's
-        // growth), four times what was received — or 64 MiB, which leaves ordinary requests alone (a bulk add of
-        // ~350 000 small units decodes to about that).
-        let budget = max(Self.decodedBytesFloor, message.readableBytes * 5 / 2)
+        let budget = DecodeBudget.bytes(forMessageOf: message.readableBytes)
         let decoded = message.withUnsafeReadableBytes {
             CBORMessage.decode($0, maxDepth: limits.maxNestingDepth, maxDecodedBytes: budget)
         }
@@ -332,9 +329,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             closeAfterPendingResponses(context: context)
         }
     }
-
-    /// The decoded-size allowance every message has, whatever its size (``handle(message:context:)``).
-    static let decodedBytesFloor = 64 << 20
 
     private func respondWithError(_ text: String, context: ChannelHandlerContext) {
         let sequence = nextSequence

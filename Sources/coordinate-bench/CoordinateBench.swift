@@ -1,6 +1,7 @@
 import ArgumentParser
 import CBOR
 import CoordinateConfig
+import CoordinateEngine
 import CoordinateRPC
 import CoordinateServer
 import Foundation
@@ -79,6 +80,18 @@ struct CodecBench: ParsableCommand {
                     format:
                         "%@ (%d bytes): encode %.0f msg/s (%.0f MB/s), decode %.0f msg/s (%.0f MB/s), frame %.0f msg/s",
                     name, bytes.count, encode, encode * mb, decode, decode * mb, frame))
+        }
+        // What the durable backends add to every unit write and read (StoredData): a CRC-32C of the data, and
+        // on reading also the framer's well-formedness pass.
+        for size in [16, 128, 1024, 1 << 20] {
+            let data = CBOREncoder.encode(.map(CBORMap([("payload", .bytes([UInt8](repeating: 0x61, count: size)))])))
+            let checksum = StoredData.checksum(data)
+            let write = measure { _ = StoredData.checksum(data) }
+            let read = measure { _ = StoredData.verified(data, checksum: checksum) }
+            print(
+                String(
+                    format: "unit data of %d bytes: checksum %.0f ns (%.0f MB/s), verify on read %.0f ns",
+                    data.count, 1e9 / write, write * Double(data.count) / 1e6, 1e9 / read))
         }
     }
 

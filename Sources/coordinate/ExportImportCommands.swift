@@ -37,11 +37,14 @@ enum HTTPExchange {
                 description: "cannot reach \(request.url?.absoluteString ?? "?"): \(error.localizedDescription)")
         }
         guard let http = response as? HTTPURLResponse else { throw CLIError.failed("not an HTTP response") }
-        guard (200..<300).contains(http.statusCode) else {
-            let message = (try? JSONValue.parse(Array(data)))?["message"]?.stringValue ?? "HTTP \(http.statusCode)"
-            throw CLIError(status: http.statusCode == 404 ? 4 : 1, description: message)
-        }
+        guard (200..<300).contains(http.statusCode) else { throw failure(status: http.statusCode, body: data) }
         return data
+    }
+
+    /// The CLI error for an error response: its `message`, exit status 4 for 404, else 1.
+    static func failure(status: Int, body: Data) -> CLIError {
+        let message = (try? JSONValue.parse(Array(body)))?["message"]?.stringValue ?? "HTTP \(status)"
+        return CLIError(status: status == 404 ? 4 : 1, description: message)
     }
 }
 
@@ -57,11 +60,84 @@ struct Export: AsyncParsableCommand {
 
     func run() async throws {
         let token = try options.configuration().server.httpToken
-        let data = try await HTTPExchange.perform(
-            URLRequest(url: try http.url(namespace: namespace, "export")), token: token)
+        var request = URLRequest(url: try http.url(namespace: namespace, "export"))
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        // The export streams: written to stdout as it arrives, never held whole.
+        let download = StreamingDownload()
+        let outcome = await download.run(request)
+        switch outcome {
+        case .unreachable(let reason):
+            throw CLIError(status: 3, description: "cannot reach \(request.url?.absoluteString ?? "?"): \(reason)")
+        case .refused(let status, let body):
+            throw HTTPExchange.failure(status: status, body: body)
+        case .cutShort(let lines, let reason):
+            throw CLIError.failed("export incomplete after \(lines) lines: \(reason); the output is not a whole export")
+        case .complete(let lines):
+            printError("exported \(lines) lines from namespace \(namespace.isEmpty ? "\"\"" : namespace)")
+        }
+    }
+}
+
+/// A GET whose successful body goes to stdout as it arrives.
+final class StreamingDownload: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    // @unchecked Sendable: the session calls the delegate methods one at a time on its delegate queue (a serial
+    // OperationQueue); `run` reads the state only after the task completed.
+    enum Outcome {
+        case unreachable(String)
+        case refused(status: Int, body: Data)
+        case cutShort(lines: Int, reason: String)
+        case complete(lines: Int)
+    }
+
+    private var status = 0
+    private var errorBody = Data()
+    private var lines = 0
+    private var continuation: CheckedContinuation<Outcome, Never>?
+
+    func run(_ request: URLRequest) async -> Outcome {
+        let queue = OperationQueue()
+        queue.maxConcurrentOperationCount = 1
+        let session = URLSession(configuration: .default, delegate: self, delegateQueue: queue)
+        defer { session.finishTasksAndInvalidate() }
+        return await withCheckedContinuation { continuation in
+            queue.addOperation {
+                self.continuation = continuation
+                session.dataTask(with: request).resume()
+            }
+        }
+    }
+
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
+    ) {
+        status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        completionHandler(.allow)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        guard (200..<300).contains(status) else {
+            errorBody.append(data)
+            return
+        }
         FileHandle.standardOutput.write(data)
-        let lines = data.reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) }
-        printError("exported \(lines) lines from namespace \(namespace.isEmpty ? "\"\"" : namespace)")
+        lines += data.reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+        let outcome: Outcome
+        if let error {
+            outcome =
+                status == 0
+                ? .unreachable(error.localizedDescription)
+                : .cutShort(lines: lines, reason: error.localizedDescription)
+        } else if !(200..<300).contains(status) {
+            outcome = .refused(status: status, body: errorBody)
+        } else {
+            outcome = .complete(lines: lines)
+        }
+        continuation?.resume(returning: outcome)
+        continuation = nil
     }
 }
 

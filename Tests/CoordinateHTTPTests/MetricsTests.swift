@@ -181,6 +181,7 @@ struct MetricsTests {
             #expect(metrics.value("coordinate_build_info", ["version": "0.1.0"]) == 1)
             #expect(metrics.types["coordinate_summary_seconds"] == "histogram")
             #expect(metrics.types["coordinate_storage_errors_total"] == "counter")
+            #expect(metrics.types["coordinate_storage_damaged_values_total"] == "counter")
             // The scrape itself is counted on the next one.
             let next = try PrometheusText(try await harness.http.request("GET", "/metrics").text)
             #expect(next.value("coordinate_summary_seconds_count", [:]) == 2)

@@ -132,8 +132,10 @@ struct RESTProtectionTests {
     @Test("bodies over http_max_body_bytes get 413; the bearer token guards everything but /healthz")
     func sizeAndToken() async throws {
         let config = NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    http_max_body_bytes: 1024\n    http_token: s3cret\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+        try
+            "coordinate:\n  server:\n    http_max_body_bytes: 1024\n    http_max_import_bytes: 4096\n    http_token: s3cret\n"
+            .write(
+                toFile: config, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: config) }
         try await withRESTHarness(extra: ["--config", config]) { harness in
             let http = harness.http
@@ -150,6 +152,22 @@ struct RESTProtectionTests {
             let tooLarge = try await http.request("POST", "/namespace", headers: [auth, json], body: big)
             #expect(tooLarge.status == 413)
             #expect(try JSONValue.parse(tooLarge.body)["error"] == "ErrTooLarge")
+            // An import has its own limit, larger than the body limit here, and is refused past it.
+            let header = Array(#"{"type":"coordinate-export","format":1}"#.utf8) + [0x0a]
+            let spec =
+                Array(
+                    #"{"type":"work_spec","name":"s","data":"oWRuYW1lYXM=","archived_finished":0,"archived_failed":0}"#
+                        .utf8) + [0x0a]
+            let ndjson = ("Content-Type", "application/x-ndjson")
+            let small = try await http.request(
+                "POST", "/namespace/imported/import", headers: [auth, ndjson],
+                body: header + spec + [UInt8](repeating: 0x20, count: 1500))
+            #expect(small.status == 200, "\(small.text)")
+            let huge = try await http.request(
+                "POST", "/namespace/other/import", headers: [auth, ndjson],
+                body: header + [UInt8](repeating: 0x20, count: 8192))
+            #expect(huge.status == 413)
+            #expect(huge.text.contains("larger than 4096 bytes"))
         }
     }
 }

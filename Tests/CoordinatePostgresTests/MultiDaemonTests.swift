@@ -236,7 +236,8 @@ struct MultiDaemonTests {
         }
     }
 
-    @Test("MIG-1: a schema-version-1 store (counters on the spec rows) is upgraded with its data preserved")
+    @Test(
+        "MIG-1: a schema-version-1 store (counters on the spec rows, no checksums) is upgraded with its data preserved")
     func upgradeFromVersion1() async throws {
         try await withPostgresFleet { fleet in
             let fixture = try String(
@@ -248,7 +249,9 @@ struct MultiDaemonTests {
             try await fleet.start()
             #expect(
                 try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
-                    == "1,2")
+                    == "1,2,3")
+            // Rows from before checksums were kept have none, and are served (checked for well-formed CBOR).
+            #expect(try await fleet.psql("SELECT count(*) FROM work_unit WHERE data_crc IS NOT NULL") == "0")
             let client = fleet.client(0)
             // The counters moved from the spec rows to the shards, so every summary agrees with the units.
             #expect(
@@ -265,6 +268,9 @@ struct MultiDaemonTests {
             for unit in granted { try await unit.finish() }
             #expect(
                 try await client.countWorkUnits("fixture") == [.available: 15, .pending: 1, .finished: 3, .failed: 1])
+            // A unit written since has its checksum.
+            #expect(
+                try await fleet.psql("SELECT data_crc IS NOT NULL FROM work_unit WHERE key = 'unit-04'::bytea") == "t")
         }
     }
 

@@ -135,6 +135,18 @@ struct PostgresFailureTests {
         }
     }
 
+    @Test("damaged unit data (bytes overwritten, or not CBOR) is reported per unit, never sent, granted or lost")
+    func damagedUnitData() async throws {
+        try await withPostgresFleet { fleet in
+            let database = DatabaseAccess(
+                run: { try await fleet.psql($0) }, blob: { "'\\x\(StorageDamageScenario.hex($0))'::bytea" },
+                hex: { "encode(\($0), 'hex')" })
+            try await StorageDamageScenario.run(
+                database: database, backend: "postgres", start: { try await fleet.start(http: true) },
+                restart: { try await fleet.group.restart($0, gracefully: true) })
+        }
+    }
+
     @Test("FAIL-7: a newer schema at the first connection: exit 2 and the database untouched")
     func newerSchemaAtStartup() async throws {
         try await withPostgresFleet { fleet in

@@ -91,6 +91,56 @@ struct FailureTests {
         }
     }
 
+    @Test("damaged unit data (bytes overwritten, or not CBOR) is reported per unit, never sent, granted or lost")
+    func damagedUnitData() async throws {
+        let directory = temporaryDataDirectory()
+        let path = directory + "/coordinate.sqlite3"
+        let database = DatabaseAccess(
+            run: { sql in
+                let result = try await runProgram("/usr/bin/env", ["sqlite3", "-bail", path, sql])
+                guard result.status == 0 else { throw DaemonFailure(description: "sqlite3: \(result.stderr)") }
+                return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            },
+            blob: { "X'\(StorageDamageScenario.hex($0))'" }, hex: { "lower(hex(\($0)))" })
+        try await withDaemons { group in
+            try await StorageDamageScenario.run(
+                database: database, backend: "sqlite",
+                start: { try await group.start(storage: "sqlite", arguments: ["--data-dir", directory], http: true) },
+                // The database is only changed while no daemon has it open.
+                restart: { try await group.restart($0, gracefully: true) })
+        }
+    }
+
+    @Test("MIG-1: a schema-version-1 database (no checksums) is upgraded; its units are served and then checksummed")
+    func upgradeFromVersion1() async throws {
+        let directory = temporaryDataDirectory()
+        let path = directory + "/coordinate.sqlite3"
+        func sqlite(_ sql: String) async throws -> String {
+            let result = try await runProgram("/usr/bin/env", ["sqlite3", "-bail", path, sql])
+            guard result.status == 0 else { throw DaemonFailure(description: "sqlite3: \(result.stderr)") }
+            return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try await withDaemons { group in
+            let first = try await group.startSQLite(directory)
+            let setup = try await first.connect()
+            _ = try await setup.result("set_work_spec", [cbormap([("name", "s")])])
+            _ = try await setup.result("add_work_units", ["s", [["a", cbormap([("n", 1)])], "b"]])
+            await first.stop()
+            // Back to version 1 as an older release left it.
+            _ = try await sqlite(
+                "ALTER TABLE work_unit DROP COLUMN data_crc; DELETE FROM schema_version WHERE version = 2")
+            let upgraded = try await group.startSQLite(directory)
+            #expect(try await sqlite("SELECT group_concat(version) FROM schema_version") == "1,2")
+            #expect(try await sqlite("SELECT count(*) FROM work_unit WHERE data_crc IS NULL") == "2")
+            let connection = try await upgraded.connect()
+            #expect(
+                try await connection.result("get_work_units", ["s", cbormap([("work_unit_keys", ["a"])])])
+                    == .tuple([[.tuple(["a", cbormap([("n", 1)])])], .null]))
+            _ = try await connection.result("update_work_unit", ["s", "a", cbormap([("status", 4)])])
+            #expect(try await sqlite("SELECT count(*) FROM work_unit WHERE data_crc IS NULL") == "1")
+        }
+    }
+
     @Test("a read-only data directory gives clear errors, not a crash loop")
     func readOnlyDirectory() async throws {
         let directory = temporaryDataDirectory()
@@ -229,7 +279,7 @@ struct FailureTests {
         let result = try await runExecutable(
             "coordinated", ["--storage", "sqlite", "--data-dir", directory, "--port", "0", "--http-port", "0"])
         #expect(result.status == 2)
-        #expect(result.stderr.hasSuffix("coordinated: database schema version 99 is newer than supported version 1\n"))
+        #expect(result.stderr.hasSuffix("coordinated: database schema version 99 is newer than supported version 2\n"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
     }
 

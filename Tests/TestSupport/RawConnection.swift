@@ -116,6 +116,31 @@ public final class RawConnection: Sendable {
         }
     }
 
+    /// Everything the peer sends until it closes the connection, nothing arrives for `timeout`, or what arrived
+    /// ends with `terminator`; `ended` tells whether the peer closed.
+    public func receiveAll(
+        timeout: Duration? = nil, until terminator: [UInt8]? = nil
+    ) async -> (
+        bytes: [UInt8], ended: Bool
+    ) {
+        var received = reader.withLock { reader in
+            defer { reader.buffer.removeAll() }
+            return reader.buffer
+        }
+        while true {
+            if let terminator, received.count >= terminator.count,
+                received.suffix(terminator.count).elementsEqual(terminator)
+            {
+                return (received, false)
+            }
+            switch await inbound.next(until: ContinuousClock.now + (timeout ?? receiveTimeout)) {
+            case .bytes(let bytes): received += bytes
+            case .ended: return (received, true)
+            case .timedOut: return (received, false)
+            }
+        }
+    }
+
     /// The next message, decoded (wrapped or bare), or nil when the peer closed.
     public func receiveValue(timeout: Duration? = nil) async throws -> CBORValue? {
         guard let message = try await receiveMessage(timeout: timeout) else { return nil }
