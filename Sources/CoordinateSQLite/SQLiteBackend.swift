@@ -113,6 +113,7 @@ public final class SQLiteBackend: StorageBackend {
                 // another name and renamed into place once migrated (below), so an empty file at `path` is never
                 // one of ours mid-creation.
                 try Self.checkHeader(path)
+                if let problem = Self.unwritableFile(path) { throw UnusableFile(description: problem) }
             } else {
                 try createDatabase(now: now)
             }
@@ -172,8 +173,9 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
-    /// Why an existing database file is not one: empty, shorter than a header, or without SQLite's magic string.
-    struct NotADatabase: Error, CustomStringConvertible {
+    /// Why an existing database cannot be served: a file that is not a database (empty, shorter than a header,
+    /// without SQLite's magic string), or one of its files that cannot be written.
+    struct UnusableFile: Error, CustomStringConvertible {
         let description: String
     }
 
@@ -183,13 +185,32 @@ public final class SQLiteBackend: StorageBackend {
         defer { try? handle.close() }
         let header = (try? handle.read(upToCount: 100)) ?? Data()
         if header.isEmpty {
-            throw NotADatabase(
+            throw UnusableFile(
                 description: "the file is empty (truncated?); refusing to start a new database in its place")
         }
         guard header.count == 100, header.prefix(16) == Data("SQLite format 3\u{0}".utf8) else {
-            throw NotADatabase(
+            throw UnusableFile(
                 description: "the file has no SQLite header; refusing to start a new database in its place")
         }
+    }
+
+    /// The first of the database's files (the database, its WAL, its shared-memory index) that exists and cannot
+    /// be opened for writing, with the reason. SQLite would open such a database and fail every write with
+    /// "attempt to write a readonly database"; and once the `-shm` file it has mapped becomes immutable, the
+    /// kernel kills the process with SIGBUS at SQLite's next write to the mapping (docs/operations.md).
+    static func unwritableFile(_ path: String) -> String? {
+        for file in [path, path + "-wal", path + "-shm"] {
+            let descriptor = open(file, O_RDWR | O_CLOEXEC)
+            if descriptor >= 0 {
+                Foundation.close(descriptor)
+                continue
+            }
+            let code = errno
+            if code == ENOENT { continue }
+            let hint = code == EPERM ? " (immutable or append-only? see lsattr)" : ""
+            return "cannot write \(file): \(String(cString: strerror(code)))\(hint)"
+        }
+        return nil
     }
 
     /// Creates the database: schema and migrations applied under `<path>.new`, then renamed to `path`, so that a
@@ -204,14 +225,14 @@ public final class SQLiteBackend: StorageBackend {
         // Closing the only connection checkpoints the WAL into the file and removes it.
         try queue.close()
         guard rename(staging, path) == 0 else {
-            throw NotADatabase(
+            throw UnusableFile(
                 description: "cannot move the new database into place: \(String(cString: strerror(errno)))")
         }
         logger.info("created new database \(path)")
     }
 
     static func describe(_ error: any Error) -> String {
-        if let error = error as? NotADatabase { return error.description }
+        if let error = error as? UnusableFile { return error.description }
         if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
         if let error = error as? SQLiteFailure { return error.message }
         if let error = error as? CocoaError, let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError {
@@ -231,22 +252,28 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
-    /// Compares the open file's identity with the path (storage.md §6.5). A removed or replaced file makes the
-    /// backend unavailable for good: recreating it would silently lose all state.
-    public func checkFileIdentity() {
+    /// Compares the open file's identity with the path (storage.md §6.5), and checks that the database's files
+    /// can still be written. A removed or replaced file makes the backend unavailable for good: recreating it
+    /// would silently lose all state. So does an unwritable one (`chattr +i`): noticed here, SQLite stops being
+    /// called before it writes to a mapping the kernel would answer with SIGBUS.
+    public func checkFiles() {
         guard let expected = connection.withLock({ $0?.identity }) else { return }
-        let current = FileIdentity(path: path)
-        if current != expected {
-            let detail = "database file removed or replaced"
-            let changed = state.withLock { state -> Bool in
-                if case .ready = state.phase {
-                    state.phase = .unavailable(detail)
-                    return true
-                }
-                return false
-            }
-            if changed { logger.error("\(detail): \(path)") }
+        let detail: String
+        if FileIdentity(path: path) != expected {
+            detail = "database file removed or replaced"
+        } else if let problem = Self.unwritableFile(path) {
+            detail = problem
+        } else {
+            return
         }
+        let changed = state.withLock { state -> Bool in
+            if case .ready = state.phase {
+                state.phase = .unavailable(detail)
+                return true
+            }
+            return false
+        }
+        if changed { logger.error("storage unavailable: \(detail) (database \(path))") }
     }
 
     // MARK: - Execution
@@ -374,7 +401,7 @@ public final class SQLiteBackend: StorageBackend {
         store.cache = committed
         let detail = Self.describe(error)
         logger.warning("storage commit failed: \(detail)")
-        checkFileIdentity()
+        checkFiles()
         for operation in group { operation.completion(StorageError.unavailable(detail)) }
     }
 
@@ -416,6 +443,12 @@ public final class SQLiteBackend: StorageBackend {
     public func close() async {
         let queue = connection.withLock { $0?.queue }
         state.withLock { $0.phase = .closed }
+        if queue != nil, let problem = Self.unwritableFile(path) {
+            // Closing the last connection checkpoints through the shared-memory mapping, which SIGBUSes once the
+            // file is immutable. The process is ending; every commit is already in the WAL.
+            logger.warning("database left as it is, without a final checkpoint: \(problem)")
+            return
+        }
         checkpointConnection.withLock { handle in
             sqlite3_close(handle)
             handle = nil

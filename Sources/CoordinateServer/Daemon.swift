@@ -314,8 +314,9 @@ public final class Daemon: Sendable {
                 guard postgres.health().isAvailable else { continue }
             }
             if let sqlite {
-                // Notice a removed or replaced database file within 5 s (storage.md §6.5).
-                if Int(sincePurge) % 5 == 0 { sqlite.checkFileIdentity() }
+                // Notice a removed, replaced or unwritable database file within a second (storage.md §6.5): three
+                // open() calls, and the sooner SQLite stops, the less likely a SIGBUS from an immutable -shm file.
+                sqlite.checkFiles()
                 if sinceCheckpoint >= checkpointEvery {
                     sinceCheckpoint = 0
                     await Task.detached { sqlite.checkpoint() }.value

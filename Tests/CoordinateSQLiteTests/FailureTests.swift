@@ -163,6 +163,59 @@ struct FailureTests {
         }
     }
 
+    @Test("the -shm file made immutable while running: nothing acknowledged is lost; a restart names the file")
+    func immutableSharedMemory() async throws {
+        let directory = temporaryDataDirectory()
+        let path = directory + "/coordinate.sqlite3"
+        let shm = path + "-shm"
+        try await withCleanup {
+            try await withDaemons { group in
+                let daemon = try await group.startSQLite(directory, http: true)
+                let connection = try await daemon.connect()
+                _ = try await connection.result("set_work_spec", [cbormap([("name", "s")])])
+                _ = try await connection.result("add_work_units", ["s", ["before"]])
+                #expect(
+                    try await shell("chattr +i \(shm)") == 0, "chattr must work for this test (the tests run as root)")
+                // Writes go on until the daemon notices (its check runs every second) or the kernel kills it with
+                // SIGBUS at SQLite's next write to the mapped file; either way nothing acknowledged may be lost.
+                var acknowledged = ["before"]
+                var refusal: String?
+                for index in 0..<100_000 where refusal == nil {
+                    let key = "during-\(index)"
+                    guard let response = try? await connection.call("add_work_units", ["s", [.bytes(key)]]) else {
+                        break  // the daemon is gone
+                    }
+                    if let message = response.errorMessage { refusal = message } else { acknowledged.append(key) }
+                }
+                if let refusal {
+                    #expect(refusal.hasPrefix("storage unavailable: cannot write \(shm): "), "\(refusal)")
+                }
+                // Restarted while the file is immutable: refused, naming the file, without a crash.
+                let refused = try await group.restart(daemon)
+                let message = try await refused.connect().call("list_work_specs", [cbormap([])]).errorMessage
+                #expect(
+                    message
+                        == "storage unavailable: cannot open database \(path): cannot write \(shm): Operation not "
+                        + "permitted (immutable or append-only? see lsattr)", "\(message ?? "nil")")
+                #expect(try await refused.http.request("GET", "/healthz").status == 503)
+                #expect(await refused.stop() == .exited(0), "\(refused.stderr)")
+                // Writable again: every acknowledged unit is there.
+                #expect(try await shell("chattr -i \(shm)") == 0)
+                let recovered = try await group.restart(refused)
+                let listing = try await recovered.connect().result(
+                    "get_work_units", ["s", cbormap([("limit", 200_000)])])
+                let stored = Set(
+                    (listing.listElements?.first?.listElements ?? []).compactMap { $0.listElements?[0].stringOctets }
+                        .map { String(decoding: $0, as: UTF8.self) })
+                #expect(
+                    Set(acknowledged).isSubset(of: stored), "\(acknowledged.count) acknowledged, \(stored.count) stored"
+                )
+            }
+        } cleanup: {
+            _ = try? await shell("chattr -i \(shm)")
+        }
+    }
+
     @Test("the database file removed while running: unavailable (within 5 s), not recreated")
     func fileRemoved() async throws {
         let directory = temporaryDataDirectory()
