@@ -160,6 +160,53 @@ struct WorkersLocksConcurrencyTests {
         #expect(deadline == h.now + 1_000_000 * 1_000_000)
     }
 
+    @Test(
+        "a live lock is never dropped: held through its deadline, renewals and re-locks outlive earlier deadlines",
+        arguments: BackendKind.allCases)
+    func liveLockKept(backend: BackendKind) async throws {
+        let h = try await EngineHarness(backend)
+        let namespace = h.namespace
+        let me = Identifier(text: "me")
+        let you = Identifier(text: "you")
+        func owners() async throws -> [Identifier?] {
+            try await h.run { tx in try tx.readLocks(namespace: namespace, paths: [["jobs", "a"], ["jobs", "b"]]) }
+        }
+        #expect(
+            try await h.run { tx in try tx.lock(namespace: namespace, owner: me, timeout: 30, paths: [["jobs", "a"]]) }
+                == .ok)
+        // Busy around it: other owners' locks come and go, and their expiries pass.
+        #expect(
+            try await h.run { tx in
+                try tx.lockSome(namespace: namespace, owner: you, timeout: 5, paths: [["jobs", "a"], ["jobs", "b"]])
+            } == [false, true])
+        h.clock.advance(seconds: 10)
+        #expect(
+            try await h.run { tx in
+                try tx.renewLocks(namespace: namespace, owner: me, timeout: 120, paths: [["jobs", "a"]])
+            } == .ok)
+        // Past the first deadline (30 s) and the other lock's (5 s): only the renewed deadline counts.
+        h.clock.advance(seconds: 25)
+        #expect(try await owners() == [me, nil])
+        // Released and taken again with a short timeout, then again with a long one: the short one's deadline
+        // passing drops nothing.
+        #expect(
+            try await h.run { tx in try tx.unlock(namespace: namespace, owner: me, paths: [["jobs", "a"]]) } == .ok)
+        #expect(
+            try await h.run { tx in try tx.lock(namespace: namespace, owner: me, timeout: 2, paths: [["jobs", "a"]]) }
+                == .ok)
+        #expect(
+            try await h.run { tx in
+                try tx.renewLocks(namespace: namespace, owner: me, timeout: 60, paths: [["jobs", "a"]])
+            } == .ok)
+        h.clock.advance(seconds: 59)
+        #expect(try await owners() == [me, nil])
+        #expect(try await h.run { tx in try tx.listLocks(namespace: namespace, prefix: "jobs").map(\.owner) } == [me])
+        h.clock.advance(seconds: 1)
+        #expect(try await owners() == [me, nil], "held at its deadline")
+        h.clock.advance(microseconds: 1)
+        #expect(try await owners() == [nil, nil], "expired just after it")
+    }
+
     @Test("E-CONC-1: concurrent workers never share a unit; every unit finishes once", arguments: BackendKind.allCases)
     func concurrentWorkers(backend: BackendKind) async throws {
         let h = try await EngineHarness(backend)
