@@ -22,9 +22,10 @@ public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
 /// The `postgres` backend (storage.md §4): several daemons may share one database.
 ///
 /// Invariants:
-/// * Each operation runs in one `READ COMMITTED` transaction on one pooled connection, on a thread of the
-///   backend's pool, which blocks on the connection's futures (the engine's storage API is synchronous). The pool
-///   has as many threads as connections (`postgres_pool_size`).
+/// * Each write runs in one `READ COMMITTED` transaction (its reads after a row lock see the latest commits),
+///   each read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled
+///   connection, on a thread of the backend's pool, which blocks on the connection's futures (the engine's storage
+///   API is synchronous). The pool has as many threads as connections (`postgres_pool_size`).
 /// * The operation's `now` is the database's `clock_timestamp()` at `BEGIN` (§4.4).
 /// * Serialization failures, deadlocks and unique-key races with another daemon are retried with jittered
 ///   backoff, at least 10 times, before the operation fails with `internal error: storage contention` (MD10).
@@ -287,8 +288,11 @@ public final class PostgresBackend: StorageBackend {
             do {
                 // BEGIN, the clock and (on the database clock) the sweep every operation starts with, in one
                 // round trip. The operation's `now` is the transaction's start time on the database clock
-                // (storage.md §4.4).
-                let begin = channel.send("BEGIN ISOLATION LEVEL READ COMMITTED")
+                // (storage.md §4.4). A read sees one snapshot: under READ COMMITTED each of its statements would
+                // see the commits made since the previous one, and an answer assembled from several (a worker's
+                // held units: its attempts, then each unit, then each unit's history) could mix two states.
+                let begin = channel.send(
+                    mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
                 let clock = channel.send("SELECT \(PostgresSession.transactionTimeSQL)")
                 let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepAtTransactionTimeSQL) : nil
                 try channel.finish(begin)

@@ -1,5 +1,7 @@
 import CBOR
 import CoordinateEngine
+import Dispatch
+import Locking
 import Testing
 
 /// Workers, locks and concurrency (E-WRK, E-LOCK, E-CONC).
@@ -160,6 +162,44 @@ struct WorkersLocksConcurrencyTests {
         #expect(deadline == h.now + 1_000_000 * 1_000_000)
     }
 
+    /// Memory and SQLite serialize reads with writes, so only PostgreSQL can commit a write in the middle of a
+    /// read; before reads ran at REPEATABLE READ, the Python fork worker's parent could see a child's unit
+    /// half-finished (attempt finished, unit not) with no holder, and stop a child that had just taken new work.
+    @Test(
+        "a read sees one snapshot even when a write commits between its statements (a parent's view of its children)",
+        arguments: BackendKind.allCases.filter { $0 == .postgres })
+    func readSnapshot(backend: BackendKind) async throws {
+        let h = try await EngineHarness(backend)
+        try await h.spec("s")
+        try await h.add("s", ["u"])
+        try await heartbeat(h, "p")
+        try await heartbeat(h, "c", parent: "p")
+        #expect(try await h.getWork("c").count == 1)
+        let namespace = h.namespace
+        let parent = Identifier(bytes: "p")
+        let (before, during) = try await h.engine.perform(.read) { tx in
+            let before = try tx.childWorkUnits(namespace: namespace, parent: parent).map(\.1)
+            // The child finishes its unit through another connection; this read waits for the commit (on a
+            // storage thread, not the cooperative pool).
+            let committed = DispatchSemaphore(value: 0)
+            let failure = Locked<String?>(nil)
+            Task {
+                do { try await h.finish("s", "u") } catch { failure.withLock { $0 = "\(error)" } }
+                committed.signal()
+            }
+            committed.wait()
+            if let failure = failure.withLock({ $0 }) { throw ConcurrentWriteFailed(description: failure) }
+            return (before, try tx.childWorkUnits(namespace: namespace, parent: parent).map(\.1))
+        }
+        #expect(before.first?.first?.holder == Identifier(bytes: "c"))
+        #expect(during == before, "one read, one state")
+        // The next read sees the commit.
+        let after = try await h.engine.perform(.read) { tx in
+            try tx.childWorkUnits(namespace: namespace, parent: parent).map(\.1)
+        }
+        #expect(after == [[]])
+    }
+
     @Test(
         "a live lock is never dropped: held through its deadline, renewals and re-locks outlive earlier deadlines",
         arguments: BackendKind.allCases)
@@ -254,4 +294,8 @@ struct WorkersLocksConcurrencyTests {
         #expect(grants == 3)
         #expect(try await h.counts("m").pending == 3)
     }
+}
+
+struct ConcurrentWriteFailed: Error, CustomStringConvertible {
+    let description: String
 }

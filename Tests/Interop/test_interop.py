@@ -483,9 +483,9 @@ class ForkWorkerTests(InteropCase):
         self.spec('explode', module='interop_tasks', run_function='explode')
         self.tm.add_work_units('double', [('n%03d' % i, {'value': i}) for i in range(300)])
         self.tm.add_work_units('explode', [('boom', {})])
-        # Leases of 20 s instead of the client's 900: the fork worker's parent now and then SIGTERMs a child
-        # just after the child took a unit (seen on PostgreSQL, 2 runs in ~15; docs/decisions.md), and that
-        # unit must come back within the test's patience. Every unit must still finish.
+        # Leases of 20 s instead of the client's 900, so that a unit of a child its parent stopped would come
+        # back within the test's patience. (The parent used to stop a child right after a grant on PostgreSQL,
+        # when a read mixed two states; reads now see one snapshot: docs/decisions.md.) Every unit must finish.
         self.start_worker(default_lifetime=20)
         done = self.wait_for(lambda: self.tm.count_work_units('double').get(FINISHED) == 300 and
                              self.tm.count_work_units('explode').get(FAILED) == 1)
