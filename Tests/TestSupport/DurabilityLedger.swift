@@ -46,6 +46,25 @@ public struct DurabilityLedger: Sendable {
         }
     }
 
+    /// Kills `daemon` (SIGKILL) once the workload has stored `progress` more units than when this was called,
+    /// `delay` after that — a kill point set by work done, not by how much work fits in a time on a loaded machine.
+    /// After `patience` without that progress it kills anyway, and the caller's checks then say what is missing.
+    public func kill(
+        _ daemon: DaemonProcess, afterProgress progress: Int = 45, delay: Duration = .zero,
+        patience: Duration = .seconds(60)
+    ) async throws {
+        let spec = self.spec
+        let observer = try await RawConnection(port: daemon.port)
+        func stored() async -> Int {
+            let counts = try? await observer.result("count_work_units", [.text(spec)])
+            return (counts?.listElements?.first?.mapValue?.pairs ?? []).reduce(0) { $0 + Int($1.value.int64Value ?? 0) }
+        }
+        let baseline = await stored()
+        _ = await eventually(patience) { await stored() >= baseline + progress }
+        try await Task.sleep(for: delay)
+        await daemon.kill()
+    }
+
     /// What is wrong with the daemon on `port` with respect to everything acknowledged so far.
     public func problems(port: Int) async throws -> [String] {
         let connection = try await RawConnection(port: port)
