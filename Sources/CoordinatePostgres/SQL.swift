@@ -192,8 +192,11 @@ final class SQLChannel: @unchecked Sendable {
     private func sendNow(_ sql: String, _ values: [SQLValue]) -> Pending {
         let signature = values.map(\.typeName).joined(separator: ",")
         let key = signature + "|" + sql
+        let answer = Pending()
         if let statement = prepared[key] {
-            return statement.execute(values.map(\.data))
+            let binds = values.map(\.data)
+            submit(answer) { statement.execute(binds) }
+            return answer
         }
         if prepared.count < Self.preparedStatementLimit {
             // Prepared (one extra round trip) before it is executed so that statements still reach the server in
@@ -201,18 +204,35 @@ final class SQLChannel: @unchecked Sendable {
             do {
                 let statement = try wait(connection.prepare(query: Self.typed(sql, values)))
                 prepared[key] = statement
-                return statement.execute(values.map(\.data))
+                let binds = values.map(\.data)
+                submit(answer) { statement.execute(binds) }
             } catch {
-                return connection.eventLoop.makeFailedFuture(error)
+                answer.settle(.failure(error))
             }
+            return answer
         }
         var bindings = PostgresBindings(capacity: values.count)
         for value in values { bindings.append(value.data) }
-        return connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger).map(\.rows)
+        let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
+        let (connection, logger) = (self.connection, self.logger)
+        submit(answer) { connection.query(query, logger: logger).map(\.rows) }
+        return answer
     }
 
-    /// The answer of a sent statement: its rows.
-    typealias Pending = EventLoopFuture<[PostgresRow]>
+    /// Starts a statement on the connection's event loop and settles `answer` there when it completes: one
+    /// hand-off from this thread to the loop for both. (Starting it from this thread and then registering the
+    /// completion from here too costs two — postgres-nio hops to the loop for the write, and a callback added to
+    /// a future from outside its loop hops again — and every hand-off wakes a thread: at ~15 statements a cycle,
+    /// the wake-ups were most of the daemon's CPU on PostgreSQL.) Tasks run on the loop in the order they were
+    /// submitted, so statements still reach the server in the order they were sent.
+    private func submit(
+        _ answer: Pending, _ start: @escaping @Sendable () -> EventLoopFuture<[PostgresRow]>
+    ) {
+        connection.eventLoop.execute { start().whenComplete { answer.settle($0) } }
+    }
+
+    /// The answer of a sent statement: its rows, settled on the event loop.
+    typealias Pending = Outcome<[PostgresRow]>
 
     /// Statements prepared on this connection, by parameter types and text.
     private var prepared: [String: PreparedQuery] = [:]
@@ -245,7 +265,7 @@ final class SQLChannel: @unchecked Sendable {
     /// Waits for the answer of a statement sent with ``send(_:_:)``.
     @discardableResult
     func finish(_ pending: Pending) throws -> [SQLRow] {
-        try wait(pending).map { SQLRow(cells: $0.makeRandomAccess()) }
+        try wait(for: pending).map { SQLRow(cells: $0.makeRandomAccess()) }
     }
 
     /// Runs one statement without parameters whose rows, if any, nobody reads (postgres-nio sends it through
@@ -270,10 +290,14 @@ final class SQLChannel: @unchecked Sendable {
     static let statementTimeoutSeconds = 300.0
 
     private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
-        // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
-        // cancelling a timer from this thread would wake the event loop twice more for every statement.
         let outcome = Outcome<T>()
         future.whenComplete { outcome.settle($0) }
+        return try wait(for: outcome)
+    }
+
+    private func wait<T: Sendable>(for outcome: Outcome<T>) throws -> T {
+        // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
+        // cancelling a timer from this thread would wake the event loop twice more for every statement.
         // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
         // pending forever; once the channel is closed no answer can come, so the wait ends there.
         let failOnClose: @Sendable () -> Void = { outcome.settle(.failure(SQLChannelError.connectionClosed)) }
@@ -295,7 +319,7 @@ final class SQLChannel: @unchecked Sendable {
 
 /// The result of one statement, handed from the event loop to the worker thread waiting for it. The first
 /// settlement wins (an answer, or the connection closing).
-private final class Outcome<T: Sendable>: @unchecked Sendable {
+final class Outcome<T: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: `result` is read and written only while holding `condition`.
     private let condition = ConditionLock(value: 0)
     private var result: Result<T, any Error>?
