@@ -286,25 +286,23 @@ public final class PostgresBackend: StorageBackend {
             }
             var committing = false
             do {
-                // BEGIN, the clock and (on the database clock) the sweep every operation starts with, in one
-                // round trip. The operation's `now` is the transaction's start time on the database clock
-                // (storage.md §4.4). A read sees one snapshot: under READ COMMITTED each of its statements would
+                // BEGIN and (on the database clock) the sweep every operation starts with, in one round trip; the
+                // sweep also answers the clock, one statement less (each costs thread hand-offs, BENCHMARKS.md).
+                // The operation's `now` is the transaction's start time on the database clock (storage.md §4.4). A read sees one snapshot: under READ COMMITTED each of its statements would
                 // see the commits made since the previous one, and an answer assembled from several (a worker's
                 // held units: its attempts, then each unit, then each unit's history) could mix two states.
                 let begin = channel.send(
                     mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
-                let clock = channel.send("SELECT \(PostgresSession.transactionTimeSQL)")
-                let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepAtTransactionTimeSQL) : nil
+                let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepWithClockSQL) : nil
                 try channel.finish(begin)
-                let rows = try channel.finish(clock)
-                guard let time = try rows.first?.int64(0) else {
-                    if let sweep { _ = try? channel.finish(sweep) }
-                    throw StorageError.corrupt("no transaction time")
+                let session: PostgresSession
+                if let sweep {
+                    let (time, sweepRows) = try PostgresSession.splitClock(try channel.finish(sweep))
+                    session = PostgresSession(channel: channel, transactionTime: time, sweepRows: sweepRows)
+                } else {
+                    session = PostgresSession(channel: channel, transactionTime: nil)
                 }
-                let session = PostgresSession(
-                    channel: channel, transactionTime: useDatabaseClock ? time : nil, sentSweep: sweep)
                 try body(session)
-                try session.finishUnusedSweep()
                 if mode == .write {
                     // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one
                     // fail, the server answers the COMMIT of the aborted transaction with a rollback, and the

@@ -27,12 +27,12 @@ final class PostgresSession: StorageSession {
     /// Units read ahead for a bulk add, by spec and key (nil: no such unit).
     private var prefetched: [Int64: [PrefetchKey: UnitRecord?]] = [:]
 
-    /// - Parameter sentSweep: ``sweepAtTransactionTimeSQL``, already sent on `channel` in this transaction
-    ///   (only when `transactionTime` is the database's); ``materialize(now:)`` takes its answer.
-    init(channel: SQLChannel, transactionTime: Int64?, sentSweep: SQLChannel.Pending? = nil) {
+    /// - Parameter sweepRows: the answer of ``sweepWithClockSQL`` run at the start of this transaction (only when
+    ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
+    init(channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil) {
         self.channel = channel
         self.transactionTime = transactionTime
-        self.sentSweep = sentSweep
+        self.sweepRows = sweepRows
     }
 
     var databaseTime: Timestamp? { transactionTime }
@@ -117,19 +117,28 @@ final class PostgresSession: StorageSession {
     static let transactionTimeSQL = "(extract(epoch FROM transaction_timestamp()) * 1000000)::int8"
 
     /// The same sweep at the transaction's own start time, so that it can be sent together with BEGIN before
-    /// that time is known to the daemon.
-    static let sweepAtTransactionTimeSQL = sweepSQL.replacingOccurrences(of: "$1", with: transactionTimeSQL)
+    /// that time is known to the daemon, answering that time too: one row of kind ``clockRowKind`` whose first
+    /// column is the time.
+    static let sweepWithClockSQL =
+        sweepSQL.replacingOccurrences(of: "$1", with: transactionTimeSQL)
+        + "\nUNION ALL SELECT \(transactionTimeSQL), \(clockRowKind)::bigint, 0::bigint"
 
-    /// The sweep at the transaction time, when it was sent with BEGIN and not yet taken by ``materialize(now:)``.
-    private var sentSweep: SQLChannel.Pending?
+    /// The kind of the clock row of ``sweepWithClockSQL`` (the sweep's own rows are kinds 1 to 3).
+    static let clockRowKind: Int64 = 0
 
-    /// Waits for a sweep sent with BEGIN that no ``materialize(now:)`` took (every sent statement is finished,
-    /// and a failed one must fail the transaction).
-    func finishUnusedSweep() throws {
-        guard let sweep = sentSweep else { return }
-        sentSweep = nil
-        _ = try channel.finish(sweep)
+    /// The transaction time and the sweep's own rows of a ``sweepWithClockSQL`` answer.
+    static func splitClock(_ rows: [SQLRow]) throws -> (time: Int64, sweep: [SQLRow]) {
+        var time: Int64?
+        var sweep: [SQLRow] = []
+        for row in rows {
+            if try row.int64(1) == clockRowKind { time = try row.int64(0) } else { sweep.append(row) }
+        }
+        guard let time else { throw StorageError.corrupt("no transaction time") }
+        return (time, sweep)
     }
+
+    /// The sweep's answer at the transaction time, until ``materialize(now:)`` takes it.
+    private var sweepRows: [SQLRow]?
 
     /// Expires passed leases, promotes delayed units whose time has come, and drops expired locks, in one
     /// statement. Rows another transaction holds are skipped (`SKIP LOCKED`): status is always derived from the
@@ -138,9 +147,9 @@ final class PostgresSession: StorageSession {
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
         var rows: [SQLRow] = []
-        if let sweep = sentSweep {
-            sentSweep = nil
-            rows = try channel.finish(sweep)
+        if let answered = sweepRows {
+            sweepRows = nil
+            rows = answered
         }
         if now != transactionTime {
             rows += try channel.query(Self.sweepSQL, [.int(now)])
