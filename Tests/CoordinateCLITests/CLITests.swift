@@ -20,9 +20,7 @@ struct CLIHarness: Sendable {
     }
 
     static func temporaryFile(_ text: String, suffix: String = ".yaml") throws -> String {
-        let path = NSTemporaryDirectory() + "coordinate-cli-\(UUID().uuidString)\(suffix)"
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
+        try TestBuild.temporaryFile(text, prefix: "coordinate-cli", suffix: suffix)
     }
 }
 

@@ -18,9 +18,9 @@ struct TLSTests {
         certificate: String = fixtures + "/server.pem", key: String = fixtures + "/server.key",
         extra: String = "", _ body: (DaemonProcess, Int) async throws -> R
     ) async throws -> R {
-        let path = NSTemporaryDirectory() + "coordinate-tls-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    tls_cert_file: \(certificate)\n    tls_key_file: \(key)\n\(extra)"
-            .write(toFile: path, atomically: true, encoding: .utf8)
+        let path = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    tls_cert_file: \(certificate)\n    tls_key_file: \(key)\n\(extra)",
+            prefix: "coordinate-tls")
         defer { try? FileManager.default.removeItem(atPath: path) }
         return try await withDaemon(arguments: ["-c", path, "-q"], http: true) { daemon in
             try await body(daemon, try #require(daemon.httpPort))

@@ -9,16 +9,15 @@ import Testing
 struct HTTPConnectionLimitTests {
     /// A configuration with small HTTP limits, for `withRESTHarness(extra:)`.
     static func tightLimits() throws -> String {
-        let path = NSTemporaryDirectory() + "coordinate-http-limits-\(UUID().uuidString).yaml"
-        try """
-        coordinate:
-          server:
-            http_max_connections: 8
-            http_header_timeout: 3
-            http_idle_timeout: 3
+        try TestBuild.temporaryFile(
+            """
+            coordinate:
+              server:
+                http_max_connections: 8
+                http_header_timeout: 3
+                http_idle_timeout: 3
 
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
+            """, prefix: "coordinate-http-limits")
     }
 
     @Test("slowloris: 20 connections trickling request heads neither fill the listener nor outlive the header timeout")
@@ -75,9 +74,8 @@ struct HTTPConnectionLimitTests {
 struct RESTBodyMemoryTests {
     @Test("a 57 MiB body is refused at http_max_body_bytes; one within it that parses into too much is refused too")
     func bodyAmplification() async throws {
-        let config = NSTemporaryDirectory() + "coordinate-body-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    http_max_body_bytes: 33554432\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+        let config = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    http_max_body_bytes: 33554432\n", prefix: "coordinate-body")
         defer { try? FileManager.default.removeItem(atPath: config) }
         try await withRESTHarness(extra: ["--config", config]) { harness in
             let pid = harness.daemon.child.pid

@@ -17,9 +17,8 @@ struct DashboardActionTests {
 
     /// Runs `body` with the populated dashboard namespace, with `http_token` set.
     static func withHarness<R>(storage: String = "memory", _ body: (RESTHarness) async throws -> R) async throws -> R {
-        let config = NSTemporaryDirectory() + "coordinate-ui-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    http_token: \"\(token)\"\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+        let config = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    http_token: \"\(token)\"\n", prefix: "coordinate-ui")
         defer { try? FileManager.default.removeItem(atPath: config) }
         return try await DashboardTests.withPopulated(storage: storage, extra: ["--config", config], body)
     }

@@ -17,9 +17,8 @@ struct ExportStreamTests {
         "an export is one snapshot, streamed in bounded memory; writers carry on; a reader that stalls is cut off",
         arguments: backends)
     func streamedExport(storage: String) async throws {
-        let config = NSTemporaryDirectory() + "coordinate-export-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    http_idle_timeout: 8\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+        let config = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    http_idle_timeout: 8\n", prefix: "coordinate-export")
         defer { try? FileManager.default.removeItem(atPath: config) }
         try await withRESTHarness(storage: storage, extra: ["--config", config]) { harness in
             let rpc = try await harness.daemon.connect(receiveTimeout: 120)

@@ -131,11 +131,9 @@ struct RESTProtectionTests {
 
     @Test("bodies over http_max_body_bytes get 413; the bearer token guards everything but /healthz")
     func sizeAndToken() async throws {
-        let config = NSTemporaryDirectory() + "coordinate-rest-\(UUID().uuidString).yaml"
-        try
-            "coordinate:\n  server:\n    http_max_body_bytes: 1024\n    http_max_import_bytes: 4096\n    http_token: s3cret\n"
-            .write(
-                toFile: config, atomically: true, encoding: .utf8)
+        let config = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    http_max_body_bytes: 1024\n    http_max_import_bytes: 4096\n    http_token: s3cret\n",
+            prefix: "coordinate-rest")
         defer { try? FileManager.default.removeItem(atPath: config) }
         try await withRESTHarness(extra: ["--config", config]) { harness in
             let http = harness.http

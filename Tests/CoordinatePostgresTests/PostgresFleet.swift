@@ -55,7 +55,6 @@ func withPostgresFleet<R>(
     _ body: (PostgresFleet) async throws -> R
 ) async throws -> R {
     let url = try url ?? TestPostgres.url()
-    let configFile = NSTemporaryDirectory() + "coordinate-pg-\(UUID().uuidString).yaml"
     let yaml = """
         coordinate:
           server:
@@ -65,7 +64,7 @@ func withPostgresFleet<R>(
             postgres_pool_size: \(poolSize)
 
         """
-    try yaml.write(toFile: configFile, atomically: true, encoding: .utf8)
+    let configFile = try TestBuild.temporaryFile(yaml, prefix: "coordinate-pg")
     defer { try? FileManager.default.removeItem(atPath: configFile) }
     return try await withDaemons { group in
         try await body(PostgresFleet(url: url, schema: schema, configFile: configFile, group: group))

@@ -54,8 +54,8 @@ struct DaemonProcessTests {
 
     @Test("a configuration file with a bad value names the file and the key")
     func badFile() async throws {
-        let path = NSTemporaryDirectory() + "coordinate-bad-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    max_connections: lots\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let path = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    max_connections: lots\n", prefix: "coordinate-bad")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let result = try await runExecutable("coordinated", ["-c", path])
         #expect(result.status == 2)
@@ -77,8 +77,7 @@ struct DaemonProcessTests {
             ("coordinate:\n  server:\n    port: [1, 2\n  bad: : :\n", "cannot parse YAML: line 4, column 6: "),
             (laughs, "more than 100000 values"),
         ] {
-            let path = NSTemporaryDirectory() + "coordinate-bad-\(UUID().uuidString).yaml"
-            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let path = try TestBuild.temporaryFile(text, prefix: "coordinate-bad")
             defer { try? FileManager.default.removeItem(atPath: path) }
             let result = try await runExecutable("coordinated", ["-c", path])
             #expect(result.status == 2)
@@ -89,9 +88,8 @@ struct DaemonProcessTests {
 
     @Test("ulimit -n below max_connections: fewer connections accepted, said once, the daemon keeps answering")
     func descriptorLimit() async throws {
-        let path = NSTemporaryDirectory() + "coordinate-fd-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    http_max_connections: 64\n".write(
-            toFile: path, atomically: true, encoding: .utf8)
+        let path = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    http_max_connections: 64\n", prefix: "coordinate-fd")
         defer { try? FileManager.default.removeItem(atPath: path) }
         try await withDaemons { group in
             let daemon = try await group.start(arguments: ["-c", path], http: true, descriptorLimit: 512)
@@ -199,8 +197,6 @@ struct DaemonProcessTests {
 
     /// A configuration serving no modules, so the executable can start before any module exists.
     static func emptyModulesConfig() throws -> String {
-        let path = NSTemporaryDirectory() + "coordinate-empty-\(UUID().uuidString).yaml"
-        try "coordinate:\n  server:\n    modules: []\n".write(toFile: path, atomically: true, encoding: .utf8)
-        return path
+        try TestBuild.temporaryFile("coordinate:\n  server:\n    modules: []\n", prefix: "coordinate-empty")
     }
 }

@@ -141,9 +141,8 @@ struct WorkerExecutableTests {
     @Test("max_task_seconds from the configuration stops a command (SIGTERM) and fails its unit")
     func commandTimeout() async throws {
         try await withDaemon(arguments: ["-q"]) { daemon in
-            let config = NSTemporaryDirectory() + "coordinate-worker-\(UUID().uuidString).yaml"
-            try "coordinate:\n  worker:\n    max_task_seconds: 0.5\n".write(
-                toFile: config, atomically: true, encoding: .utf8)
+            let config = try TestBuild.temporaryFile(
+                "coordinate:\n  worker:\n    max_task_seconds: 0.5\n", prefix: "coordinate-worker")
             defer { try? FileManager.default.removeItem(atPath: config) }
             let marker = "coordinate-timeout-\(UUID().uuidString)"
             let client = CoordinateClient(settings: ClientSettings(address: "127.0.0.1:\(daemon.port)"))

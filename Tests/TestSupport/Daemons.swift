@@ -38,6 +38,16 @@ public enum TestBuild {
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
+
+    /// A new file under the system's temporary directory holding `text` (usually a daemon's configuration); the
+    /// caller removes it.
+    public static func temporaryFile(
+        _ text: String, prefix: String = "coordinate-test", suffix: String = ".yaml"
+    ) throws -> String {
+        let path = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)\(suffix)"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
 }
 
 /// A `coordinated` process of a test: started by ``DaemonGroup/start(storage:arguments:environment:http:port:waitForStorage:)``
@@ -257,9 +267,7 @@ public final class DaemonGroup: Sendable {
         configuration.server.postgresURL = try TestPostgres.url()
         configuration.server.postgresSchema = schema
         configuration.server.postgresPoolSize = poolSize
-        let file = NSTemporaryDirectory() + "coordinate-pg-\(UUID().uuidString).yaml"
-        try configuration.effectiveTree(redacted: false).yaml().write(toFile: file, atomically: true, encoding: .utf8)
-        return file
+        return try TestBuild.temporaryFile(configuration.effectiveTree(redacted: false).yaml(), prefix: "coordinate-pg")
     }
 
     /// Waits for the daemon's ports file; throws with its stderr if it exits first or takes over a minute.
