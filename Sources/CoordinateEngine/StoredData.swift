@@ -80,10 +80,16 @@ public enum StoredData {
     /// A damaged unit whose data nobody replaced still carries ``replacement(for:)``: its damaged bytes stay as
     /// they are (for whoever investigates, and so that every later read reports the damage again) instead of
     /// the placeholder becoming the unit's data with a valid checksum — which would let it be granted.
-    public static func bytesToWrite(for unit: UnitRecord) -> (bytes: [UInt8], checksum: UInt32)? {
+    public static func bytesToWrite(for unit: UnitRecord) -> (bytes: [UInt8], checksum: Int64)? {
         if let damage = unit.damage, unit.data == replacement(for: damage) { return nil }
         let bytes = unit.data.bytes
-        return (bytes, checksum(bytes))
+        return (bytes, checksumColumn(bytes))
+    }
+
+    /// The checksum of `bytes` as the backends store it: an integer column (read back by
+    /// ``DamageFindings/unitData(_:checksum:unit:)``).
+    public static func checksumColumn(_ bytes: [UInt8]) -> Int64 {
+        Int64(checksum(bytes))
     }
 }
 
@@ -106,19 +112,50 @@ public struct DamageFindings: Sendable {
 
     public init() {}
 
-    /// `bytes` as stored data, checked by ``StoredData/verified(_:checksum:)``; damage is noted under `location`.
-    public mutating func verified(
-        _ bytes: [UInt8], checksum: UInt32?, location: @autoclosure () -> String
+    /// A unit's stored data and its stored checksum column (the CRC-32C as an integer; nil for data written
+    /// before checksums were kept), checked by ``StoredData/verified(_:checksum:)``.
+    public mutating func unitData(
+        _ bytes: [UInt8], checksum: Int64?, unit id: Int64
     ) -> (
         StoredValue, damage: String?
     ) {
+        verified(bytes, checksum: checksum.map { UInt32(truncatingIfNeeded: $0) }, location: "work unit \(id)")
+    }
+
+    /// A spec's stored data, checked for being well-formed (it has no checksum).
+    public mutating func specData(_ bytes: [UInt8], spec id: Int64) -> StoredValue {
+        value(bytes, location: "work spec \(id)")
+    }
+
+    /// An attempt's stored data, checked for being well-formed.
+    public mutating func attemptData(_ bytes: [UInt8], attempt id: Int64) -> StoredValue {
+        value(bytes, location: "attempt \(id)")
+    }
+
+    /// A worker's stored mode, checked for being well-formed.
+    public mutating func workerMode(_ bytes: [UInt8], worker: Identifier) -> StoredValue {
+        value(bytes, location: "mode of worker \(worker)")
+    }
+
+    /// A worker's stored data, checked for being well-formed.
+    public mutating func workerData(_ bytes: [UInt8], worker: Identifier) -> StoredValue {
+        value(bytes, location: "data of worker \(worker)")
+    }
+
+    /// A lock's stored path, checked for being well-formed.
+    public mutating func lockPath(_ bytes: [UInt8]) -> StoredValue {
+        value(bytes, location: "lock path")
+    }
+
+    private mutating func verified(
+        _ bytes: [UInt8], checksum: UInt32?, location: @autoclosure () -> String
+    ) -> (StoredValue, damage: String?) {
         let result = StoredData.verified(bytes, checksum: checksum)
         if let reason = result.damage { found.append(StoredDamage(location: location(), reason: reason)) }
         return result
     }
 
-    /// `bytes` kept without a checksum (spec, attempt, worker and lock values), checked for being well-formed.
-    public mutating func value(_ bytes: [UInt8], location: @autoclosure () -> String) -> StoredValue {
+    private mutating func value(_ bytes: [UInt8], location: @autoclosure () -> String) -> StoredValue {
         verified(bytes, checksum: nil, location: location()).0
     }
 

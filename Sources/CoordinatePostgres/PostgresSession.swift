@@ -221,7 +221,7 @@ final class PostgresSession: StorageSession {
 
     private func readSpec(_ row: SQLRow) throws -> (SpecRecord, UnitCounts) {
         let id = try row.int64(0)
-        let data = damage.value(try row.bytes(4), location: "work spec \(id)")
+        let data = damage.specData(try row.bytes(4), spec: id)
         let derived = (try? SpecDerivation.fields(of: data.decoded().mapValue ?? CBORMap())) ?? SpecFields()
         var record = SpecRecord(
             id: id, namespaceID: try row.int64(1), name: try row.identifier(2, kind: 3), data: data,
@@ -391,9 +391,7 @@ final class PostgresSession: StorageSession {
         let state = UnitState(rawValue: UInt8(try row.int16(7))) ?? .available
         let time = try row.optionalInt64(9)
         let id = try row.int64(0)
-        let (data, damaged) = damage.verified(
-            try row.bytes(4), checksum: try row.optionalInt64(13).map { UInt32(truncatingIfNeeded: $0) },
-            location: "work unit \(id)")
+        let (data, damaged) = damage.unitData(try row.bytes(4), checksum: try row.optionalInt64(13), unit: id)
         var unit = UnitRecord(
             id: id, specID: try row.int64(1), key: try row.identifier(2, kind: 3),
             data: data, priority: try row.double(5),
@@ -455,7 +453,7 @@ final class PostgresSession: StorageSession {
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
                 .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase), .int(Int64(StoredData.checksum(unit.data.bytes))),
+                .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
             ])
         adjust(unit.specID, bucket, by: 1)
     }
@@ -489,7 +487,7 @@ final class PostgresSession: StorageSession {
                 .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
                 .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
                 .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase), .int(Int64(StoredData.checksum(unit.data.bytes))),
+                .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
             ])
         var record = unit
         record.id = try rows.first?.int64(0) ?? 0
@@ -532,7 +530,7 @@ final class PostgresSession: StorageSession {
                 .int(unit.id), .bool(unit.key.isText), .bytes(data?.bytes), .double(unit.priority),
                 .int(unit.notBefore), .int16(Int16(unit.state.rawValue)), .int16(Int16(bucket.rawValue)), .int(time),
                 .int(unit.latestAttemptID), .int(unit.attemptCount), .int(unit.retryCountBase),
-                .int(data.map { Int64($0.checksum) }),
+                .int(data?.checksum),
             ])
         if old != bucket {
             adjust(unit.specID, old, by: -1)
@@ -641,7 +639,7 @@ final class PostgresSession: StorageSession {
             id: id, unitID: try row.int64(1), specID: try row.int64(2), namespaceID: try row.int64(3),
             worker: try row.identifier(4, kind: 5), startTime: try row.int64(6), expirationTime: try row.int64(7),
             endTime: try row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(try row.int16(9))) ?? .pending,
-            data: damage.value(try row.bytes(10), location: "attempt \(id)"))
+            data: damage.attemptData(try row.bytes(10), attempt: id))
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
@@ -703,8 +701,8 @@ final class PostgresSession: StorageSession {
         let name = try row.identifier(1, kind: 2)
         return WorkerRecord(
             namespaceID: try row.int64(0), id: name, active: try row.bool(3),
-            mode: damage.value(try row.bytes(4), location: "mode of worker \(name)"),
-            data: damage.value(try row.bytes(5), location: "data of worker \(name)"),
+            mode: damage.workerMode(try row.bytes(4), worker: name),
+            data: damage.workerData(try row.bytes(5), worker: name),
             parent: try row.optionalIdentifier(6, kind: 7), firstSeen: try row.int64(8),
             lastHeartbeat: try row.int64(9), expiration: try row.int64(10))
     }
@@ -760,7 +758,7 @@ final class PostgresSession: StorageSession {
     private func readLock(_ row: SQLRow) throws -> LockRecord {
         LockRecord(
             namespaceID: try row.int64(0), pathKey: try row.bytes(1),
-            path: damage.value(try row.bytes(2), location: "lock path"), owner: try row.identifier(3, kind: 4),
+            path: damage.lockPath(try row.bytes(2)), owner: try row.identifier(3, kind: 4),
             deadline: try row.int64(5))
     }
 

@@ -65,7 +65,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             FROM work_spec
             """)
         while try specs.next() {
-            let data = damage.value(specs.bytes(4), location: "work spec \(specs.int64(0))")
+            let data = damage.specData(specs.bytes(4), spec: specs.int64(0))
             let derived = (try? SpecDerivation.fields(of: data.decoded().mapValue ?? CBORMap())) ?? SpecFields()
             var record = SpecRecord(
                 id: specs.int64(0), namespaceID: specs.int64(1), name: specs.identifier(2, kind: 3), data: data,
@@ -319,9 +319,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let state = UnitState(rawValue: UInt8(row.int64(7))) ?? .available
         let time = row.optionalInt64(9)
         let id = row.int64(0)
-        let (data, damaged) = damage.verified(
-            row.bytes(4), checksum: row.optionalInt64(13).map { UInt32(truncatingIfNeeded: $0) },
-            location: "work unit \(id)")
+        let (data, damaged) = damage.unitData(row.bytes(4), checksum: row.optionalInt64(13), unit: id)
         var unit = UnitRecord(
             id: id, specID: row.int64(1), key: row.identifier(2, kind: 3),
             data: data, priority: row.double(5),
@@ -387,7 +385,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try insert.bind(10, unit.latestAttemptID)
         try insert.bind(11, unit.attemptCount)
         try insert.bind(12, unit.retryCountBase)
-        try insert.bind(13, Int64(StoredData.checksum(data)))
+        try insert.bind(13, StoredData.checksumColumn(data))
         try insert.run()
         var record = unit
         record.id = sqlite3_last_insert_rowid(database.sqliteConnection!)
@@ -439,7 +437,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try update.bind(8, unit.latestAttemptID)
         try update.bind(9, unit.attemptCount)
         try update.bind(10, unit.retryCountBase)
-        try update.bind(11, data.map { Int64($0.checksum) })
+        try update.bind(11, data?.checksum)
         try update.bind(12, unit.id)
         try update.run()
         if old != bucket {
@@ -548,7 +546,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             id: id, unitID: row.int64(1), specID: row.int64(2), namespaceID: row.int64(3),
             worker: row.identifier(4, kind: 5), startTime: row.int64(6), expirationTime: row.int64(7),
             endTime: row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(row.int64(9))) ?? .pending,
-            data: damage.value(row.bytes(10), location: "attempt \(id)"))
+            data: damage.attemptData(row.bytes(10), attempt: id))
     }
 
     private func readAttempts(_ row: SQLStatement) throws -> [AttemptRecord] {
@@ -628,8 +626,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let name = row.identifier(1, kind: 2)
         return WorkerRecord(
             namespaceID: row.int64(0), id: name, active: row.bool(3),
-            mode: damage.value(row.bytes(4), location: "mode of worker \(name)"),
-            data: damage.value(row.bytes(5), location: "data of worker \(name)"),
+            mode: damage.workerMode(row.bytes(4), worker: name),
+            data: damage.workerData(row.bytes(5), worker: name),
             parent: row.optionalIdentifier(6, kind: 7), firstSeen: row.int64(8), lastHeartbeat: row.int64(9),
             expiration: row.int64(10))
     }
@@ -693,7 +691,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     private func readLock(_ row: SQLStatement) -> LockRecord {
         LockRecord(
-            namespaceID: row.int64(0), pathKey: row.bytes(1), path: damage.value(row.bytes(2), location: "lock path"),
+            namespaceID: row.int64(0), pathKey: row.bytes(1), path: damage.lockPath(row.bytes(2)),
             owner: row.identifier(3, kind: 4), deadline: row.int64(5))
     }
 

@@ -55,7 +55,7 @@ struct StoredDataTests {
         unit.data = StoredValue(encoding: .map(CBORMap([("n", 1)])))
         let write = StoredData.bytesToWrite(for: unit)
         #expect(write?.bytes == unit.data.bytes)
-        #expect(write?.checksum == StoredData.checksum(unit.data.bytes))
+        #expect(write?.checksum == Int64(StoredData.checksum(unit.data.bytes)))
     }
 
     private func bitwise(_ bytes: [UInt8]) -> UInt32 {
