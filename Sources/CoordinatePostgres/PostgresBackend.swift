@@ -351,6 +351,29 @@ public final class PostgresBackend: StorageBackend {
         }
     }
 
+    /// Ends the channel's transaction and puts it back in the pool, or drops it when even that fails.
+    func rollBackAndReturn(_ channel: SQLChannel) {
+        if (try? channel.simple("ROLLBACK")) != nil { checkin(channel) } else { discard(channel) }
+    }
+
+    /// After a failed transaction: returns `channel` to the pool rolled back (or drops it when the connection
+    /// itself failed) and gives the error to report — `storage unavailable` for the database's failures, the
+    /// error itself for engine refusals.
+    func release(_ channel: SQLChannel, after error: any Error) -> any Error {
+        channel.discardCollectedRows()
+        _ = try? channel.finishDeferred()
+        if isConnectionFailure(error) {
+            // The connection itself failed, or the server ended it.
+            discard(channel)
+            let detail = "lost connection to \(where_): \(describe(error))"
+            lost(detail)
+            return StorageError.unavailable(detail)
+        }
+        rollBackAndReturn(channel)
+        if let code = sqlState(error) { return StorageError.unavailable("database error \(code): \(describe(error))") }
+        return error
+    }
+
     deinit {
         // postgres-nio requires every connection to be closed before it is released: keep each alive until its
         // close completes.

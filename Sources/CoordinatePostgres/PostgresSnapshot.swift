@@ -32,24 +32,6 @@ extension PostgresBackend {
             }
         }
     }
-
-    /// After a failed transaction: returns `channel` to the pool rolled back (or drops it when the connection
-    /// itself failed) and gives the error to report — `storage unavailable` for the database's failures, the
-    /// error itself for engine refusals.
-    func release(_ channel: SQLChannel, after error: any Error) -> any Error {
-        channel.discardCollectedRows()
-        _ = try? channel.finishDeferred()
-        if isConnectionFailure(error) {
-            // The connection itself failed, or the server ended it.
-            discard(channel)
-            let detail = "lost connection to \(where_): \(describe(error))"
-            lost(detail)
-            return StorageError.unavailable(detail)
-        }
-        if (try? channel.simple("ROLLBACK")) != nil { checkin(channel) } else { discard(channel) }
-        if let code = sqlState(error) { return StorageError.unavailable("database error \(code): \(describe(error))") }
-        return error
-    }
 }
 
 /// See ``PostgresBackend/openSnapshot(completion:)``.
@@ -93,7 +75,7 @@ final class PostgresSnapshot: StorageSnapshot, @unchecked Sendable {
         backend.threads.submit { [self] _ in
             guard !released else { return }
             released = true
-            if (try? channel.simple("ROLLBACK")) != nil { backend.checkin(channel) } else { backend.discard(channel) }
+            backend.rollBackAndReturn(channel)
         }
     }
 }
