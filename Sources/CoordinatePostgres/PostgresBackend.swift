@@ -259,6 +259,44 @@ public final class PostgresBackend: StorageBackend {
 
     // MARK: - Operations
 
+    /// A write operation waiting for a transaction.
+    private struct QueuedWrite {
+        let body: @Sendable (any StorageSession) throws -> Void
+        let completion: @Sendable ((any Error)?) -> Void
+    }
+
+    /// Write operations not yet taken by a runner, and how many runners are draining them.
+    private struct WriteQueue {
+        var waiting: [QueuedWrite] = []
+        var runners = 0
+    }
+
+    private let writes = Locked(WriteQueue())
+
+    /// How write batches have fared since start.
+    public struct BatchStatistics: Sendable, Equatable {
+        /// Transactions that ran more than one write.
+        public var batches = 0
+        /// Writes committed in those transactions.
+        public var batchedWrites = 0
+        /// Batches undone and run again one write per transaction (a refusal after a write, a failed statement).
+        public var isolatedBatches = 0
+    }
+
+    private let batchCounts = Locked(BatchStatistics())
+
+    /// How write batches have fared since start.
+    public var batchStatistics: BatchStatistics { batchCounts.withLock { $0 } }
+
+    /// Write operations one transaction runs at most: enough that a busy daemon commits a few times per
+    /// millisecond rather than once per request, few enough that the row locks a batch holds are released soon.
+    static let maxBatch = 64
+
+    /// Transactions of queued writes under way at once: half the pool, so that writes queue up into batches
+    /// as soon as a few arrive together (measured at 8 and 64 connections: a quarter, half and all of a pool of 8
+    /// against one runner, BENCHMARKS.md; half was best), leaving the other connections to reads.
+    var writeRunners: Int { max(1, poolSize / 2) }
+
     public func execute(
         _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
         completion: @escaping @Sendable ((any Error)?) -> Void
@@ -269,85 +307,173 @@ public final class PostgresBackend: StorageBackend {
         case .unavailable(let detail): return completion(StorageError.unavailable(detail))
         case .closed: return completion(StorageError.unavailable("closed"))
         }
-        threads.submit { _ in completion(self.run(mode, body)) }
+        guard mode == .write else {
+            threads.submit { _ in completion(self.run(mode, body)) }
+            return
+        }
+        // Writes that arrive while every runner is busy wait here and then share one transaction: one BEGIN, one
+        // expiry sweep, one COMMIT (one WAL flush) and the namespace and spec rows read once for all of them.
+        let startRunner = writes.withLock { queue -> Bool in
+            queue.waiting.append(QueuedWrite(body: body, completion: completion))
+            guard queue.runners < writeRunners else { return false }
+            queue.runners += 1
+            return true
+        }
+        if startRunner { threads.submit { _ in self.drainWrites() } }
+    }
+
+    /// Runs queued writes, a batch per transaction, until none is left.
+    private func drainWrites() {
+        while true {
+            let batch = writes.withLock { queue -> [QueuedWrite] in
+                guard !queue.waiting.isEmpty else {
+                    queue.runners -= 1
+                    return []
+                }
+                let count = min(queue.waiting.count, Self.maxBatch)
+                defer { queue.waiting.removeFirst(count) }
+                return Array(queue.waiting.prefix(count))
+            }
+            if batch.isEmpty { return }
+            if batch.count == 1 {
+                batch[0].completion(run(.write, batch[0].body))
+                continue
+            }
+            for (operation, error) in zip(batch, runBatch(batch)) { operation.completion(error) }
+        }
+    }
+
+    /// Runs several writes in one transaction, each seeing the ones before it, and returns each one's error or
+    /// nil. An operation's own refusal (an error that is not the database's) is its answer alone, provided it
+    /// wrote nothing before refusing. Anything else — a refusal after a write, a failed statement, a conflict
+    /// with another daemon — undoes the whole batch, which then runs one operation per transaction, so a bad
+    /// request never fails its neighbours and each gets exactly the answer it would get alone.
+    private func runBatch(_ batch: [QueuedWrite]) -> [(any Error)?] {
+        let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
+        let outcome = transaction(
+            .write,
+            { session in
+                for (index, operation) in batch.enumerated() {
+                    let writesBefore = session.writeCount
+                    do {
+                        try operation.body(session)
+                    } catch {
+                        guard !isDatabaseFailure(error), session.writeCount == writesBefore else { throw error }
+                        refusals.withLock { $0[index] = error }
+                    }
+                }
+            })
+        switch outcome {
+        case .committed:
+            batchCounts.withLock {
+                $0.batches += 1
+                $0.batchedWrites += batch.count
+            }
+            return refusals.withLock { $0 }
+        case .commitUnknown(let error):
+            return Array(repeating: error, count: batch.count)
+        case .failed:
+            batchCounts.withLock { $0.isolatedBatches += 1 }
+            return batch.map { run(.write, $0.body) }
+        }
     }
 
     /// One operation with its retries; returns the error to report, or nil.
     private func run(_ mode: AccessMode, _ body: @Sendable (any StorageSession) throws -> Void) -> (any Error)? {
         var attempt = 0
         while true {
-            let channel: SQLChannel
-            do {
-                channel = try checkout()
-            } catch {
-                let detail = "cannot connect to \(where_): \(describe(error))"
-                lost(detail)
-                return StorageError.unavailable(detail)
+            switch transaction(mode, body) {
+            case .committed: return nil
+            case .commitUnknown(let error): return error
+            case .failed(let error, let retryable):
+                guard retryable else { return error }
+                attempt += 1
+                guard attempt <= Self.maxRetries else { return StorageError.contention }
+                // Jittered exponential backoff from about 1 ms.
+                let base = min(Double(1 << min(attempt, 8)), 256) * 0.0005
+                Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
             }
-            var committing = false
-            do {
-                // BEGIN and (on the database clock) the sweep every operation starts with, in one round trip; the
-                // sweep also answers the clock, one statement less (each costs thread hand-offs, BENCHMARKS.md).
-                // The operation's `now` is the transaction's start time on the database clock (storage.md §4.4). A read sees one snapshot: under READ COMMITTED each of its statements would
-                // see the commits made since the previous one, and an answer assembled from several (a worker's
-                // held units: its attempts, then each unit, then each unit's history) could mix two states.
-                let begin = channel.send(
-                    mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
-                let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepWithClockSQL) : nil
-                try channel.finish(begin)
-                let session: PostgresSession
-                if let sweep {
-                    let (time, sweepRows) = try PostgresSession.splitClock(try channel.finish(sweep))
-                    session = PostgresSession(channel: channel, transactionTime: time, sweepRows: sweepRows)
-                } else {
-                    session = PostgresSession(channel: channel, transactionTime: nil)
-                }
-                try body(session)
-                if mode == .write {
-                    // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one
-                    // fail, the server answers the COMMIT of the aborted transaction with a rollback, and the
-                    // failure below reports it.
-                    let counters = session.sendCounts()
-                    committing = true
-                    let started = ContinuousClock.now
-                    let commit = channel.send("COMMIT")
-                    do {
-                        try channel.finishDeferred()
-                        for pending in counters { try channel.finish(pending) }
-                    } catch {
-                        // A server error means the transaction aborted and the COMMIT cannot have applied it; a
-                        // lost connection leaves the COMMIT's fate unknown.
-                        if !isConnectionFailure(error) {
-                            committing = false
-                            _ = try? channel.finish(commit)
-                        }
-                        throw error
-                    }
-                    try channel.finish(commit)
-                    observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
-                } else {
+        }
+    }
+
+    /// How one transaction ended.
+    private enum TransactionOutcome {
+        case committed
+        /// The connection failed while the COMMIT was under way: whether it applied is unknown.
+        case commitUnknown(any Error)
+        /// Rolled back: the error to report and whether another try may succeed (a conflict with another daemon).
+        case failed(any Error, retryable: Bool)
+    }
+
+    /// Runs `body` in one transaction on a pooled connection.
+    private func transaction(
+        _ mode: AccessMode, _ body: @Sendable (PostgresSession) throws -> Void
+    ) -> TransactionOutcome {
+        let channel: SQLChannel
+        do {
+            channel = try checkout()
+        } catch {
+            let detail = "cannot connect to \(where_): \(describe(error))"
+            lost(detail)
+            return .failed(StorageError.unavailable(detail), retryable: false)
+        }
+        var committing = false
+        do {
+            // BEGIN and (on the database clock) the sweep every operation starts with, in one round trip; the
+            // sweep also answers the clock, one statement less (each costs thread hand-offs, BENCHMARKS.md). The
+            // operation's `now` is the transaction's start time on the database clock (storage.md §4.4). A read
+            // sees one snapshot: under READ COMMITTED each of its statements would see the commits made since the
+            // previous one, and an answer assembled from several (a worker's held units: its attempts, then each
+            // unit, then each unit's history) could mix two states.
+            let begin = channel.send(
+                mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
+            let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepWithClockSQL) : nil
+            try channel.finish(begin)
+            let session: PostgresSession
+            if let sweep {
+                let (time, sweepRows) = try PostgresSession.splitClock(try channel.finish(sweep))
+                session = PostgresSession(channel: channel, transactionTime: time, sweepRows: sweepRows)
+            } else {
+                session = PostgresSession(channel: channel, transactionTime: nil)
+            }
+            try body(session)
+            if mode == .write {
+                // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one fail, the
+                // server answers the COMMIT of the aborted transaction with a rollback, and the failure below
+                // reports it.
+                let counters = session.sendCounts()
+                committing = true
+                let started = ContinuousClock.now
+                let commit = channel.send("COMMIT")
+                do {
                     try channel.finishDeferred()
-                    try channel.simple("ROLLBACK")
+                    for pending in counters { try channel.finish(pending) }
+                } catch {
+                    // A server error means the transaction aborted and the COMMIT cannot have applied it; a lost
+                    // connection leaves the COMMIT's fate unknown.
+                    if !isConnectionFailure(error) {
+                        committing = false
+                        _ = try? channel.finish(commit)
+                    }
+                    throw error
                 }
-                checkin(channel)
-                return nil
-            } catch {
-                if committing, isConnectionFailure(error) {
-                    channel.discardCollectedRows()
-                    discard(channel)
-                    return StorageError.unavailable("commit outcome unknown")
-                }
-                let reported = release(channel, after: error)
-                if let code = sqlState(error), ["40001", "40P01", "23505", "55P03"].contains(code) {
-                    attempt += 1
-                    guard attempt <= Self.maxRetries else { return StorageError.contention }
-                    // Jittered exponential backoff from about 1 ms.
-                    let base = min(Double(1 << min(attempt, 8)), 256) * 0.0005
-                    Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
-                    continue
-                }
-                return reported
+                try channel.finish(commit)
+                observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
+            } else {
+                try channel.finishDeferred()
+                try channel.simple("ROLLBACK")
             }
+            checkin(channel)
+            return .committed
+        } catch {
+            if committing, isConnectionFailure(error) {
+                channel.discardCollectedRows()
+                discard(channel)
+                return .commitUnknown(StorageError.unavailable("commit outcome unknown"))
+            }
+            let reported = release(channel, after: error)
+            let retryable = sqlState(error).map { ["40001", "40P01", "23505", "55P03"].contains($0) } ?? false
+            return .failed(reported, retryable: retryable)
         }
     }
 

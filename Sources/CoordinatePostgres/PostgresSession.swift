@@ -21,9 +21,15 @@ final class PostgresSession: StorageSession {
     /// Spec rows read by this transaction, with their counters as read.
     private var specRows: [Int64: (spec: SpecRecord, counts: UnitCounts)] = [:]
     private var namespaceSpecs: [Int64: [Int64]] = [:]
+    /// Spec ids by namespace and name, as read by this transaction (a record found through it is checked
+    /// against its name, which an update may have changed).
+    private var specNames: [Int64: [PrefetchKey: Int64]] = [:]
     private var namespaces: [Identifier: NamespaceRecord] = [:]
     /// Counter changes of this transaction by spec, added to the rows before commit.
     private(set) var deltas: [Int64: UnitCounts] = [:]
+    /// Writes this session has made (statements that change rows other than the expiry sweep's), so that a
+    /// batch of operations sharing the transaction can tell whether a refusing operation left anything behind.
+    private(set) var writeCount = 0
     /// Units read ahead for a bulk add, by spec and key (nil: no such unit).
     private var prefetched: [Int64: [PrefetchKey: UnitRecord?]] = [:]
 
@@ -39,8 +45,10 @@ final class PostgresSession: StorageSession {
 
     static let unitColumns =
         "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
-    static let attemptColumns =
-        "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
+    static let attemptColumns = "id, " + attemptValueColumns
+    /// ``attemptColumns`` but the id, in the order of ``attemptValueList``.
+    static let attemptValueColumns =
+        "unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
     /// A spec row with its counters summed over their shards; callers append `WHERE …` on `s`.
     static let specSelect = "SELECT \(specColumns) \(specSource)"
     static let specColumns = """
@@ -143,9 +151,19 @@ final class PostgresSession: StorageSession {
     /// Expires passed leases, promotes delayed units whose time has come, and drops expired locks, in one
     /// statement. Rows another transaction holds are skipped (`SKIP LOCKED`): status is always derived from the
     /// stored deadlines too, so a skipped row is still observed correctly.
+    ///
+    /// Every operation starts here, so this is also where the session forgets what an earlier operation of the
+    /// same transaction (a batch, see ``PostgresBackend``) read that writes since may have changed: the spec
+    /// list with its ready-unit priorities, and units read ahead. Spec and namespace rows stay known.
     func materialize(now: Timestamp) throws -> [Int64: Int] {
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
+        namespaceSpecs.removeAll()
+        readyTops.removeAll()
+        readGenerations.removeAll()
+        prefetched.removeAll()
+        latestAttempts.removeAll()
+        reservedAttemptIDs.removeAll()
         var rows: [SQLRow] = []
         if let answered = sweepRows {
             sweepRows = nil
@@ -185,6 +203,7 @@ final class PostgresSession: StorageSession {
     }
 
     func createNamespace(named name: Identifier) throws -> NamespaceRecord {
+        writeCount += 1
         if let existing = try namespace(named: name) { return existing }
         // A concurrent creation by another daemon makes this insert a no-op; the select then finds its row.
         try channel.query(
@@ -201,8 +220,18 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
+        writeCount += 1
+        latestAttempts.removeAll()
+        // The specs go first and say which they were: counter changes this transaction made to them (an earlier
+        // operation of the batch, the expiry sweep) must not be written back to rows that no longer exist.
+        let goneSpecs = try channel.query(
+            "DELETE FROM work_spec WHERE namespace_id = $1 RETURNING id", [.int(namespace.id)])
+        for row in goneSpecs {
+            let id = try row.int64(0)
+            specRows[id] = nil
+            deltas[id] = nil
+        }
         if keepRecord {
-            try channel.query("DELETE FROM work_spec WHERE namespace_id = $1", [.int(namespace.id)])
             try channel.query("DELETE FROM worker WHERE namespace_id = $1", [.int(namespace.id)])
             try channel.query("DELETE FROM held_lock WHERE namespace_id = $1", [.int(namespace.id)])
             try bumpGeneration(namespace.id)
@@ -210,11 +239,8 @@ final class PostgresSession: StorageSession {
             try channel.query("DELETE FROM namespace WHERE id = $1", [.int(namespace.id)])
             namespaces[namespace.name] = nil
         }
-        for id in namespaceSpecs[namespace.id] ?? [] {
-            specRows[id] = nil
-            deltas[id] = nil
-        }
         namespaceSpecs[namespace.id] = nil
+        specNames[namespace.id] = nil
     }
 
     // MARK: - Specs
@@ -261,6 +287,7 @@ final class PostgresSession: StorageSession {
         for row in rows {
             let (spec, counts) = try readSpec(row)
             specRows[spec.id] = (spec, counts)
+            specNames[namespace, default: [:]][PrefetchKey(spec.name)] = spec.id
             ids.append(spec.id)
             readyTops[spec.id] = .some(try row.optionalDouble(14))
             readGenerations[namespace] = UInt64(bitPattern: try row.int64(15))
@@ -276,6 +303,7 @@ final class PostgresSession: StorageSession {
     }
 
     private func bumpGeneration(_ namespace: Int64) throws {
+        writeCount += 1
         try channel.query("UPDATE namespace SET generation = generation + 1 WHERE id = $1", [.int(namespace)])
     }
 
@@ -283,12 +311,16 @@ final class PostgresSession: StorageSession {
         if let ids = namespaceSpecs[namespace] {
             return ids.lazy.compactMap { self.specRows[$0]?.spec }.first { $0.name == name }
         }
+        if let id = specNames[namespace]?[PrefetchKey(name)], let known = specRows[id]?.spec, known.name == name {
+            return known
+        }
         let rows = try channel.query(
             "\(Self.specSelect) WHERE s.namespace_id = $1 AND s.name = $2",
             [.int(namespace), .bytes(name.octets)])
         guard let row = rows.first else { return nil }
         let (spec, counts) = try readSpec(row)
         specRows[spec.id] = (spec, counts)
+        specNames[namespace, default: [:]][PrefetchKey(name)] = spec.id
         return spec
     }
 
@@ -336,6 +368,7 @@ final class PostgresSession: StorageSession {
     }
 
     func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {
+        writeCount += 1
         let rows = try channel.query(
             """
             INSERT INTO work_spec (namespace_id, name, name_kind, data, overrides, next_continuous, archived_finished,
@@ -355,6 +388,7 @@ final class PostgresSession: StorageSession {
     }
 
     func updateSpec(_ spec: SpecRecord) throws {
+        writeCount += 1
         try channel.query(
             """
             UPDATE work_spec SET name = $2, name_kind = $3, data = $4, overrides = $5, next_continuous = $6,
@@ -370,6 +404,8 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteSpec(_ spec: SpecRecord) throws {
+        writeCount += 1
+        latestAttempts.removeAll()
         try channel.query("DELETE FROM work_spec WHERE id = $1", [.int(spec.id)])
         specRows[spec.id] = nil
         deltas[spec.id] = nil
@@ -410,11 +446,28 @@ final class PostgresSession: StorageSession {
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
         if let found = prefetched[spec]?.removeValue(forKey: PrefetchKey(key)) { return found }
-        return try units(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND key = $2",
-            [.int(spec), .bytes(key.octets)]
-        ).first
+        guard let row = try channel.query(Self.unitWithLatestAttemptSQL, [.int(spec), .bytes(key.octets)]).first else {
+            return nil
+        }
+        let unit = try readUnit(row)
+        if let attemptID = unit.latestAttemptID, try row.optionalInt64(Self.unitColumnCount) != nil {
+            latestAttempts[attemptID] = try readAttempt(row, from: Self.unitColumnCount)
+        }
+        return unit
     }
+
+    /// A unit by spec and key with its latest attempt: almost every operation on one unit (finish, fail, renew)
+    /// reads both, and one statement is one round trip less.
+    static let unitWithLatestAttemptSQL = """
+        SELECT \(unitColumns.split(separator: ", ").map { "u." + $0 }.joined(separator: ", ")),
+            \(attemptColumns.split(separator: ", ").map { "a." + $0 }.joined(separator: ", "))
+        FROM work_unit u LEFT JOIN attempt a ON a.id = u.latest_attempt_id WHERE u.spec_id = $1 AND u.key = $2
+        """
+    static let unitColumnCount = unitColumns.split(separator: ",").count
+
+    /// Latest attempts read with their units in this operation (``unit(spec:key:)``), by id; kept up to date by
+    /// this session's attempt writes and forgotten when units are deleted.
+    private var latestAttempts: [Int64: AttemptRecord] = [:]
 
     /// Reads the units of `keys` in a few statements; each key's answer (a unit or nil) is used once.
     func prefetchUnits(spec: Int64, keys: [Identifier]) throws {
@@ -445,6 +498,7 @@ final class PostgresSession: StorageSession {
 
     /// Adds the unit to a multi-row insert sent without waiting (a bulk add is a few statements of 1 000 rows).
     func insertUnitWithoutID(_ unit: UnitRecord) throws {
+        writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
         channel.appendRow(
@@ -479,6 +533,7 @@ final class PostgresSession: StorageSession {
     }
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
+        writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
         let rows = try channel.query(
@@ -504,11 +559,13 @@ final class PostgresSession: StorageSession {
     }
 
     func updateUnit(_ newUnit: UnitRecord) throws {
+        writeCount += 1
         readyTops.removeAll()
         var unit = newUnit
         if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
             // A renewal with a non-positive lease: the unit expires at once.
             if let attempt = unit.latestAttemptID {
+                latestAttempts[attempt] = nil
                 try channel.sendDeferred(
                     "UPDATE attempt SET status = 2, end_time = greatest(start_time, $1) WHERE id = $2 AND status = 1",
                     [.int(deadline), .int(attempt)])
@@ -540,6 +597,8 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnit(_ unit: UnitRecord) throws {
+        writeCount += 1
+        latestAttempts.removeAll()
         readyTops.removeAll()
         let rows = try channel.query("DELETE FROM work_unit WHERE id = $1 RETURNING bucket", [.int(unit.id)])
         if let row = rows.first { adjust(unit.specID, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -1) }
@@ -560,12 +619,24 @@ final class PostgresSession: StorageSession {
         // limit is written into the statement: a generic plan assumes a `LIMIT $n` keeps a tenth of the rows, and
         // for a spec holding most of the table it then chose a sequential scan and a sort over an index walk.
         // (One prepared statement per distinct batch size; workers use a few.)
-        try units(
+        //
+        // Each row also reserves the id of the attempt that will grant it, so that the attempt's insert need not
+        // wait for an answer (``insertAttempt(_:for:)``): a grant is one round trip shorter. A reserved id that is
+        // not used (the unit is not granted after all) leaves a gap; ids only ever need to increase.
+        let rows = try channel.query(
             """
-            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = 0
+            SELECT \(Self.unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = 0
             ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
             """, [.int(spec)])
+        return try rows.map { row in
+            let unit = try readUnit(row)
+            reservedAttemptIDs[unit.id] = try row.int64(Self.unitColumnCount)
+            return unit
+        }
     }
+
+    /// Attempt ids reserved by ``readyUnits(spec:limit:)`` for the units it returned, by unit id.
+    private var reservedAttemptIDs: [Int64: Int64] = [:]
 
     func topReadyPriority(spec: Int64) throws -> Double? {
         if let known = readyTops[spec] { return known }
@@ -612,6 +683,8 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
+        writeCount += 1
+        latestAttempts.removeAll()
         readyTops.removeAll()
         let selected = buckets ?? Set(UnitBucket.allCases)
         guard !selected.isEmpty else { return 0 }
@@ -633,47 +706,63 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Attempts
 
-    private func readAttempt(_ row: SQLRow) throws -> AttemptRecord {
-        let id = try row.int64(0)
+    /// The attempt whose columns (``attemptColumns``) start at column `first` of `row`.
+    private func readAttempt(_ row: SQLRow, from first: Int = 0) throws -> AttemptRecord {
+        let id = try row.int64(first)
         return AttemptRecord(
-            id: id, unitID: try row.int64(1), specID: try row.int64(2), namespaceID: try row.int64(3),
-            worker: try row.identifier(4, kind: 5), startTime: try row.int64(6), expirationTime: try row.int64(7),
-            endTime: try row.optionalInt64(8), status: AttemptStatus(rawValue: UInt8(try row.int16(9))) ?? .pending,
-            data: damage.attemptData(try row.bytes(10), attempt: id))
+            id: id, unitID: try row.int64(first + 1), specID: try row.int64(first + 2),
+            namespaceID: try row.int64(first + 3), worker: try row.identifier(first + 4, kind: first + 5),
+            startTime: try row.int64(first + 6), expirationTime: try row.int64(first + 7),
+            endTime: try row.optionalInt64(first + 8),
+            status: AttemptStatus(rawValue: UInt8(try row.int16(first + 9))) ?? .pending,
+            data: damage.attemptData(try row.bytes(first + 10), attempt: id))
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
-        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map(readAttempt)
+        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map { try readAttempt($0) }
     }
 
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
         guard let id = unit.latestAttemptID else { return nil }
+        if let known = latestAttempts[id] { return known }
         return try attempt(id: id)
     }
 
     func attempts(of unit: UnitRecord) throws -> [AttemptRecord] {
         try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE unit_id = $1 ORDER BY id", [.int(unit.id)])
-            .map(readAttempt)
+            .map { try readAttempt($0) }
     }
 
     func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord {
-        let rows = try channel.query(
-            """
-            INSERT INTO attempt (unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time,
-                end_time, status, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id
-            """,
-            [
-                .int(unit.id), .int(attempt.specID), .int(attempt.namespaceID), .bytes(attempt.worker.octets),
-                .bool(attempt.worker.isText), .int(attempt.startTime), .int(attempt.expirationTime),
-                .int(attempt.endTime), .int16(Int16(attempt.status.rawValue)), .bytes(attempt.data.bytes),
-            ])
+        writeCount += 1
+        let values: [SQLValue] = [
+            .int(unit.id), .int(attempt.specID), .int(attempt.namespaceID), .bytes(attempt.worker.octets),
+            .bool(attempt.worker.isText), .int(attempt.startTime), .int(attempt.expirationTime),
+            .int(attempt.endTime), .int16(Int16(attempt.status.rawValue)), .bytes(attempt.data.bytes),
+        ]
         var record = attempt
-        record.id = try rows.first?.int64(0) ?? 0
         record.unitID = unit.id
+        if let reserved = reservedAttemptIDs.removeValue(forKey: unit.id) {
+            // Nothing waits: the id is known, and the next statement travels behind the insert.
+            try channel.sendDeferred(
+                "INSERT INTO attempt (\(Self.attemptColumns)) VALUES ($11, \(Self.attemptValueList))",
+                values + [.int(reserved)])
+            record.id = reserved
+            return record
+        }
+        let rows = try channel.query(
+            "INSERT INTO attempt (\(Self.attemptValueColumns)) VALUES (\(Self.attemptValueList)) RETURNING id",
+            values)
+        record.id = try rows.first?.int64(0) ?? 0
         return record
     }
 
+    /// The placeholders of an attempt row after its id, in ``attemptColumns`` order.
+    static let attemptValueList = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+
     func updateAttempt(_ attempt: AttemptRecord) throws {
+        writeCount += 1
+        if latestAttempts[attempt.id] != nil { latestAttempts[attempt.id] = attempt }
         try channel.sendDeferred(
             "UPDATE attempt SET expiration_time = $2, end_time = $3, status = $4, data = $5 WHERE id = $1",
             [
@@ -689,7 +778,7 @@ final class PostgresSession: StorageSession {
             sql += " AND status IN (\(statuses.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
         }
         sql += " ORDER BY id"
-        return try channel.query(sql, [.int(namespace), .bytes(worker.octets)]).map(readAttempt)
+        return try channel.query(sql, [.int(namespace), .bytes(worker.octets)]).map { try readAttempt($0) }
     }
 
     // MARK: - Workers
@@ -715,6 +804,7 @@ final class PostgresSession: StorageSession {
     }
 
     func saveWorker(_ worker: WorkerRecord) throws {
+        writeCount += 1
         try channel.query(
             """
             INSERT INTO worker (\(Self.workerColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -732,6 +822,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteWorker(namespace: Int64, id: Identifier) throws {
+        writeCount += 1
         try channel.query(
             "DELETE FROM worker WHERE namespace_id = $1 AND name = $2", [.int(namespace), .bytes(id.octets)])
     }
@@ -743,6 +834,7 @@ final class PostgresSession: StorageSession {
     }
 
     func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
+        writeCount += 1
         let rows = try channel.query(
             """
             WITH gone AS (DELETE FROM worker WHERE last_heartbeat < $1 AND NOT (active AND expiration >= $2) RETURNING 1)
@@ -792,6 +884,7 @@ final class PostgresSession: StorageSession {
     }
 
     func saveLock(_ lock: LockRecord) throws {
+        writeCount += 1
         try channel.query(
             """
             INSERT INTO held_lock (\(Self.lockColumns)) VALUES ($1, $2, $3, $4, $5, $6)
@@ -805,6 +898,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteLock(namespace: Int64, pathKey: [UInt8]) throws {
+        writeCount += 1
         try channel.query(
             "DELETE FROM held_lock WHERE namespace_id = $1 AND path_key = $2", [.int(namespace), .bytes(pathKey)])
     }

@@ -159,9 +159,13 @@ final class SQLChannel: @unchecked Sendable {
         deferred.append(sendNow(sql, (0..<rows[0].count).map { SQLValue.column($0, of: rows) }))
     }
 
-    /// Drops rows not yet sent (the transaction is being rolled back).
+    /// Drops rows and statements not yet sent (the transaction is being rolled back); whoever still waits for
+    /// one of those statements learns that it never ran.
     func discardCollectedRows() {
         collecting = nil
+        let dropped = unsubmitted
+        unsubmitted.removeAll()
+        for statement in dropped { statement.answer.settle(.failure(SQLChannelError.notSent)) }
     }
 
     /// Waits for every deferred statement, throwing the first failure.
@@ -202,6 +206,7 @@ final class SQLChannel: @unchecked Sendable {
             // Prepared (one extra round trip) before it is executed so that statements still reach the server in
             // the order they were sent: an execute chained after the preparation would overtake later sends.
             do {
+                flush()
                 let statement = try wait(connection.prepare(query: Self.typed(sql, values)))
                 prepared[key] = statement
                 let binds = values.map(\.data)
@@ -225,10 +230,30 @@ final class SQLChannel: @unchecked Sendable {
     /// a future from outside its loop hops again — and every hand-off wakes a thread: at ~15 statements a cycle,
     /// the wake-ups were most of the daemon's CPU on PostgreSQL.) Tasks run on the loop in the order they were
     /// submitted, so statements still reach the server in the order they were sent.
+    ///
+    /// Statements are not handed over one by one: they collect here until something waits for an answer
+    /// (``flush()``), and then travel to the loop in one task. A deferred write costs no hand-off of its own.
     private func submit(
         _ answer: Pending, _ start: @escaping @Sendable () -> EventLoopFuture<[PostgresRow]>
     ) {
-        connection.eventLoop.execute { start().whenComplete { answer.settle($0) } }
+        unsubmitted.append((answer, start))
+    }
+
+    /// Statements made but not yet handed to the event loop, in order.
+    private var unsubmitted: [(answer: Pending, start: @Sendable () -> EventLoopFuture<[PostgresRow]>)] = []
+
+    /// Hands every collected statement to the event loop in one task (one thread wake-up for all of them).
+    private func flush() {
+        guard !unsubmitted.isEmpty else { return }
+        let batch = unsubmitted
+        unsubmitted.removeAll(keepingCapacity: true)
+        if batch.count == 1, let only = batch.first {
+            connection.eventLoop.execute { only.start().whenComplete { only.answer.settle($0) } }
+            return
+        }
+        connection.eventLoop.execute {
+            for statement in batch { statement.start().whenComplete { statement.answer.settle($0) } }
+        }
     }
 
     /// The answer of a sent statement: its rows, settled on the event loop.
@@ -273,6 +298,7 @@ final class SQLChannel: @unchecked Sendable {
     /// worth preparing.
     func simple(_ sql: String) throws {
         sendCollectedRows()
+        flush()
         _ = try wait(connection.simpleQuery(sql))
     }
 
@@ -296,6 +322,7 @@ final class SQLChannel: @unchecked Sendable {
     }
 
     private func wait<T: Sendable>(for outcome: Outcome<T>) throws -> T {
+        flush()
         // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
         // cancelling a timer from this thread would wake the event loop twice more for every statement.
         // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
@@ -343,12 +370,15 @@ final class Outcome<T: Sendable>: @unchecked Sendable {
 enum SQLChannelError: Error, CustomStringConvertible {
     case timedOut
     case connectionClosed
+    /// The statement was dropped before it reached the server (its transaction was rolled back).
+    case notSent
 
     var description: String {
         switch self {
         case .timedOut:
             return "no answer from the server within \(Int(SQLChannel.statementTimeoutSeconds)) s"
         case .connectionClosed: return "connection closed"
+        case .notSent: return "statement dropped before it was sent"
         }
     }
 }
@@ -360,9 +390,17 @@ enum SQLChannelError: Error, CustomStringConvertible {
 /// Prepared statements run through postgres-nio's older API, which reports failures as `PostgresError` (or as
 /// the underlying NIO error) instead of `PSQLError`; both forms are understood here and below.
 func isConnectionFailure(_ error: any Error) -> Bool {
-    if error is SQLChannelError || error is IOError || error is ChannelError { return true }
+    if let error = error as? SQLChannelError { return error != .notSent }
+    if error is IOError || error is ChannelError { return true }
     if let code = sqlState(error) { return code.hasPrefix("08") || code.hasPrefix("57P") }
     return error is PSQLError || error is PostgresError
+}
+
+/// Whether `error` came from the database or the storage layer (a failed statement, a lost connection, a row
+/// the backend cannot read) rather than from the operation refusing a request. After such a failure the
+/// transaction cannot go on.
+func isDatabaseFailure(_ error: any Error) -> Bool {
+    error is StorageError || error is SQLRowError || sqlState(error) != nil || isConnectionFailure(error)
 }
 
 /// Typed access to one result row. Every row comes from the extended protocol, which asks for binary results,

@@ -1,0 +1,126 @@
+import CBOR
+import CoordinateEngine
+import Logging
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import CoordinatePostgres
+
+/// Writes that arrive together share one transaction (``PostgresBackend`` batches), and each still gets the
+/// answer it would get alone.
+@Suite("PostgreSQL write batches", .enabled(if: TestPostgres.available))
+struct WriteBatchTests {
+    struct Refused: Error, Equatable {
+        let index: Int
+    }
+
+    let namespace = Identifier(text: "")
+    let spec = Identifier(bytes: "batch")
+
+    /// An engine over a fresh schema with a pool of two connections: one runs writes, so writes submitted
+    /// together queue up behind it and form batches.
+    private func makeEngine() async throws -> (Engine, PostgresBackend) {
+        var logger = Logger(label: "write-batch-test")
+        logger.logLevel = .critical
+        let backend = PostgresBackend(
+            url: try PostgresURL(try TestPostgres.url()), schema: TestPostgres.freshSchema(), poolSize: 2,
+            logger: logger)
+        try await backend.initialize(now: { 0 })
+        let engine = Engine(backend: backend)
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("batch"))]))
+        }
+        #expect(backend.writeRunners == 1)
+        return (engine, backend)
+    }
+
+    /// Submits every body at once (no awaiting between them) and returns each one's result in order.
+    private func submitTogether(
+        _ engine: Engine, _ bodies: [@Sendable (inout EngineTransaction) throws -> Void]
+    ) async -> [Result<Void, any Error>] {
+        await withCheckedContinuation { continuation in
+            let results = Mutex<[Int: Result<Void, any Error>]>([:])
+            for (index, body) in bodies.enumerated() {
+                engine.perform(.write, body) { result in
+                    let done = results.withLock { collected -> [Result<Void, any Error>]? in
+                        collected[index] = result
+                        guard collected.count == bodies.count else { return nil }
+                        return (0..<bodies.count).map { collected[$0]! }
+                    }
+                    if let done { continuation.resume(returning: done) }
+                }
+            }
+        }
+    }
+
+    /// A body adding one unit `key`.
+    private func add(_ key: String) -> @Sendable (inout EngineTransaction) throws -> Void {
+        let (namespace, spec) = (self.namespace, self.spec)
+        return { tx in
+            let outcome = try tx.addWorkUnits(
+                namespace: namespace, spec: spec,
+                items: .success([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]), itemCount: 1)
+            guard case .added = outcome else { throw Refused(index: -1) }
+        }
+    }
+
+    private func keys(_ engine: Engine) async throws -> Set<String> {
+        let (namespace, spec) = (self.namespace, self.spec)
+        let units = try await engine.perform(.read) { tx in
+            try tx.workUnits(namespace: namespace, spec: spec, buckets: nil, start: nil, limit: 10_000) ?? []
+        }
+        return Set(units.map { String(decoding: $0.key.octets, as: UTF8.self) })
+    }
+
+    @Test("writes submitted together commit in shared transactions; a refusal answers only its own request")
+    func refusalsStayTheirOwn() async throws {
+        let (engine, backend) = try await makeEngine()
+        let bodies: [@Sendable (inout EngineTransaction) throws -> Void] = (0..<60).map { index in
+            if index % 5 == 3 { return { _ in throw Refused(index: index) } }
+            return add("u\(index)")
+        }
+        let results = await submitTogether(engine, bodies)
+        for (index, result) in results.enumerated() {
+            if index % 5 == 3 {
+                #expect(throws: Refused(index: index)) { try result.get() }
+            } else {
+                #expect(throws: Never.self) { try result.get() }
+            }
+        }
+        let stats = backend.batchStatistics
+        #expect(stats.batches > 0)
+        #expect(stats.batchedWrites > stats.batches)
+        #expect(stats.isolatedBatches == 0)
+        #expect(try await keys(engine) == Set((0..<60).filter { $0 % 5 != 3 }.map { "u\($0)" }))
+        await backend.close()
+    }
+
+    @Test("a request that wrote and then failed undoes nothing of its neighbours and leaves nothing behind")
+    func failureAfterWriteIsIsolated() async throws {
+        let (engine, backend) = try await makeEngine()
+        let (namespace, spec) = (self.namespace, self.spec)
+        let bodies: [@Sendable (inout EngineTransaction) throws -> Void] = (0..<40).map { index in
+            guard index % 8 == 5 else { return add("u\(index)") }
+            return { tx in
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: spec,
+                    items: .success([UnitItem(key: Identifier(bytes: "bad\(index)"), data: .emptyMap)]), itemCount: 1)
+                throw Refused(index: index)
+            }
+        }
+        let results = await submitTogether(engine, bodies)
+        for (index, result) in results.enumerated() {
+            if index % 8 == 5 {
+                #expect(throws: Refused(index: index)) { try result.get() }
+            } else {
+                #expect(throws: Never.self) { try result.get() }
+            }
+        }
+        #expect(backend.batchStatistics.isolatedBatches > 0)
+        // The failed requests' units are gone with their transactions; everyone else's are there.
+        #expect(try await keys(engine) == Set((0..<40).filter { $0 % 8 != 5 }.map { "u\($0)" }))
+        await backend.close()
+    }
+}
