@@ -61,6 +61,13 @@ public final class PostgresBackend: StorageBackend {
     /// Retries of a conflicting transaction before it fails with `storage contention`.
     static let maxRetries = 12
 
+    /// Conflicts with another transaction, which another try may not meet: serialization failure, deadlock, a
+    /// unique key another daemon took first, a row lock not available.
+    static let conflictStates: Set<String> = ["40001", "40P01", "23505", "55P03"]
+
+    /// Namespace and spec rows kept across this daemon's transactions.
+    let catalog = CatalogCache()
+
     public init(
         url: PostgresURL, schema: String = "public", poolSize: Int = 10, logger: Logger,
         observer: (any StorageObserver)? = nil, useDatabaseClock: Bool = true
@@ -273,7 +280,7 @@ public final class PostgresBackend: StorageBackend {
 
     private let writes = Locked(WriteQueue())
 
-    /// How write batches have fared since start.
+    /// How write batches and the catalog cache have fared since start.
     public struct BatchStatistics: Sendable, Equatable {
         /// Transactions that ran more than one write.
         public var batches = 0
@@ -281,6 +288,8 @@ public final class PostgresBackend: StorageBackend {
         public var batchedWrites = 0
         /// Batches undone and run again one write per transaction (a refusal after a write, a failed statement).
         public var isolatedBatches = 0
+        /// Transactions undone because a cached namespace or spec row had changed (``CatalogCache``).
+        public var staleCatalogRetries = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
@@ -348,7 +357,7 @@ public final class PostgresBackend: StorageBackend {
     /// wrote nothing before refusing. Anything else — a refusal after a write, a failed statement, a conflict
     /// with another daemon — undoes the whole batch, which then runs one operation per transaction, so a bad
     /// request never fails its neighbours and each gets exactly the answer it would get alone.
-    private func runBatch(_ batch: [QueuedWrite]) -> [(any Error)?] {
+    private func runBatch(_ batch: [QueuedWrite], afterStaleCatalog: Bool = false) -> [(any Error)?] {
         let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
         let outcome = transaction(
             .write,
@@ -372,6 +381,9 @@ public final class PostgresBackend: StorageBackend {
             return refusals.withLock { $0 }
         case .commitUnknown(let error):
             return Array(repeating: error, count: batch.count)
+        case .failed(_, retry: .now) where !afterStaleCatalog:
+            // A cached row had changed: that is no fault of any one write, and the cache is empty now.
+            return runBatch(batch, afterStaleCatalog: true)
         case .failed:
             batchCounts.withLock { $0.isolatedBatches += 1 }
             return batch.map { run(.write, $0.body) }
@@ -385,10 +397,11 @@ public final class PostgresBackend: StorageBackend {
             switch transaction(mode, body) {
             case .committed: return nil
             case .commitUnknown(let error): return error
-            case .failed(let error, let retryable):
-                guard retryable else { return error }
+            case .failed(let error, let retry):
+                guard retry != .no else { return error }
                 attempt += 1
                 guard attempt <= Self.maxRetries else { return StorageError.contention }
+                if retry == .now { continue }
                 // Jittered exponential backoff from about 1 ms.
                 let base = min(Double(1 << min(attempt, 8)), 256) * 0.0005
                 Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
@@ -401,8 +414,16 @@ public final class PostgresBackend: StorageBackend {
         case committed
         /// The connection failed while the COMMIT was under way: whether it applied is unknown.
         case commitUnknown(any Error)
-        /// Rolled back: the error to report and whether another try may succeed (a conflict with another daemon).
-        case failed(any Error, retryable: Bool)
+        /// Rolled back: the error to report and whether another try may succeed.
+        case failed(any Error, retry: Retry)
+    }
+
+    private enum Retry {
+        case no
+        /// A conflict with another transaction: try again after a pause.
+        case afterBackoff
+        /// A cached row had changed: the next try reads it afresh.
+        case now
     }
 
     /// Runs `body` in one transaction on a pooled connection.
@@ -415,7 +436,7 @@ public final class PostgresBackend: StorageBackend {
         } catch {
             let detail = "cannot connect to \(where_): \(describe(error))"
             lost(detail)
-            return .failed(StorageError.unavailable(detail), retryable: false)
+            return .failed(StorageError.unavailable(detail), retry: .no)
         }
         var committing = false
         do {
@@ -432,9 +453,10 @@ public final class PostgresBackend: StorageBackend {
             let session: PostgresSession
             if let sweep {
                 let (time, sweepRows) = try PostgresSession.splitClock(try channel.finish(sweep))
-                session = PostgresSession(channel: channel, transactionTime: time, sweepRows: sweepRows)
+                session = PostgresSession(
+                    channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog)
             } else {
-                session = PostgresSession(channel: channel, transactionTime: nil)
+                session = PostgresSession(channel: channel, transactionTime: nil, catalog: catalog)
             }
             try body(session)
             if mode == .write {
@@ -472,8 +494,16 @@ public final class PostgresBackend: StorageBackend {
                 return .commitUnknown(StorageError.unavailable("commit outcome unknown"))
             }
             let reported = release(channel, after: error)
-            let retryable = sqlState(error).map { ["40001", "40P01", "23505", "55P03"].contains($0) } ?? false
-            return .failed(reported, retryable: retryable)
+            switch sqlState(error) {
+            case PostgresSession.staleCatalogState?:
+                catalog.removeAll()
+                batchCounts.withLock { $0.staleCatalogRetries += 1 }
+                return .failed(reported, retry: .now)
+            case let state? where Self.conflictStates.contains(state):
+                return .failed(reported, retry: .afterBackoff)
+            default:
+                return .failed(reported, retry: .no)
+            }
         }
     }
 

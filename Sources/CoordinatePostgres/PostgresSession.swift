@@ -35,11 +35,25 @@ final class PostgresSession: StorageSession {
 
     /// - Parameter sweepRows: the answer of ``sweepWithClockSQL`` run at the start of this transaction (only when
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
-    init(channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil) {
+    ///   - catalog: namespace and spec rows kept across transactions, or nil to read them every time.
+    init(channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil) {
         self.channel = channel
         self.transactionTime = transactionTime
         self.sweepRows = sweepRows
+        self.catalog = catalog
     }
+
+    private let catalog: CatalogCache?
+    /// Namespace generations this transaction read or checked, by namespace id: spec rows read under one may be
+    /// kept in the catalog cache. Dropped when the transaction changes the namespace's specs.
+    private var generations: [Int64: Int64] = [:]
+
+    /// The SQLSTATE with which a transaction fails when it used a cached namespace or spec row that has changed
+    /// meanwhile (division by zero in ``expectGenerationSQL``); the backend retries it with the cache emptied.
+    static let staleCatalogState = "22012"
+
+    /// Fails (``staleCatalogState``) unless namespace `$1` still exists at generation `$2`.
+    static let expectGenerationSQL = "SELECT 1 / count(*) FROM namespace WHERE id = $1 AND generation = $2"
 
     var databaseTime: Timestamp? { transactionTime }
 
@@ -195,10 +209,21 @@ final class PostgresSession: StorageSession {
 
     func namespace(named name: Identifier) throws -> NamespaceRecord? {
         if let known = namespaces[name] { return known }
-        let rows = try channel.query("SELECT id, name, name_kind FROM namespace WHERE name = $1", [.bytes(name.octets)])
+        if let (record, generation) = catalog?.namespace(named: name) {
+            // Checked behind the next statement rather than waited for (see CatalogCache).
+            try channel.sendDeferred(Self.expectGenerationSQL, [.int(record.id), .int(generation)])
+            generations[record.id] = generation
+            namespaces[name] = record
+            return record
+        }
+        let rows = try channel.query(
+            "SELECT id, name, name_kind, generation FROM namespace WHERE name = $1", [.bytes(name.octets)])
         guard let row = rows.first else { return nil }
         let record = NamespaceRecord(id: try row.int64(0), name: try row.identifier(1, kind: 2))
+        let generation = try row.int64(3)
         namespaces[name] = record
+        generations[record.id] = generation
+        catalog?.remember(record, generation: generation)
         return record
     }
 
@@ -222,6 +247,8 @@ final class PostgresSession: StorageSession {
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
         writeCount += 1
         latestAttempts.removeAll()
+        catalog?.forget(namespace: namespace.id)
+        generations[namespace.id] = nil
         // The specs go first and say which they were: counter changes this transaction made to them (an earlier
         // operation of the batch, the expiry sweep) must not be written back to rows that no longer exist.
         let goneSpecs = try channel.query(
@@ -290,7 +317,9 @@ final class PostgresSession: StorageSession {
             specNames[namespace, default: [:]][PrefetchKey(spec.name)] = spec.id
             ids.append(spec.id)
             readyTops[spec.id] = .some(try row.optionalDouble(14))
-            readGenerations[namespace] = UInt64(bitPattern: try row.int64(15))
+            let generation = try row.int64(15)
+            readGenerations[namespace] = UInt64(bitPattern: generation)
+            if generations[namespace] == generation { catalog?.remember(spec, generation: generation) }
         }
         namespaceSpecs[namespace] = ids
         return ids.compactMap { specRows[$0]?.spec }
@@ -304,6 +333,8 @@ final class PostgresSession: StorageSession {
 
     private func bumpGeneration(_ namespace: Int64) throws {
         writeCount += 1
+        catalog?.forget(namespace: namespace)
+        generations[namespace] = nil
         try channel.query("UPDATE namespace SET generation = generation + 1 WHERE id = $1", [.int(namespace)])
     }
 
@@ -314,6 +345,10 @@ final class PostgresSession: StorageSession {
         if let id = specNames[namespace]?[PrefetchKey(name)], let known = specRows[id]?.spec, known.name == name {
             return known
         }
+        let generation = generations[namespace]
+        if let generation, let cached = catalog?.spec(namespace: namespace, named: name, generation: generation) {
+            return cached
+        }
         let rows = try channel.query(
             "\(Self.specSelect) WHERE s.namespace_id = $1 AND s.name = $2",
             [.int(namespace), .bytes(name.octets)])
@@ -321,6 +356,7 @@ final class PostgresSession: StorageSession {
         let (spec, counts) = try readSpec(row)
         specRows[spec.id] = (spec, counts)
         specNames[namespace, default: [:]][PrefetchKey(name)] = spec.id
+        if let generation { catalog?.remember(spec, generation: generation) }
         return spec
     }
 

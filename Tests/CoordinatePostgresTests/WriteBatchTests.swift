@@ -124,3 +124,69 @@ struct WriteBatchTests {
         await backend.close()
     }
 }
+
+/// Namespace and spec rows kept across transactions (``CatalogCache``) never let a daemon act on a row another
+/// daemon has changed.
+@Suite("PostgreSQL catalog cache", .enabled(if: TestPostgres.available))
+struct CatalogCacheTests {
+    let namespace = Identifier(text: "cache")
+    let spec = Identifier(bytes: "s")
+
+    private func backends() async throws -> (Engine, PostgresBackend, Engine) {
+        var logger = Logger(label: "catalog-cache-test")
+        logger.logLevel = .critical
+        let url = try PostgresURL(try TestPostgres.url())
+        let schema = TestPostgres.freshSchema()
+        let first = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
+        try await first.initialize(now: { 0 })
+        let second = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
+        try await second.initialize(now: { 0 })
+        return (Engine(backend: first), first, Engine(backend: second))
+    }
+
+    private func specData(_ extra: Int64) -> CBORMap {
+        CBORMap([(.bytes("name"), .bytes("s")), (.bytes("extra"), .unsigned(UInt64(extra)))])
+    }
+
+    @Test("a spec or namespace changed through another daemon is read afresh, not taken from the cache")
+    func staleRowsAreNotUsed() async throws {
+        let (cached, cachedBackend, other) = try await backends()
+        let (namespace, spec) = (self.namespace, self.spec)
+        let first = specData(1)
+        try await other.perform(.write) { tx in _ = try tx.setWorkSpec(namespace: namespace, data: first) }
+        // Twice: the first reads the rows and keeps them, the second finds them kept.
+        for _ in 0..<2 {
+            let data = try await cached.perform(.read) { tx in try tx.spec(namespace: namespace, named: spec)?.data }
+            #expect(data?.decoded() == .map(first))
+        }
+        #expect(cachedBackend.catalog.namespace(named: namespace) != nil)
+
+        let second = specData(2)
+        try await other.perform(.write) { tx in _ = try tx.setWorkSpec(namespace: namespace, data: second) }
+        let seen = try await cached.perform(.read) { tx in try tx.spec(namespace: namespace, named: spec)?.data }
+        #expect(seen?.decoded() == .map(second))
+        #expect(cachedBackend.batchStatistics.staleCatalogRetries == 1)
+
+        // The namespace itself goes and comes back under a new id: units added through the cached daemon land
+        // in the new one.
+        _ = try await cached.perform(.read) { tx in try tx.spec(namespace: namespace, named: spec) }
+        let third = specData(3)
+        try await other.perform(.write) { tx in
+            _ = try tx.deleteNamespace(namespace, keepRecord: false)
+            _ = try tx.setWorkSpec(namespace: namespace, data: third)
+        }
+        let outcome = try await cached.perform(.write) { tx in
+            try tx.addWorkUnits(
+                namespace: namespace, spec: spec,
+                items: .success([UnitItem(key: Identifier(bytes: "k"), data: .emptyMap)]), itemCount: 1)
+        }
+        #expect(outcome == .added(created: 1, reset: 0))
+        let keys = try await other.perform(.read) { tx in
+            try tx.workUnits(namespace: namespace, spec: spec, buckets: nil, start: nil, limit: 10)?.map(\.key)
+        }
+        #expect(keys == [Identifier(bytes: "k")])
+        #expect(cachedBackend.batchStatistics.staleCatalogRetries == 2)
+        await cachedBackend.close()
+        await other.backend.close()
+    }
+}
