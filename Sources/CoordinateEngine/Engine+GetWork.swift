@@ -67,7 +67,9 @@ extension EngineTransaction {
             guard let pick else { return [] }
             // Re-validate the choice on the spec's current state under its grant lock: another daemon sharing the
             // database may have granted, paused or changed it since the inputs were read (storage.md §4.3).
-            guard let (locked, counts) = try session.lockSpecForGrant(specs[pick]) else { continue }
+            guard let (locked, counts) = try session.lockSpecForGrant(specs[pick], expecting: request.count) else {
+                continue
+            }
             var spec = locked
             let fields = spec.effective
             let input = SchedulerInput(

@@ -224,7 +224,9 @@ public protocol StorageSession: AnyObject {
 
     /// Called before a grant from `spec`: locks the spec against concurrent grants by other daemons and returns
     /// its current record and counts (nil if it was deleted meanwhile), so limits are re-checked on fresh data.
-    func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)?
+    /// `count` is how many units the grant asks for at most: a backend with round trips may read that many ready
+    /// units along with the lock, and answer the ``readyUnits(spec:limit:)`` that follows from them.
+    func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)?
 
     /// Serializes lock-service operations on one namespace.
     func serializeLockService(namespace: Int64) throws
@@ -238,7 +240,7 @@ public protocol StorageSession: AnyObject {
 extension StorageSession {
     public var databaseTime: Timestamp? { nil }
 
-    public func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
+    public func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)? {
         (spec, try unitCounts(spec: spec.id))
     }
 

@@ -449,10 +449,12 @@ public final class PostgresBackend: StorageBackend {
             let begin = channel.send(
                 mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
             let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepWithClockSQL) : nil
+            // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
+            let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
             try channel.finish(begin)
             let session: PostgresSession
-            if let sweep {
-                let (time, sweepRows) = try PostgresSession.splitClock(try channel.finish(sweep))
+            if let swept {
+                let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
                 session = PostgresSession(
                     channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog)
             } else {
@@ -467,19 +469,18 @@ public final class PostgresBackend: StorageBackend {
                 committing = true
                 let started = ContinuousClock.now
                 let commit = channel.send("COMMIT")
+                // The COMMIT's answer comes last: once it is in, so are the others (one wake-up for all).
+                let committed = Result { try channel.finish(commit) }
                 do {
                     try channel.finishDeferred()
                     for pending in counters { try channel.finish(pending) }
                 } catch {
-                    // A server error means the transaction aborted and the COMMIT cannot have applied it; a lost
-                    // connection leaves the COMMIT's fate unknown.
-                    if !isConnectionFailure(error) {
-                        committing = false
-                        _ = try? channel.finish(commit)
-                    }
+                    // A server error means the transaction aborted and the COMMIT cannot have applied it (the
+                    // server answers it with a rollback); a lost connection leaves the COMMIT's fate unknown.
+                    if !isConnectionFailure(error) { committing = false }
                     throw error
                 }
-                try channel.finish(commit)
+                _ = try committed.get()
                 observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
             } else {
                 try channel.finishDeferred()

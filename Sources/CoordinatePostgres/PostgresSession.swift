@@ -178,6 +178,7 @@ final class PostgresSession: StorageSession {
         prefetched.removeAll()
         latestAttempts.removeAll()
         reservedAttemptIDs.removeAll()
+        readAhead = nil
         var rows: [SQLRow] = []
         if let answered = sweepRows {
             sweepRows = nil
@@ -374,12 +375,22 @@ final class PostgresSession: StorageSession {
     /// MD3). Grants that count running units or mint (`max_running`, continuous specs) take the row exclusively
     /// and so run one at a time per spec; the others share it — `SKIP LOCKED` on the units already keeps them
     /// from granting a unit twice — and still exclude a concurrent change of the spec (pause, re-set, delete).
-    func lockSpecForGrant(_ spec: SpecRecord) throws -> (SpecRecord, UnitCounts)? {
+    ///
+    /// The shared lock travels with the read of the ready units the grant will take (`count`, capped by
+    /// `max_getwork`), which ``readyUnits(spec:limit:)`` then answers: lock and units in one round trip.
+    func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)? {
         var exclusive = Self.grantNeedsExclusiveLock(spec)
         if !exclusive {
             // One round trip: the counters this reads may predate the lock, which is fine because a spec without
             // `max_running` is not limited by them.
-            let rows = try channel.query("\(Self.specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)])
+            let lock = channel.send("\(Self.specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)])
+            var limit = count
+            if let maxGetwork = spec.effective.maxGetwork { limit = min(limit, Int(clamping: maxGetwork)) }
+            let ready = limit > 0 ? channel.send(Self.readyUnitsSQL(limit: limit), [.int(spec.id)]) : nil
+            // The units' answer comes after the lock's: waiting for it first is one wake-up for both.
+            let readyRows = ready.map { ready in Result { try channel.finish(ready) } }
+            let rows = try channel.finish(lock)
+            if let readyRows { readAhead = (spec.id, limit, try readyUnits(from: readyRows.get())) }
             guard let row = rows.first else { return nil }
             let (fresh, counts) = try readSpec(row)
             specRows[fresh.id] = (fresh, counts)
@@ -650,7 +661,16 @@ final class PostgresSession: StorageSession {
         return counts
     }
 
+    /// Ready units read with the grant lock (``lockSpecForGrant(_:expecting:)``): the spec, how many were asked
+    /// for, and those found.
+    private var readAhead: (spec: Int64, limit: Int, units: [UnitRecord])?
+
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
+        if let ahead = readAhead, ahead.spec == spec {
+            readAhead = nil
+            // Fewer found than asked for means no more were ready: the answer holds for any larger limit too.
+            if limit <= ahead.units.count || ahead.units.count < ahead.limit { return Array(ahead.units.prefix(limit)) }
+        }
         // Rows a concurrent grant holds are skipped rather than waited for: they are about to be granted. The
         // limit is written into the statement: a generic plan assumes a `LIMIT $n` keeps a tenth of the rows, and
         // for a spec holding most of the table it then chose a sequential scan and a sort over an index walk.
@@ -659,12 +679,20 @@ final class PostgresSession: StorageSession {
         // Each row also reserves the id of the attempt that will grant it, so that the attempt's insert need not
         // wait for an answer (``insertAttempt(_:for:)``): a grant is one round trip shorter. A reserved id that is
         // not used (the unit is not granted after all) leaves a gap; ids only ever need to increase.
-        let rows = try channel.query(
-            """
-            SELECT \(Self.unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = 0
-            ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
-            """, [.int(spec)])
-        return try rows.map { row in
+        return try readyUnits(from: channel.query(Self.readyUnitsSQL(limit: limit), [.int(spec)]))
+    }
+
+    /// The best `limit` ready units of spec `$1`, locked, each with the id reserved for the attempt that will
+    /// grant it.
+    static func readyUnitsSQL(limit: Int) -> String {
+        """
+        SELECT \(unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = 0
+        ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
+        """
+    }
+
+    private func readyUnits(from rows: [SQLRow]) throws -> [UnitRecord] {
+        try rows.map { row in
             let unit = try readUnit(row)
             reservedAttemptIDs[unit.id] = try row.int64(Self.unitColumnCount)
             return unit

@@ -107,14 +107,13 @@ final class SQLChannel: @unchecked Sendable {
     func query(_ sql: String, _ values: [SQLValue] = []) throws -> [SQLRow] {
         let pending = send(sql, values)
         if !deferred.isEmpty {
-            // A failed deferred statement aborts the transaction, and this one then fails only with "current
-            // transaction is aborted": report the original failure (it decides retries).
-            do {
-                try finishDeferred()
-            } catch {
-                _ = try? finish(pending)
-                throw error
-            }
+            // Answers come in order, so once this last one is in, every deferred one is too: one wake-up for the
+            // whole round trip instead of one per answer. A failed deferred statement aborts the transaction, and
+            // this one then fails only with "current transaction is aborted": report the original failure (it
+            // decides retries).
+            let answer = Result { try finish(pending) }
+            try finishDeferred()
+            return try answer.get()
         }
         return try finish(pending)
     }
@@ -173,6 +172,8 @@ final class SQLChannel: @unchecked Sendable {
         sendCollectedRows()
         let pending = deferred
         deferred.removeAll()
+        // The last answer settles after all the others: wait for it alone, then read the rest without waiting.
+        if let last = pending.last { _ = try? wait(for: last) }
         var first: (any Error)?
         for future in pending {
             do { try finish(future) } catch { if first == nil { first = error } }
