@@ -317,7 +317,7 @@ public final class PostgresBackend: StorageBackend {
         case .closed: return completion(StorageError.unavailable("closed"))
         }
         guard mode == .write else {
-            threads.submit { _ in completion(self.run(mode, body)) }
+            threads.submit { _ in self.run(mode, body, completion: completion) }
             return
         }
         // Writes that arrive while every runner is busy wait here and then share one transaction: one BEGIN, one
@@ -345,19 +345,19 @@ public final class PostgresBackend: StorageBackend {
             }
             if batch.isEmpty { return }
             if batch.count == 1 {
-                batch[0].completion(run(.write, batch[0].body))
+                run(.write, batch[0].body, completion: batch[0].completion)
                 continue
             }
-            for (operation, error) in zip(batch, runBatch(batch)) { operation.completion(error) }
+            runBatch(batch)
         }
     }
 
-    /// Runs several writes in one transaction, each seeing the ones before it, and returns each one's error or
-    /// nil. An operation's own refusal (an error that is not the database's) is its answer alone, provided it
+    /// Runs several writes in one transaction, each seeing the ones before it, and completes each with its error
+    /// or nil. An operation's own refusal (an error that is not the database's) is its answer alone, provided it
     /// wrote nothing before refusing. Anything else — a refusal after a write, a failed statement, a conflict
     /// with another daemon — undoes the whole batch, which then runs one operation per transaction, so a bad
     /// request never fails its neighbours and each gets exactly the answer it would get alone.
-    private func runBatch(_ batch: [QueuedWrite], afterStaleCatalog: Bool = false) -> [(any Error)?] {
+    private func runBatch(_ batch: [QueuedWrite], afterStaleCatalog: Bool = false) {
         let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
         let outcome = transaction(
             .write,
@@ -378,33 +378,42 @@ public final class PostgresBackend: StorageBackend {
                 $0.batches += 1
                 $0.batchedWrites += batch.count
             }
-            return refusals.withLock { $0 }
+            for (operation, error) in zip(batch, refusals.withLock { $0 }) { operation.completion(error) }
         case .commitUnknown(let error):
-            return Array(repeating: error, count: batch.count)
+            for operation in batch { operation.completion(error) }
         case .failed(_, retry: .now) where !afterStaleCatalog:
             // A cached row had changed: that is no fault of any one write, and the cache is empty now.
-            return runBatch(batch, afterStaleCatalog: true)
+            runBatch(batch, afterStaleCatalog: true)
         case .failed:
             batchCounts.withLock { $0.isolatedBatches += 1 }
-            return batch.map { run(.write, $0.body) }
+            for operation in batch { run(.write, operation.body, completion: operation.completion) }
         }
     }
 
-    /// One operation with its retries; returns the error to report, or nil.
-    private func run(_ mode: AccessMode, _ body: @Sendable (any StorageSession) throws -> Void) -> (any Error)? {
-        var attempt = 0
-        while true {
-            switch transaction(mode, body) {
-            case .committed: return nil
-            case .commitUnknown(let error): return error
-            case .failed(let error, let retry):
-                guard retry != .no else { return error }
-                attempt += 1
-                guard attempt <= Self.maxRetries else { return StorageError.contention }
-                if retry == .now { continue }
-                // Jittered exponential backoff from about 1 ms.
-                let base = min(Double(1 << min(attempt, 8)), 256) * 0.0005
-                Thread.sleep(forTimeInterval: base * Double.random(in: 0.5...1.5))
+    /// One operation with its retries; completes with the error to report, or nil.
+    ///
+    /// A conflict with another daemon is retried after a jittered pause from about 1 ms, doubling each time. The
+    /// pause is a timer, not a sleeping thread: the pool thread goes on with other work meanwhile, and the retry
+    /// comes back to the pool when the timer fires.
+    private func run(
+        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void, attempt: Int = 0,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        switch transaction(mode, body) {
+        case .committed: completion(nil)
+        case .commitUnknown(let error): completion(error)
+        case .failed(let error, let retry):
+            guard retry != .no else { return completion(error) }
+            guard attempt < Self.maxRetries else { return completion(StorageError.contention) }
+            if retry == .now { return run(mode, body, attempt: attempt + 1, completion: completion) }
+            let base = min(Double(1 << min(attempt + 1, 8)), 256) * 0.0005
+            let pause = TimeAmount.nanoseconds(Int64(base * Double.random(in: 0.5...1.5) * 1e9))
+            MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: pause) {
+                self.threads.submit { state in
+                    // The backend closed during the pause.
+                    guard state == .active else { return completion(StorageError.unavailable("closed")) }
+                    self.run(mode, body, attempt: attempt + 1, completion: completion)
+                }
             }
         }
     }
