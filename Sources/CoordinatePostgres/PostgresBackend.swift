@@ -290,6 +290,8 @@ public final class PostgresBackend: StorageBackend {
         public var isolatedBatches = 0
         /// Transactions undone because a cached namespace or spec row had changed (``CatalogCache``).
         public var staleCatalogRetries = 0
+        /// Transactions retried after a conflict with another transaction (a unique key, a deadlock).
+        public var conflictRetries = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
@@ -406,6 +408,7 @@ public final class PostgresBackend: StorageBackend {
             guard retry != .no else { return completion(error) }
             guard attempt < Self.maxRetries else { return completion(StorageError.contention) }
             if retry == .now { return run(mode, body, attempt: attempt + 1, completion: completion) }
+            batchCounts.withLock { $0.conflictRetries += 1 }
             let base = min(Double(1 << min(attempt + 1, 8)), 256) * 0.0005
             let pause = TimeAmount.nanoseconds(Int64(base * Double.random(in: 0.5...1.5) * 1e9))
             MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: pause) {

@@ -783,7 +783,9 @@ final class PostgresSession: StorageSession {
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
-        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map { try readAttempt($0) }
+        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map {
+            try readAttempt($0)
+        }
     }
 
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {

@@ -1,6 +1,8 @@
 import CBOR
 import CoordinateEngine
 import Logging
+import NIOPosix
+import PostgresNIO
 import Synchronization
 import TestSupport
 import Testing
@@ -188,5 +190,62 @@ struct CatalogCacheTests {
         #expect(cachedBackend.batchStatistics.staleCatalogRetries == 2)
         await cachedBackend.close()
         await other.backend.close()
+    }
+}
+
+/// A transaction that meets a conflict with another one is retried after a pause, without a pool thread
+/// sleeping through it.
+@Suite("PostgreSQL conflict retries", .enabled(if: TestPostgres.available))
+struct ConflictRetryTests {
+    @Test("a unit another transaction inserted first is found on the retry and reset, not reported as an error")
+    func uniqueKeyRaceIsRetried() async throws {
+        var logger = Logger(label: "conflict-retry-test")
+        logger.logLevel = .critical
+        let url = try PostgresURL(try TestPostgres.url())
+        let schema = TestPostgres.freshSchema()
+        let backend = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
+        try await backend.initialize(now: { 0 })
+        let engine = Engine(backend: backend)
+        let (namespace, spec) = (Identifier(text: ""), Identifier(bytes: "race"))
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("race"))]))
+        }
+
+        // Another transaction inserts the key and stays open: the engine's insert of the same key waits for it,
+        // then fails on the unique key when it commits.
+        let other = try await PostgresConnection.connect(
+            on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: 99,
+            logger: logger)
+        // postgres-nio requires a connection to be closed before it goes, whatever happens in between.
+        try await withCleanup {
+            _ = try await other.query(PostgresQuery(unsafeSQL: "SET search_path TO \"\(schema)\""), logger: logger)
+            _ = try await other.query("BEGIN", logger: logger)
+            _ = try await other.query(
+                """
+                INSERT INTO work_unit (spec_id, key, key_kind, data, priority, state, bucket, attempt_count,
+                    retry_count_base) SELECT id, '\\x6b'::bytea, false, '\\xa0'::bytea, 0, 1, 0, 0, 0 FROM work_spec
+                """, logger: logger)
+            let adding = Task {
+                try await engine.perform(.write) { tx in
+                    try tx.addWorkUnits(
+                        namespace: namespace, spec: spec,
+                        items: .success([UnitItem(key: Identifier(bytes: "k"), data: .emptyMap)]), itemCount: 1)
+                }
+            }
+            let waited = try await eventually {
+                let rows = try await other.query(
+                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+                    logger: logger)
+                for try await count in rows.decode(Int64.self) { return count == 1 }
+                return false
+            }
+            #expect(waited, "the engine's insert waits for the open transaction")
+            _ = try await other.query("COMMIT", logger: logger)
+            #expect(try await adding.value == .added(created: 0, reset: 1))
+            #expect(backend.batchStatistics.conflictRetries >= 1)
+        } cleanup: {
+            try? await other.close()
+        }
+        await backend.close()
     }
 }
