@@ -84,32 +84,50 @@ extension EngineTransaction {
     /// Adds an item to `spec`, or resets the existing unit with its key (semantics.md §6.2). Returns true when a
     /// new unit was created.
     @discardableResult
-    mutating func add(
-        _ item: UnitItem, explicitPriority: Bool, to spec: SpecRecord, namespace: NamespaceRecord
-    ) throws
-        -> Bool
-    {
-        let notBefore: Timestamp? =
-            if let delay = item.delay, delay > 0 { now &+ Time.duration(seconds: delay) } else { item.notBefore }
-        if var unit = try session.unit(spec: spec.id, key: item.key) {
+    mutating func add(_ item: UnitItem, to spec: SpecRecord, namespace: NamespaceRecord) throws -> Bool {
+        try add([item], to: spec, namespace: namespace) == 1
+    }
+
+    /// Adds items to `spec`, resetting the existing units with their keys (semantics.md §6.2); of
+    /// identifier-equal keys only the last item counts. Returns how many units were created.
+    ///
+    /// The new units go to the storage in one call (``StorageSession/insertUnitsIfAbsent(_:)``), which answers
+    /// the units that were there already; those are then reset one by one.
+    mutating func add(_ items: [UnitItem], to spec: SpecRecord, namespace: NamespaceRecord) throws -> Int {
+        var seen = Set<Identifier>()
+        var lastItems: [UnitItem] = []
+        for item in items.reversed() where seen.insert(item.key).inserted { lastItems.append(item) }
+        lastItems.reverse()
+        let existing = try session.insertUnitsIfAbsent(
+            lastItems.map { item in
+                UnitRecord(
+                    specID: spec.id, key: item.key, data: item.data, priority: item.priority ?? 0,
+                    notBefore: notBefore(of: item))
+            })
+        guard !existing.isEmpty else { return lastItems.count }
+        // Stored keys are unique by their octets, whatever their string kind.
+        var itemsByKey: [[UInt8]: UnitItem] = [:]
+        for item in lastItems { itemsByKey[item.key.octets] = item }
+        for var unit in existing {
+            guard let item = itemsByKey[unit.key.octets] else { continue }
             if unit.state == .pending {
                 try endPendingAttempt(of: unit, as: .retryable, data: item.data, namespace: namespace, spec: spec)
             }
             unit.state = .available
             unit.leaseDeadline = nil
             unit.data = item.data
-            if explicitPriority, let priority = item.priority { unit.priority = priority }
-            unit.notBefore = notBefore
+            if let priority = item.priority { unit.priority = priority }
+            unit.notBefore = notBefore(of: item)
             unit.completionTime = nil
             unit.retryCountBase = unit.attemptCount
             try session.updateUnit(unit)
-            return false
         }
-        try session.insertUnitWithoutID(
-            UnitRecord(
-                specID: spec.id, key: item.key, data: item.data, priority: explicitPriority ? item.priority ?? 0 : 0,
-                notBefore: notBefore))
-        return true
+        return lastItems.count - existing.count
+    }
+
+    /// When an added item becomes ready: after its positive delay, else at its absolute not-before time.
+    private func notBefore(of item: UnitItem) -> Timestamp? {
+        if let delay = item.delay, delay > 0 { now &+ Time.duration(seconds: delay) } else { item.notBefore }
     }
 
     /// Marks `unit` FINISHED now and runs chaining (semantics.md §6.5). The caller has already ended or
@@ -167,7 +185,7 @@ extension EngineTransaction {
         default:
             return
         }
-        for item in items { try add(item, explicitPriority: true, to: successor, namespace: namespace) }
+        _ = try add(items, to: successor, namespace: namespace)
     }
 
     /// Builds one chained item, or nil when the element is malformed and must be skipped.

@@ -173,7 +173,7 @@ extension EngineTransaction {
         -> Bool?
     {
         guard let (namespace, spec) = try specAndNamespace(name, specName) else { return nil }
-        return try add(item, explicitPriority: item.priority != nil, to: spec, namespace: namespace)
+        return try add(item, to: spec, namespace: namespace)
     }
 
     /// A unit `PUT` (rest-api.md §3.3); false when the unit does not exist.

@@ -79,16 +79,9 @@ extension EngineTransaction {
             throw EngineError.tooManyUnits(count: itemCount, limit: limit)
         }
         let all = try items.get()
-        // Identifier-equal keys within one call: only the last item counts.
-        var seen = Set<Identifier>()
-        var lastItems: [UnitItem] = []
-        for item in all.reversed() where seen.insert(item.key).inserted { lastItems.append(item) }
-        var created = 0
-        try session.prefetchUnits(spec: spec.id, keys: lastItems.map(\.key))
-        for item in lastItems.reversed() {
-            if try add(item, explicitPriority: item.priority != nil, to: spec, namespace: namespace) { created += 1 }
-        }
-        return .added(created: created, reset: lastItems.count - created)
+        let distinct = Set(all.map(\.key)).count
+        let created = try add(all, to: spec, namespace: namespace)
+        return .added(created: created, reset: distinct - created)
     }
 
     // MARK: counts and listings

@@ -150,12 +150,10 @@ public protocol StorageSession: AnyObject {
     /// Inserts a new unit (its bucket follows from its fields at the last materialized instant) and returns it
     /// with its id.
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord
-    /// Inserts a new unit whose id the caller does not need. A backend with round trips may send it without
-    /// waiting; an error then surfaces at a later operation of the transaction or at its commit.
-    func insertUnitWithoutID(_ unit: UnitRecord) throws
-    /// Tells the session that `unit(spec:key:)` is about to be asked once for each of `keys` (a bulk add), so a
-    /// backend with round trips can read them all at once.
-    func prefetchUnits(spec: Int64, keys: [Identifier]) throws
+    /// Inserts each of `units` (new units, all of one spec, distinct keys) whose key is not taken yet, and
+    /// returns the stored units whose keys were taken, in any order. A backend with round trips may do this in a
+    /// few statements for any number of units.
+    func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord]
     /// Replaces the stored unit with the same id, moving it between buckets and indexes as needed. A PENDING
     /// unit whose deadline is already before the materialized instant expires at once: its pending attempt
     /// becomes `expired` and the unit AVAILABLE (a renewal with a non-positive lease).
@@ -246,9 +244,17 @@ extension StorageSession {
 
     public func serializeLockService(namespace: Int64) throws {}
 
-    public func insertUnitWithoutID(_ unit: UnitRecord) throws { _ = try insertUnit(unit) }
-
-    public func prefetchUnits(spec: Int64, keys: [Identifier]) throws {}
+    public func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
+        var existing: [UnitRecord] = []
+        for unit in units {
+            if let stored = try self.unit(spec: unit.specID, key: unit.key) {
+                existing.append(stored)
+            } else {
+                _ = try insertUnit(unit)
+            }
+        }
+        return existing
+    }
 
     /// A backend that keeps values in memory as the engine made them finds no damage.
     public func takeDamage() -> [StoredDamage] { [] }

@@ -502,7 +502,7 @@ public final class PostgresBackend: StorageBackend {
             return .committed
         } catch {
             if committing, isConnectionFailure(error) {
-                channel.discardCollectedRows()
+                channel.discardUnsent()
                 discard(channel)
                 return .commitUnknown(StorageError.unavailable("commit outcome unknown"))
             }
@@ -529,7 +529,7 @@ public final class PostgresBackend: StorageBackend {
     /// itself failed) and gives the error to report — `storage unavailable` for the database's failures, the
     /// error itself for engine refusals.
     func release(_ channel: SQLChannel, after error: any Error) -> any Error {
-        channel.discardCollectedRows()
+        channel.discardUnsent()
         _ = try? channel.finishDeferred()
         if isConnectionFailure(error) {
             // The connection itself failed, or the server ended it.

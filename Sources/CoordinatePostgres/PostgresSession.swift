@@ -30,8 +30,6 @@ final class PostgresSession: StorageSession {
     /// Writes this session has made (statements that change rows other than the expiry sweep's), so that a
     /// batch of operations sharing the transaction can tell whether a refusing operation left anything behind.
     private(set) var writeCount = 0
-    /// Units read ahead for a bulk add, by spec and key (nil: no such unit).
-    private var prefetched: [Int64: [PrefetchKey: UnitRecord?]] = [:]
 
     /// - Parameter sweepRows: the answer of ``sweepWithClockSQL`` run at the start of this transaction (only when
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
@@ -175,7 +173,6 @@ final class PostgresSession: StorageSession {
         namespaceSpecs.removeAll()
         readyTops.removeAll()
         readGenerations.removeAll()
-        prefetched.removeAll()
         latestAttempts.removeAll()
         reservedAttemptIDs.removeAll()
         readAhead = nil
@@ -389,7 +386,7 @@ final class PostgresSession: StorageSession {
             let ready = limit > 0 ? channel.send(Self.readyUnitsSQL(limit: limit), [.int(spec.id)]) : nil
             // The units' answer comes after the lock's: waiting for it first is one wake-up for both.
             let readyRows = ready.map { ready in Result { try channel.finish(ready) } }
-            let rows = try channel.finish(lock)
+            let rows = try channel.finishAfterDeferred(lock)
             if let readyRows { readAhead = (spec.id, limit, try readyUnits(from: readyRows.get())) }
             guard let row = rows.first else { return nil }
             let (fresh, counts) = try readSpec(row)
@@ -492,7 +489,6 @@ final class PostgresSession: StorageSession {
     }
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
-        if let found = prefetched[spec]?.removeValue(forKey: PrefetchKey(key)) { return found }
         guard let row = try channel.query(Self.unitWithLatestAttemptSQL, [.int(spec), .bytes(key.octets)]).first else {
             return nil
         }
@@ -516,19 +512,53 @@ final class PostgresSession: StorageSession {
     /// this session's attempt writes and forgotten when units are deleted.
     private var latestAttempts: [Int64: AttemptRecord] = [:]
 
-    /// Reads the units of `keys` in a few statements; each key's answer (a unit or nil) is used once.
-    func prefetchUnits(spec: Int64, keys: [Identifier]) throws {
-        guard keys.count > 1 else { return }
-        var answers: [PrefetchKey: UnitRecord?] = [:]
-        for key in keys { answers[PrefetchKey(key)] = .some(nil) }
-        let chunk = 1000
+    /// Inserts the units in statements of up to ``SQLChannel/maxRowsPerStatement`` rows that skip taken keys and
+    /// answer the keys they inserted; the others are then read in statements of as many keys. Each statement
+    /// goes out as soon as it is built, so the server works on one while the next is built.
+    ///
+    /// Inserting first and reading only the keys that were taken is what makes a bulk add of new units one
+    /// pass over the index instead of two: reading every key first cost as much as the insert itself.
+    func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
+        guard let spec = units.first?.specID else { return [] }
+        writeCount += 1
+        readyTops.removeAll()
+        var buckets: [[UInt8]: UnitBucket] = [:]
+        buckets.reserveCapacity(units.count)
+        var sent: [SQLChannel.Pending] = []
+        let chunk = SQLChannel.maxRowsPerStatement
+        for start in stride(from: 0, to: units.count, by: chunk) {
+            let rows = units[start..<min(start + chunk, units.count)].map { unit -> [SQLValue] in
+                let (bucket, time) = placement(unit)
+                buckets[unit.key.octets] = bucket
+                return [
+                    .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
+                    .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
+                    .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
+                    .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
+                ]
+            }
+            sent.append(
+                channel.send(Self.insertUnitsIfAbsentSQL, rows[0].indices.map { SQLValue.column($0, of: rows) }))
+            channel.flush()
+        }
+        var taken = Set(buckets.keys)
+        for (index, pending) in sent.enumerated() {
+            let rows = index == 0 ? try channel.finishAfterDeferred(pending) : try channel.finish(pending)
+            for row in rows {
+                let key = try row.bytes(0)
+                taken.remove(key)
+                adjust(spec, buckets[key] ?? .ready, by: 1)
+            }
+        }
+        guard !taken.isEmpty else { return [] }
+        let keys = Array(taken)
+        var existing: [UnitRecord] = []
         for start in stride(from: 0, to: keys.count, by: chunk) {
             let slice = keys[start..<min(start + chunk, keys.count)]
-            let found = try units(
-                Self.unitsByKeySQL, [.int(spec), .array(slice.map { .bytes($0.octets) }, element: .bytes(nil))])
-            for unit in found { answers[PrefetchKey(unit.key)] = .some(unit) }
+            existing += try self.units(
+                Self.unitsByKeySQL, [.int(spec), .array(slice.map { .bytes($0) }, element: .bytes(nil))])
         }
-        prefetched[spec, default: [:]].merge(answers) { $1 }
+        return existing
     }
 
     /// The units of a spec with the keys in the array `$2`, one unique-index lookup per key.
@@ -543,22 +573,6 @@ final class PostgresSession: StorageSession {
         CROSS JOIN LATERAL (SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND key = k.key) u
         """
 
-    /// Adds the unit to a multi-row insert sent without waiting (a bulk add is a few statements of 1 000 rows).
-    func insertUnitWithoutID(_ unit: UnitRecord) throws {
-        writeCount += 1
-        readyTops.removeAll()
-        let (bucket, time) = placement(unit)
-        channel.appendRow(
-            Self.insertUnitsSQL,
-            [
-                .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
-                .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
-                .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
-            ])
-        adjust(unit.specID, bucket, by: 1)
-    }
-
     static let unitInsertColumns = """
         work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id,
             attempt_count, retry_count_base, data_crc)
@@ -566,9 +580,11 @@ final class PostgresSession: StorageSession {
     static let insertUnitSQL = """
         INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id
         """
-    /// ``insertUnitSQL`` for many rows: each parameter is the array of one column (``SQLChannel/appendRow(_:_:)``).
-    static let insertUnitsSQL = """
+    /// ``insertUnitSQL`` for many rows (each parameter is the array of one column) that skips the keys already
+    /// taken and answers those it inserted.
+    static let insertUnitsIfAbsentSQL = """
         INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        ON CONFLICT (spec_id, key) DO NOTHING RETURNING key
         """
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {

@@ -13,7 +13,7 @@ enum SQLValue {
     case bytes([UInt8]?)
     case text(String?)
     /// A one-dimensional array of values of one type (a column of a multi-row statement, see
-    /// ``SQLChannel/appendRow(_:_:)``).
+    /// ``SQLChannel/maxRowsPerStatement``).
     indirect case array([SQLValue], element: SQLValue)
 
     /// The column `index` of `rows` as an array parameter; every row has a value of the same case there.
@@ -105,17 +105,19 @@ final class SQLChannel: @unchecked Sendable {
     /// Runs a statement with `$n` parameters and returns every row.
     @discardableResult
     func query(_ sql: String, _ values: [SQLValue] = []) throws -> [SQLRow] {
-        let pending = send(sql, values)
-        if !deferred.isEmpty {
-            // Answers come in order, so once this last one is in, every deferred one is too: one wake-up for the
-            // whole round trip instead of one per answer. A failed deferred statement aborts the transaction, and
-            // this one then fails only with "current transaction is aborted": report the original failure (it
-            // decides retries).
-            let answer = Result { try finish(pending) }
-            try finishDeferred()
-            return try answer.get()
-        }
-        return try finish(pending)
+        try finishAfterDeferred(send(sql, values))
+    }
+
+    /// Waits for a statement sent with ``send(_:_:)`` after the deferred ones still outstanding, and for them.
+    ///
+    /// Answers come in order, so once this one is in, every deferred one is too: one wake-up for the whole round
+    /// trip instead of one per answer. A failed deferred statement aborts the transaction, and this one then
+    /// fails only with "current transaction is aborted": the original failure is reported (it decides retries).
+    func finishAfterDeferred(_ pending: Pending) throws -> [SQLRow] {
+        guard !deferred.isEmpty else { return try finish(pending) }
+        let answer = Result { try finish(pending) }
+        try finishDeferred()
+        return try answer.get()
     }
 
     /// Statements sent without waiting whose answers are checked later (at the next `query`, or by
@@ -128,40 +130,15 @@ final class SQLChannel: @unchecked Sendable {
         if deferred.count >= 512 { try finishDeferred() }
     }
 
-    /// The multi-row statement being collected by ``appendRow(_:_:)``.
-    private var collecting: (sql: String, rows: [[SQLValue]])?
-
-    /// Rows per multi-row statement: large enough that a bulk add is a handful of statements, small enough
-    /// that one statement's parameters stay well below the protocol's limits.
+    /// Rows per multi-row statement (each parameter the array of one column, unnested by the statement): large
+    /// enough that a bulk add is a handful of statements, small enough that one statement's parameters stay well
+    /// below the protocol's limits. One statement of 1 000 rows costs the server far less than 1 000 statements
+    /// of one row (one execution, one round of parameter parsing).
     static let maxRowsPerStatement = 1000
 
-    /// Adds a row to a multi-row statement in which `$n` is the array of every row's n-th value (for example
-    /// `INSERT … SELECT * FROM unnest($1, $2)`); the statement is deferred like ``sendDeferred(_:_:)``.
-    ///
-    /// Rows are collected until `maxRowsPerStatement` or until any other statement is sent, which sends the
-    /// collected ones first: statements still reach the server in the order they were made, so a later read
-    /// in the same transaction sees the rows. One statement of 1 000 rows costs the server far less than
-    /// 1 000 statements of one row (one execution, one round of parameter parsing).
-    func appendRow(_ sql: String, _ row: [SQLValue]) {
-        if let current = collecting, current.sql != sql { sendCollectedRows() }
-        if collecting == nil {
-            collecting = (sql, [])
-            collecting!.rows.reserveCapacity(Self.maxRowsPerStatement)
-        }
-        collecting!.rows.append(row)
-        if collecting!.rows.count >= Self.maxRowsPerStatement { sendCollectedRows() }
-    }
-
-    private func sendCollectedRows() {
-        guard let (sql, rows) = collecting, !rows.isEmpty else { return }
-        collecting = nil
-        deferred.append(sendNow(sql, (0..<rows[0].count).map { SQLValue.column($0, of: rows) }))
-    }
-
-    /// Drops rows and statements not yet sent (the transaction is being rolled back); whoever still waits for
-    /// one of those statements learns that it never ran.
-    func discardCollectedRows() {
-        collecting = nil
+    /// Drops statements not yet sent (the transaction is being rolled back); whoever still waits for one of
+    /// them learns that it never ran.
+    func discardUnsent() {
         let dropped = unsubmitted
         unsubmitted.removeAll()
         for statement in dropped { statement.answer.settle(.failure(SQLChannelError.notSent)) }
@@ -169,7 +146,6 @@ final class SQLChannel: @unchecked Sendable {
 
     /// Waits for every deferred statement, throwing the first failure.
     func finishDeferred() throws {
-        sendCollectedRows()
         let pending = deferred
         deferred.removeAll()
         // The last answer settles after all the others: wait for it alone, then read the rest without waiting.
@@ -190,11 +166,6 @@ final class SQLChannel: @unchecked Sendable {
     /// cycle. Parameters are prepared with explicit types (see ``typed(_:_:)``) so that the binary values sent
     /// match what the server expects.
     func send(_ sql: String, _ values: [SQLValue] = []) -> Pending {
-        sendCollectedRows()
-        return sendNow(sql, values)
-    }
-
-    private func sendNow(_ sql: String, _ values: [SQLValue]) -> Pending {
         let signature = values.map(\.typeName).joined(separator: ",")
         let key = signature + "|" + sql
         let answer = Pending()
@@ -244,7 +215,7 @@ final class SQLChannel: @unchecked Sendable {
     private var unsubmitted: [(answer: Pending, start: @Sendable () -> EventLoopFuture<[PostgresRow]>)] = []
 
     /// Hands every collected statement to the event loop in one task (one thread wake-up for all of them).
-    private func flush() {
+    func flush() {
         guard !unsubmitted.isEmpty else { return }
         let batch = unsubmitted
         unsubmitted.removeAll(keepingCapacity: true)
@@ -298,7 +269,6 @@ final class SQLChannel: @unchecked Sendable {
     /// the extended protocol too: one statement per call). Used for transaction control and DDL, which are not
     /// worth preparing.
     func simple(_ sql: String) throws {
-        sendCollectedRows()
         flush()
         _ = try wait(connection.simpleQuery(sql))
     }

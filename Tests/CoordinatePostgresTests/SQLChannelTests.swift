@@ -71,22 +71,25 @@ struct SQLChannelTests {
     }
 
     @Test(
-        "collected rows become multi-row statements, sent before anything else, nulls included",
+        "deferred statements travel in order with the next one; unsent ones never run; a deferred failure is reported",
         .enabled(if: TestPostgres.available))
-    func multiRowStatements() throws {
+    func deferredStatements() throws {
         try withChannel { channel in
             try channel.simple("CREATE TEMPORARY TABLE rows_test (n int8, b bytea, f bool, s int2)")
             let insert = "INSERT INTO rows_test SELECT * FROM unnest($1, $2, $3, $4)"
+            func columns(_ rows: [[SQLValue]]) -> [SQLValue] { rows[0].indices.map { SQLValue.column($0, of: rows) } }
             let total = SQLChannel.maxRowsPerStatement * 2 + 5
+            var rows: [[SQLValue]] = []
             for n in 0..<total {
-                channel.appendRow(
-                    insert,
-                    [
-                        .int(Int64(n)), .bytes(n % 7 == 0 ? nil : [UInt8(n % 256)]), .bool(n % 2 == 0),
-                        .int16(Int16(n % 3)),
-                    ])
+                let octets: [UInt8]? = n % 7 == 0 ? nil : [UInt8(n % 256)]
+                let row: [SQLValue] = [.int(Int64(n)), .bytes(octets), .bool(n % 2 == 0), .int16(Int16(n % 3))]
+                rows.append(row)
             }
-            // The read is sent after the last five collected rows: it sees every row.
+            for start in stride(from: 0, to: total, by: SQLChannel.maxRowsPerStatement) {
+                try channel.sendDeferred(
+                    insert, columns(Array(rows[start..<min(start + SQLChannel.maxRowsPerStatement, total)])))
+            }
+            // The read travels behind the deferred inserts: it sees every row.
             let counted = try channel.query("SELECT count(*), count(b), sum(n)::int8, sum(s)::int8 FROM rows_test")
             let row = try #require(counted.first)
             #expect(try row.int64(0) == Int64(total))
@@ -96,20 +99,23 @@ struct SQLChannelTests {
             let sample = try #require(try channel.query("SELECT b, f FROM rows_test WHERE n = 1002").first)
             #expect(try sample.bytes(0) == [UInt8(1002 % 256)])
             #expect(try sample.bool(1))
-            // Discarded rows are never sent.
-            channel.appendRow(insert, [.int(-1), .bytes(nil), .bool(true), .int16(0)])
-            channel.discardCollectedRows()
-            try channel.finishDeferred()
+            // Statements dropped before they were sent never run, and say so.
+            try channel.sendDeferred(insert, columns([[.int(-1), .bytes(nil), .bool(true), .int16(0)]]))
+            channel.discardUnsent()
+            #expect(throws: SQLChannelError.notSent) { try channel.finishDeferred() }
             #expect(try channel.query("SELECT count(*) FROM rows_test WHERE n = -1").first?.int64(0) == 0)
-            // A multi-row statement that fails reports the server's error where deferred statements do.
+            // A deferred statement that fails is reported by the query it travelled with, not that query's own
+            // "transaction is aborted".
             try channel.simple("CREATE UNIQUE INDEX rows_test_n ON rows_test (n)")
-            channel.appendRow(insert, [.int(1), .bytes(nil), .bool(nil), .int16(nil)])
+            try channel.simple("BEGIN")
+            try channel.sendDeferred(insert, columns([[.int(1), .bytes(nil), .bool(nil), .int16(nil)]]))
             do {
-                try channel.finishDeferred()
+                _ = try channel.query("SELECT 1")
                 Issue.record("a duplicate row was accepted")
             } catch {
                 #expect(sqlState(error) == "23505", "\(error)")
             }
+            try channel.simple("ROLLBACK")
         }
     }
 

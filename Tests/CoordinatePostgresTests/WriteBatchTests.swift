@@ -197,7 +197,7 @@ struct CatalogCacheTests {
 /// sleeping through it.
 @Suite("PostgreSQL conflict retries", .enabled(if: TestPostgres.available))
 struct ConflictRetryTests {
-    @Test("a unit another transaction inserted first is found on the retry and reset, not reported as an error")
+    @Test("a spec another transaction created first is found on the retry and replaced, not reported as an error")
     func uniqueKeyRaceIsRetried() async throws {
         var logger = Logger(label: "conflict-retry-test")
         logger.logLevel = .critical
@@ -206,13 +206,13 @@ struct ConflictRetryTests {
         let backend = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
         try await backend.initialize(now: { 0 })
         let engine = Engine(backend: backend)
-        let (namespace, spec) = (Identifier(text: ""), Identifier(bytes: "race"))
+        let namespace = Identifier(text: "")
         try await engine.perform(.write) { tx in
-            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("race"))]))
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("first"))]))
         }
 
-        // Another transaction inserts the key and stays open: the engine's insert of the same key waits for it,
-        // then fails on the unique key when it commits.
+        // Another transaction creates the spec and stays open: the engine's insert of the same name waits for it,
+        // then fails on the unique key when it commits, and the retry finds the spec and replaces its data.
         let other = try await PostgresConnection.connect(
             on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: 99,
             logger: logger)
@@ -222,15 +222,12 @@ struct ConflictRetryTests {
             _ = try await other.query("BEGIN", logger: logger)
             _ = try await other.query(
                 """
-                INSERT INTO work_unit (spec_id, key, key_kind, data, priority, state, bucket, attempt_count,
-                    retry_count_base) SELECT id, '\\x6b'::bytea, false, '\\xa0'::bytea, 0, 1, 0, 0, 0 FROM work_spec
+                INSERT INTO work_spec (namespace_id, name, name_kind, data)
+                SELECT id, '\\x72616365'::bytea, false, '\\xa0'::bytea FROM namespace
                 """, logger: logger)
-            let adding = Task {
-                try await engine.perform(.write) { tx in
-                    try tx.addWorkUnits(
-                        namespace: namespace, spec: spec,
-                        items: .success([UnitItem(key: Identifier(bytes: "k"), data: .emptyMap)]), itemCount: 1)
-                }
+            let data = CBORMap([(.bytes("name"), .bytes("race")), (.bytes("x"), .unsigned(1))])
+            let setting = Task {
+                try await engine.perform(.write) { tx in try tx.setWorkSpec(namespace: namespace, data: data) }
             }
             let waited = try await eventually {
                 let rows = try await other.query(
@@ -241,8 +238,12 @@ struct ConflictRetryTests {
             }
             #expect(waited, "the engine's insert waits for the open transaction")
             _ = try await other.query("COMMIT", logger: logger)
-            #expect(try await adding.value == .added(created: 0, reset: 1))
+            #expect(try await setting.value == false, "the spec was there by then: replaced, not created")
             #expect(backend.batchStatistics.conflictRetries >= 1)
+            let stored = try await engine.perform(.read) { tx in
+                try tx.spec(namespace: namespace, named: Identifier(bytes: "race"))?.data.decoded()
+            }
+            #expect(stored == .map(data))
         } cleanup: {
             try? await other.close()
         }
