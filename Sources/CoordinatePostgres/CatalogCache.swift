@@ -2,14 +2,14 @@ import CoordinateEngine
 import Locking
 
 /// Namespace and spec rows kept across transactions, so that an operation on one unit does not read them again
-/// each time (a finish was five round trips, three of them for these rows).
+/// each time (a finish was eight statements, three of them for these rows; postgres-nio runs one statement per
+/// round trip).
 ///
 /// Validity rests on the namespace's generation, which every spec change (creation, update, deletion) raises in
-/// the same transaction (``PostgresSession``): an entry is used only together with a check that the generation
-/// is still the one it was read under. The check travels behind the operation's next statement without being
-/// waited for, and fails the transaction when the generation moved (or the namespace is gone), which is then
-/// retried with the cache dropped (``PostgresSession/staleCatalogState``). Counters are never cached: they change
-/// with every operation.
+/// the same transaction (``PostgresSession``). The expiry sweep every transaction starts with also answers the
+/// current generation of every kept namespace, and a kept row is used only when its generation is still the one
+/// it was read under: a change committed by any daemon before the transaction began is seen, exactly as if the
+/// rows had been read then. Counters are never kept: they change with every operation.
 final class CatalogCache: Sendable {
     private struct Entries {
         var namespaces: [PrefetchKey: (record: NamespaceRecord, generation: Int64)] = [:]
@@ -17,10 +17,19 @@ final class CatalogCache: Sendable {
     }
 
     private let entries = Locked(Entries())
+    private let usedCount = Locked(0)
 
-    /// Namespaces kept at most; beyond it the cache starts again empty (a daemon serving that many namespaces
-    /// at once gains little from it).
-    static let maxNamespaces = 10_000
+    /// How many times a kept namespace row was used instead of read (for tests and diagnostics).
+    var uses: Int { usedCount.withLock { $0 } }
+
+    /// Counts one use of a kept row.
+    func used() {
+        usedCount.withLock { $0 += 1 }
+    }
+
+    /// Namespaces kept at most (every transaction asks for their generations); beyond it, further namespaces are
+    /// read each time.
+    static let maxNamespaces = 64
 
     func namespace(named name: Identifier) -> (record: NamespaceRecord, generation: Int64)? {
         entries.withLock { $0.namespaces[PrefetchKey(name)] }
@@ -28,8 +37,9 @@ final class CatalogCache: Sendable {
 
     func remember(_ namespace: NamespaceRecord, generation: Int64) {
         entries.withLock { entries in
-            if entries.namespaces.count >= Self.maxNamespaces { entries = Entries() }
-            entries.namespaces[PrefetchKey(namespace.name)] = (namespace, generation)
+            let key = PrefetchKey(namespace.name)
+            guard entries.namespaces[key] != nil || entries.namespaces.count < Self.maxNamespaces else { return }
+            entries.namespaces[key] = (namespace, generation)
         }
     }
 
@@ -58,7 +68,8 @@ final class CatalogCache: Sendable {
         }
     }
 
-    func removeAll() {
-        entries.withLock { $0 = Entries() }
+    /// The ids of the kept namespaces.
+    func namespaceIDs() -> [Int64] {
+        entries.withLock { $0.namespaces.values.map(\.record.id) }
     }
 }

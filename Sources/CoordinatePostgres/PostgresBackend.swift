@@ -288,8 +288,6 @@ public final class PostgresBackend: StorageBackend {
         public var batchedWrites = 0
         /// Batches undone and run again one write per transaction (a refusal after a write, a failed statement).
         public var isolatedBatches = 0
-        /// Transactions undone because a cached namespace or spec row had changed (``CatalogCache``).
-        public var staleCatalogRetries = 0
         /// Transactions retried after a conflict with another transaction (a unique key, a deadlock).
         public var conflictRetries = 0
     }
@@ -359,7 +357,7 @@ public final class PostgresBackend: StorageBackend {
     /// wrote nothing before refusing. Anything else — a refusal after a write, a failed statement, a conflict
     /// with another daemon — undoes the whole batch, which then runs one operation per transaction, so a bad
     /// request never fails its neighbours and each gets exactly the answer it would get alone.
-    private func runBatch(_ batch: [QueuedWrite], afterStaleCatalog: Bool = false) {
+    private func runBatch(_ batch: [QueuedWrite]) {
         let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
         let outcome = transaction(
             .write,
@@ -383,9 +381,6 @@ public final class PostgresBackend: StorageBackend {
             for (operation, error) in zip(batch, refusals.withLock { $0 }) { operation.completion(error) }
         case .commitUnknown(let error):
             for operation in batch { operation.completion(error) }
-        case .failed(_, retry: .now) where !afterStaleCatalog:
-            // A cached row had changed: that is no fault of any one write, and the cache is empty now.
-            runBatch(batch, afterStaleCatalog: true)
         case .failed:
             batchCounts.withLock { $0.isolatedBatches += 1 }
             for operation in batch { run(.write, operation.body, completion: operation.completion) }
@@ -405,9 +400,8 @@ public final class PostgresBackend: StorageBackend {
         case .committed: completion(nil)
         case .commitUnknown(let error): completion(error)
         case .failed(let error, let retry):
-            guard retry != .no else { return completion(error) }
+            guard retry else { return completion(error) }
             guard attempt < Self.maxRetries else { return completion(StorageError.contention) }
-            if retry == .now { return run(mode, body, attempt: attempt + 1, completion: completion) }
             batchCounts.withLock { $0.conflictRetries += 1 }
             let base = min(Double(1 << min(attempt + 1, 8)), 256) * 0.0005
             let pause = TimeAmount.nanoseconds(Int64(base * Double.random(in: 0.5...1.5) * 1e9))
@@ -426,16 +420,9 @@ public final class PostgresBackend: StorageBackend {
         case committed
         /// The connection failed while the COMMIT was under way: whether it applied is unknown.
         case commitUnknown(any Error)
-        /// Rolled back: the error to report and whether another try may succeed.
-        case failed(any Error, retry: Retry)
-    }
-
-    private enum Retry {
-        case no
-        /// A conflict with another transaction: try again after a pause.
-        case afterBackoff
-        /// A cached row had changed: the next try reads it afresh.
-        case now
+        /// Rolled back: the error to report and whether another try may succeed (a conflict with another
+        /// transaction, tried again after a pause).
+        case failed(any Error, retry: Bool)
     }
 
     /// Runs `body` in one transaction on a pooled connection.
@@ -448,7 +435,7 @@ public final class PostgresBackend: StorageBackend {
         } catch {
             let detail = "cannot connect to \(where_): \(describe(error))"
             lost(detail)
-            return .failed(StorageError.unavailable(detail), retry: .no)
+            return .failed(StorageError.unavailable(detail), retry: false)
         }
         var committing = false
         do {
@@ -460,7 +447,9 @@ public final class PostgresBackend: StorageBackend {
             // unit, then each unit's history) could mix two states.
             let begin = channel.send(
                 mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
-            let sweep = useDatabaseClock ? channel.send(PostgresSession.sweepWithClockSQL) : nil
+            let sweep =
+                useDatabaseClock
+                ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
             // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
             let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
             try channel.finish(begin)
@@ -508,14 +497,10 @@ public final class PostgresBackend: StorageBackend {
             }
             let reported = release(channel, after: error)
             switch sqlState(error) {
-            case PostgresSession.staleCatalogState?:
-                catalog.removeAll()
-                batchCounts.withLock { $0.staleCatalogRetries += 1 }
-                return .failed(reported, retry: .now)
             case let state? where Self.conflictStates.contains(state):
-                return .failed(reported, retry: .afterBackoff)
+                return .failed(reported, retry: true)
             default:
-                return .failed(reported, retry: .no)
+                return .failed(reported, retry: false)
             }
         }
     }

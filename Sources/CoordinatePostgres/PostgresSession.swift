@@ -46,12 +46,9 @@ final class PostgresSession: StorageSession {
     /// kept in the catalog cache. Dropped when the transaction changes the namespace's specs.
     private var generations: [Int64: Int64] = [:]
 
-    /// The SQLSTATE with which a transaction fails when it used a cached namespace or spec row that has changed
-    /// meanwhile (division by zero in ``expectGenerationSQL``); the backend retries it with the cache emptied.
-    static let staleCatalogState = "22012"
-
-    /// Fails (``staleCatalogState``) unless namespace `$1` still exists at generation `$2`.
-    static let expectGenerationSQL = "SELECT 1 / count(*) FROM namespace WHERE id = $1 AND generation = $2"
+    /// The generations of the kept namespaces as the sweep read them at the start of this transaction: a kept
+    /// namespace row is used only when its generation is still the one it was kept under.
+    private var currentGenerations: [Int64: Int64] = [:]
 
     var databaseTime: Timestamp? { transactionTime }
 
@@ -110,7 +107,8 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Time
 
-    /// The sweep of ``materialize(now:)``: `$1` is the instant.
+    /// The sweep of ``materialize(now:)``: `$1` is the instant, `$2` the ids of the namespaces whose rows the
+    /// daemon keeps (``CatalogCache``), whose current generations it answers as rows of kind 4.
     static let sweepSQL = """
         WITH expired AS (
             SELECT id, spec_id, time, latest_attempt_id FROM work_unit
@@ -131,7 +129,11 @@ final class PostgresSession: StorageSession {
         SELECT spec_id, 1::bigint AS kind, count(*)::bigint FROM expired_units GROUP BY spec_id
         UNION ALL SELECT spec_id, 2::bigint, count(*)::bigint FROM promoted GROUP BY spec_id
         UNION ALL SELECT 0, 3::bigint, (SELECT count(*) FROM expired_attempts) + (SELECT count(*) FROM dropped_locks)
+        UNION ALL SELECT id, \(generationRowKind)::bigint, generation FROM namespace WHERE id = ANY($2)
         """
+
+    /// The kind of the sweep's rows that answer a kept namespace's generation (id, kind, generation).
+    static let generationRowKind: Int64 = 4
 
     /// The transaction's start time on the database clock, in microseconds: every operation's `now` (§4.4).
     static let transactionTimeSQL = "(extract(epoch FROM transaction_timestamp()) * 1000000)::int8"
@@ -139,9 +141,15 @@ final class PostgresSession: StorageSession {
     /// The same sweep at the transaction's own start time, so that it can be sent together with BEGIN before
     /// that time is known to the daemon, answering that time too: one row of kind ``clockRowKind`` whose first
     /// column is the time.
+    /// `$1` is the ids of the kept namespaces.
     static let sweepWithClockSQL =
-        sweepSQL.replacingOccurrences(of: "$1", with: transactionTimeSQL)
+        sweepSQL.replacingOccurrences(of: "$1", with: transactionTimeSQL).replacingOccurrences(of: "$2", with: "$1")
         + "\nUNION ALL SELECT \(transactionTimeSQL), \(clockRowKind)::bigint, 0::bigint"
+
+    /// The ids of the namespaces the catalog cache keeps, as the sweep's parameter.
+    static func keptNamespaces(_ catalog: CatalogCache?) -> SQLValue {
+        .array((catalog?.namespaceIDs() ?? []).map { .int($0) }, element: .int(nil))
+    }
 
     /// The kind of the clock row of ``sweepWithClockSQL`` (the sweep's own rows are kinds 1 to 3).
     static let clockRowKind: Int64 = 0
@@ -182,7 +190,7 @@ final class PostgresSession: StorageSession {
             rows = answered
         }
         if now != transactionTime {
-            rows += try channel.query(Self.sweepSQL, [.int(now)])
+            rows += try channel.query(Self.sweepSQL, [.int(now), Self.keptNamespaces(catalog)])
         }
         var expired: [Int64: Int] = [:]
         for row in rows {
@@ -196,6 +204,8 @@ final class PostgresSession: StorageSession {
             case 2:
                 adjust(spec, .delayed, by: -count)
                 adjust(spec, .ready, by: count)
+            case Self.generationRowKind:
+                currentGenerations[spec] = Int64(count)
             default:
                 break
             }
@@ -207,9 +217,8 @@ final class PostgresSession: StorageSession {
 
     func namespace(named name: Identifier) throws -> NamespaceRecord? {
         if let known = namespaces[name] { return known }
-        if let (record, generation) = catalog?.namespace(named: name) {
-            // Checked behind the next statement rather than waited for (see CatalogCache).
-            try channel.sendDeferred(Self.expectGenerationSQL, [.int(record.id), .int(generation)])
+        if let (record, generation) = catalog?.namespace(named: name), currentGenerations[record.id] == generation {
+            catalog?.used()
             generations[record.id] = generation
             namespaces[name] = record
             return record
