@@ -22,13 +22,18 @@ public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
 /// The `postgres` backend (storage.md §4): several daemons may share one database.
 ///
 /// Invariants:
-/// * Each write runs in one `READ COMMITTED` transaction (its reads after a row lock see the latest commits),
-///   each read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled
-///   connection, on a thread of the backend's pool, which blocks on the connection's futures (the engine's storage
-///   API is synchronous). The pool has as many threads as connections (`postgres_pool_size`).
-/// * The operation's `now` is the database's `clock_timestamp()` at `BEGIN` (§4.4).
-/// * Serialization failures, deadlocks and unique-key races with another daemon are retried with jittered
-///   backoff, at least 10 times, before the operation fails with `internal error: storage contention` (MD10).
+/// * Writes run in `READ COMMITTED` transactions (their reads after a row lock see the latest commits), each
+///   read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled connection,
+///   on a thread of the backend's pool, which blocks on the connection's futures (the engine's storage API is
+///   synchronous). The pool has as many threads as connections (`postgres_pool_size`).
+/// * Writes that queue up while half the pool is busy with writes share a transaction, in arrival order, each
+///   seeing the ones before it; each is answered after the commit, and one that fails makes the whole batch run
+///   again one write per transaction (``runBatch(_:)``).
+/// * The operation's `now` is the database's transaction timestamp at `BEGIN` (§4.4); the operations of a batch
+///   share it.
+/// * Serialization failures, deadlocks and unique-key races with another daemon are retried after a jittered
+///   pause kept by a timer, at least 10 times, before the operation fails with `internal error: storage
+///   contention` (MD10).
 /// * A lost connection is dropped; while the database cannot be reached every operation fails at once with
 ///   `storage unavailable: DETAIL`, and a background loop reconnects with backoff from 0.5 s to 30 s (§6.4).
 public final class PostgresBackend: StorageBackend {

@@ -4,8 +4,10 @@ import Foundation
 import NIOCore
 import PostgresNIO
 
-/// One transaction's view of the PostgreSQL store (storage.md §4). Nothing is cached across transactions, so a
-/// change committed by any daemon is seen by the next operation of every daemon (MD6). Units live in physical
+/// One transaction's view of the PostgreSQL store (storage.md §4). Only namespace and spec rows outlive a
+/// transaction (``CatalogCache``), checked against the database at its start, so a change committed by any
+/// daemon is seen by the next operation of every daemon (MD6). One session may serve several operations of a
+/// batch in turn (``PostgresBackend``); ``materialize(now:)`` starts each. Units live in physical
 /// buckets (ready, delayed, pending, finished, failed) that each operation first brings up to date for its
 /// instant; per-spec unit counters live on the spec rows and are moved by this transaction's deltas, written
 /// back just before commit.
