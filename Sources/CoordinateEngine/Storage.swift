@@ -57,6 +57,9 @@ public protocol StorageBackend: Sendable {
     /// Reports whether the backend can currently serve requests (for `/healthz` and metrics).
     func health() -> StorageHealth
 
+    /// Counters of the backend's own mechanics since start (exported as `coordinate_storage_NAME_total`).
+    var counters: [StorageCounter] { get }
+
     /// Flushes and closes the backend; later `execute` calls fail with `unavailable`.
     func close() async
 
@@ -83,6 +86,26 @@ public protocol StorageSnapshot: AnyObject, Sendable {
         completion: @escaping @Sendable ((any Error)?) -> Void)
     /// Ends the view and releases what it holds (a connection, a read transaction).
     func close()
+}
+
+/// One counter of a backend's mechanics (``StorageBackend/counters``).
+public struct StorageCounter: Sendable, Equatable {
+    /// The metric name's middle part: `coordinate_storage_<name>_total`.
+    public var name: String
+    /// The metric's help text.
+    public var help: String
+    public var value: Int
+
+    public init(name: String, help: String, value: Int) {
+        self.name = name
+        self.help = help
+        self.value = value
+    }
+}
+
+extension StorageBackend {
+    /// A backend without counters of its own.
+    public var counters: [StorageCounter] { [] }
 }
 
 public struct StorageHealth: Sendable, Equatable {

@@ -165,6 +165,11 @@ public final class CoordinateMetrics: StorageObserver {
         text.sample("coordinate_build_info", [("version", version)], 1)
         text.family("coordinate_storage_up", "gauge", "1 when storage is available.")
         text.sample("coordinate_storage_up", [("backend", storageBackend)], health.isAvailable && state != nil ? 1 : 0)
+        for counter in engine.backend.counters {
+            let name = "coordinate_storage_\(counter.name)_total"
+            text.family(name, "counter", counter.help)
+            text.sample(name, [("backend", storageBackend)], Double(counter.value))
+        }
         text.family("coordinate_cborrpc_connections", "gauge", "Open CBOR-RPC connections.")
         text.sample("coordinate_cborrpc_connections", [], Double(listener.open))
         text.family("coordinate_cborrpc_connections_total", "counter", "Accepted CBOR-RPC connections.")

@@ -302,6 +302,25 @@ public final class PostgresBackend: StorageBackend {
     /// How write batches have fared since start.
     public var batchStatistics: BatchStatistics { batchCounts.withLock { $0 } }
 
+    public var counters: [StorageCounter] {
+        let statistics = batchStatistics
+        return [
+            StorageCounter(
+                name: "write_batches", help: "Transactions that carried more than one write.",
+                value: statistics.batches),
+            StorageCounter(
+                name: "batched_writes", help: "Writes committed in transactions shared with other writes.",
+                value: statistics.batchedWrites),
+            StorageCounter(
+                name: "batch_reruns",
+                help: "Write batches undone and run again one write per transaction (a write failed).",
+                value: statistics.isolatedBatches),
+            StorageCounter(
+                name: "conflict_retries", help: "Transactions retried after a conflict with another transaction.",
+                value: statistics.conflictRetries),
+        ]
+    }
+
     /// Write operations one transaction runs at most: enough that a busy daemon commits a few times per
     /// millisecond rather than once per request, few enough that the row locks a batch holds are released soon.
     static let maxBatch = 64

@@ -178,6 +178,12 @@ struct MetricsTests {
                     metrics.value("coordinate_storage_operation_seconds_count", ["backend": storage, "op": "commit"])
                         ?? 0 > 0)
             }
+            // PostgreSQL's own mechanics: write batches and conflict retries, one series each.
+            for name in ["write_batches", "batched_writes", "batch_reruns", "conflict_retries"] {
+                let family = "coordinate_storage_\(name)_total"
+                #expect(metrics.types[family] == (storage == "postgres" ? "counter" : nil), "\(family)")
+                if storage == "postgres" { #expect(metrics.value(family, ["backend": storage]) != nil, "\(family)") }
+            }
             #expect(metrics.value("coordinate_build_info", ["version": "0.1.0"]) == 1)
             #expect(metrics.types["coordinate_summary_seconds"] == "histogram")
             #expect(metrics.types["coordinate_storage_errors_total"] == "counter")
