@@ -229,7 +229,8 @@ let package = Package(
         .executableTarget(
             name: "CoordinateBench",
             dependencies: [
-                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig", "CoordinateEngine",
+                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig", "CoordinateEngine", "CoordinatePostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -78,7 +78,8 @@ public struct PostgresURL: Sendable, Equatable {
 
     /// The postgres-nio configuration. `disable`, `allow` and `prefer` connect without TLS; `require` uses TLS
     /// without certificate checks; `verify-ca` and `verify-full` verify the server certificate.
-    func configuration() throws -> PostgresConnection.Configuration {
+    /// The postgres-nio connection configuration for this URL.
+    public func configuration() throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
         switch sslMode {
         case "require":

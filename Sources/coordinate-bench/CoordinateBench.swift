@@ -15,7 +15,9 @@ struct CoordinateBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinate-bench",
         abstract: "Benchmarks for the Coordinate codec, request path and job queue.",
-        subcommands: [CodecBench.self, RequestPathBench.self, JobQueueBench.self, EngineBench.self])
+        subcommands: [
+            CodecBench.self, RequestPathBench.self, JobQueueBench.self, EngineBench.self, PostgresRoundTripBench.self,
+        ])
 }
 
 /// Machine facts printed with every report.
