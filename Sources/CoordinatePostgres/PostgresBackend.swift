@@ -490,7 +490,7 @@ public final class PostgresBackend: StorageBackend {
                 // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one fail, the
                 // server answers the COMMIT of the aborted transaction with a rollback, and the failure below
                 // reports it.
-                let counters = session.sendCounts()
+                try session.sendCounts()
                 committing = true
                 let started = ContinuousClock.now
                 let commit = channel.send("COMMIT")
@@ -498,7 +498,6 @@ public final class PostgresBackend: StorageBackend {
                 let committed = Result { try channel.finish(commit) }
                 do {
                     try channel.finishDeferred()
-                    for pending in counters { try channel.finish(pending) }
                 } catch {
                     // A server error means the transaction aborted and the COMMIT cannot have applied it (the
                     // server answers it with a rollback); a lost connection leaves the COMMIT's fate unknown.

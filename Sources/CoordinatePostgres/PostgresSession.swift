@@ -80,27 +80,24 @@ final class PostgresSession: StorageSession {
 
     /// Adds this transaction's counter deltas to one counter shard of each spec it changed (picked at random, so
     /// concurrent writers of a spec seldom wait for each other; specs in id order, so they never deadlock).
-    /// The statements are sent, not awaited: the caller finishes them (with the COMMIT behind them).
-    func sendCounts() -> [SQLChannel.Pending] {
+    /// The statements are deferred: they travel with the writes before them, ahead of the COMMIT.
+    func sendCounts() throws {
         let shard = Int64.random(in: 0..<Int64(Self.counterShards))
-        var sent: [SQLChannel.Pending] = []
         for (spec, delta) in deltas.sorted(by: { $0.key < $1.key }) where delta != UnitCounts() {
-            sent.append(
-                channel.send(
-                    """
-                    INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
-                    VALUES ($1, $7, $2, $3, $4, $5, $6)
-                    ON CONFLICT (spec_id, shard) DO UPDATE SET ready = c.ready + EXCLUDED.ready,
-                        delayed = c.delayed + EXCLUDED.delayed, pending = c.pending + EXCLUDED.pending,
-                        finished = c.finished + EXCLUDED.finished, failed = c.failed + EXCLUDED.failed
-                    """,
-                    [
-                        .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
-                        .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
-                    ]))
+            try channel.sendDeferred(
+                """
+                INSERT INTO spec_count AS c (spec_id, shard, ready, delayed, pending, finished, failed)
+                VALUES ($1, $7, $2, $3, $4, $5, $6)
+                ON CONFLICT (spec_id, shard) DO UPDATE SET ready = c.ready + EXCLUDED.ready,
+                    delayed = c.delayed + EXCLUDED.delayed, pending = c.pending + EXCLUDED.pending,
+                    finished = c.finished + EXCLUDED.finished, failed = c.failed + EXCLUDED.failed
+                """,
+                [
+                    .int(spec), .int(Int64(delta.ready)), .int(Int64(delta.delayed)), .int(Int64(delta.pending)),
+                    .int(Int64(delta.finished)), .int(Int64(delta.failed)), .int16(Int16(shard)),
+                ], touching: .init(table: .counter, id: spec))
         }
         deltas.removeAll()
-        return sent
     }
 
     private func adjust(_ spec: Int64, _ bucket: UnitBucket, by delta: Int) {
@@ -642,7 +639,7 @@ final class PostgresSession: StorageSession {
                 latestAttempts[attempt] = nil
                 try channel.sendDeferred(
                     "UPDATE attempt SET status = 2, end_time = greatest(start_time, $1) WHERE id = $2 AND status = 1",
-                    [.int(deadline), .int(attempt)])
+                    [.int(deadline), .int(attempt)], touching: .init(table: .attempt, id: attempt))
             }
             unit.state = .available
             unit.leaseDeadline = nil
@@ -662,7 +659,7 @@ final class PostgresSession: StorageSession {
                 .int(unit.notBefore), .int16(Int16(unit.state.rawValue)), .int16(Int16(bucket.rawValue)), .int(time),
                 .int(unit.latestAttemptID), .int(unit.attemptCount), .int(unit.retryCountBase),
                 .int(data?.checksum),
-            ])
+            ], touching: .init(table: .unit, id: unit.id))
         if old != bucket {
             adjust(unit.specID, old, by: -1)
             adjust(unit.specID, bucket, by: 1)
@@ -839,7 +836,7 @@ final class PostgresSession: StorageSession {
             // Nothing waits: the id is known, and the next statement travels behind the insert.
             try channel.sendDeferred(
                 "INSERT INTO attempt (\(Self.attemptColumns)) VALUES ($11, \(Self.attemptValueList))",
-                values + [.int(reserved)])
+                values + [.int(reserved)], touching: .init(table: .attempt, id: reserved))
             record.id = reserved
             return record
         }
@@ -861,7 +858,7 @@ final class PostgresSession: StorageSession {
             [
                 .int(attempt.id), .int(attempt.expirationTime), .int(attempt.endTime),
                 .int16(Int16(attempt.status.rawValue)), .bytes(attempt.data.bytes),
-            ])
+            ], touching: .init(table: .attempt, id: attempt.id))
     }
 
     func attempts(namespace: Int64, worker: Identifier, statuses: Set<AttemptStatus>?) throws -> [AttemptRecord] {

@@ -125,9 +125,101 @@ final class SQLChannel: @unchecked Sendable {
     private var deferred: [Pending] = []
 
     /// Sends a statement whose answer nobody needs now; at most 512 stay outstanding.
-    func sendDeferred(_ sql: String, _ values: [SQLValue] = []) throws {
-        deferred.append(send(sql, values))
+    ///
+    /// A data-modifying statement that changes one row, named by `touching`, may travel inside one statement
+    /// with its neighbours of that kind (``combined(_:)``): postgres-nio sends one statement per round trip (it
+    /// holds the next until the previous is answered), so three writes sent as one save two round trips.
+    func sendDeferred(_ sql: String, _ values: [SQLValue] = [], touching row: RowKey? = nil) throws {
+        if let row {
+            let answer = Pending()
+            combining.append((sql, values, answer, row))
+            deferred.append(answer)
+        } else {
+            deferred.append(send(sql, values))
+        }
         if deferred.count >= 512 { try finishDeferred() }
+    }
+
+    /// The one row a deferred write changes: writes of distinct rows may share a statement.
+    struct RowKey: Hashable {
+        enum Table: UInt8 {
+            case unit, attempt, counter
+        }
+        let table: Table
+        let id: Int64
+    }
+
+    /// Deferred one-row writes not yet made into statements (``sealCombined()``).
+    private var combining: [(sql: String, values: [SQLValue], answer: Pending, row: RowKey)] = []
+
+    /// Writes that share one statement at most.
+    static let maxCombined = 16
+
+    /// Turns the collected one-row writes into statements, in order: each run of writes of distinct rows (at
+    /// most ``maxCombined``) becomes one, in which every write is a data-modifying `WITH` item. The items of one
+    /// statement all see the state before it, which is why a row written twice starts a new statement.
+    private func sealCombined() {
+        guard !combining.isEmpty else { return }
+        let writes = combining
+        combining.removeAll(keepingCapacity: true)
+        var start = 0
+        while start < writes.count {
+            var rows: Set<RowKey> = [writes[start].row]
+            var end = start + 1
+            while end < writes.count, end - start < Self.maxCombined, rows.insert(writes[end].row).inserted { end += 1 }
+            if end - start == 1 {
+                enqueue(writes[start].sql, writes[start].values, answers: [writes[start].answer])
+            } else {
+                let group = writes[start..<end]
+                let (sql, values) = Self.combined(group.map { ($0.sql, $0.values) })
+                enqueue(sql, values, answers: group.map(\.answer))
+            }
+            start = end
+        }
+    }
+
+    /// Data-modifying statements as one: `WITH w0 AS (…), w1 AS (…) SELECT 1`, parameters renumbered.
+    /// PostgreSQL runs every data-modifying `WITH` item exactly once, read or not.
+    static func combined(_ statements: [(sql: String, values: [SQLValue])]) -> (String, [SQLValue]) {
+        var sql = "WITH "
+        var values: [SQLValue] = []
+        for (index, statement) in statements.enumerated() {
+            if index > 0 { sql += ", " }
+            sql += "w\(index) AS (" + renumbered(statement.sql, by: values.count) + ")"
+            values += statement.values
+        }
+        return (sql + " SELECT 1", values)
+    }
+
+    /// `sql` with every parameter `$n` made `$(n + offset)` (scanned as UTF-8: the statements are ASCII where
+    /// it matters, and character-wise scanning of every write was measurable).
+    static func renumbered(_ sql: String, by offset: Int) -> String {
+        guard offset > 0 else { return sql }
+        var result: [UInt8] = []
+        result.reserveCapacity(sql.utf8.count + 16)
+        var bytes = sql.utf8.makeIterator()
+        var pending: UInt8? = nil
+        while let byte = pending ?? bytes.next() {
+            pending = nil
+            guard byte == UInt8(ascii: "$") else {
+                result.append(byte)
+                continue
+            }
+            var number = 0
+            var digits = 0
+            while let next = bytes.next() {
+                if next >= UInt8(ascii: "0"), next <= UInt8(ascii: "9") {
+                    number = number * 10 + Int(next - UInt8(ascii: "0"))
+                    digits += 1
+                } else {
+                    pending = next
+                    break
+                }
+            }
+            result.append(UInt8(ascii: "$"))
+            if digits > 0 { result.append(contentsOf: Array(String(number + offset).utf8)) }
+        }
+        return String(decoding: result, as: UTF8.self)
     }
 
     /// Rows per multi-row statement (each parameter the array of one column, unnested by the statement): large
@@ -139,9 +231,13 @@ final class SQLChannel: @unchecked Sendable {
     /// Drops statements not yet sent (the transaction is being rolled back); whoever still waits for one of
     /// them learns that it never ran.
     func discardUnsent() {
+        for write in combining { write.answer.settle(.failure(SQLChannelError.notSent)) }
+        combining.removeAll()
         let dropped = unsubmitted
         unsubmitted.removeAll()
-        for statement in dropped { statement.answer.settle(.failure(SQLChannelError.notSent)) }
+        for statement in dropped {
+            for answer in statement.answers { answer.settle(.failure(SQLChannelError.notSent)) }
+        }
     }
 
     /// Waits for every deferred statement, throwing the first failure.
@@ -166,13 +262,20 @@ final class SQLChannel: @unchecked Sendable {
     /// cycle. Parameters are prepared with explicit types (see ``typed(_:_:)``) so that the binary values sent
     /// match what the server expects.
     func send(_ sql: String, _ values: [SQLValue] = []) -> Pending {
+        sealCombined()
+        let answer = Pending()
+        enqueue(sql, values, answers: [answer])
+        return answer
+    }
+
+    /// Makes a statement ready to start; its answer settles every one of `answers`.
+    private func enqueue(_ sql: String, _ values: [SQLValue], answers: [Pending]) {
         let signature = values.map(\.typeName).joined(separator: ",")
         let key = signature + "|" + sql
-        let answer = Pending()
         if let statement = prepared[key] {
             let binds = values.map(\.data)
-            submit(answer) { statement.execute(binds) }
-            return answer
+            submit(answers) { statement.execute(binds) }
+            return
         }
         if prepared.count < Self.preparedStatementLimit {
             // Prepared (one extra round trip) before it is executed so that statements still reach the server in
@@ -182,18 +285,17 @@ final class SQLChannel: @unchecked Sendable {
                 let statement = try wait(connection.prepare(query: Self.typed(sql, values)))
                 prepared[key] = statement
                 let binds = values.map(\.data)
-                submit(answer) { statement.execute(binds) }
+                submit(answers) { statement.execute(binds) }
             } catch {
-                answer.settle(.failure(error))
+                for answer in answers { answer.settle(.failure(error)) }
             }
-            return answer
+            return
         }
         var bindings = PostgresBindings(capacity: values.count)
         for value in values { bindings.append(value.data) }
         let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
         let (connection, logger) = (self.connection, self.logger)
-        submit(answer) { connection.query(query, logger: logger).map(\.rows) }
-        return answer
+        submit(answers) { connection.query(query, logger: logger).map(\.rows) }
     }
 
     /// Starts a statement on the connection's event loop and settles `answer` there when it completes: one
@@ -206,25 +308,26 @@ final class SQLChannel: @unchecked Sendable {
     /// Statements are not handed over one by one: they collect here until something waits for an answer
     /// (``flush()``), and then travel to the loop in one task. A deferred write costs no hand-off of its own.
     private func submit(
-        _ answer: Pending, _ start: @escaping @Sendable () -> EventLoopFuture<[PostgresRow]>
+        _ answers: [Pending], _ start: @escaping @Sendable () -> EventLoopFuture<[PostgresRow]>
     ) {
-        unsubmitted.append((answer, start))
+        unsubmitted.append((answers, start))
     }
 
     /// Statements made but not yet handed to the event loop, in order.
-    private var unsubmitted: [(answer: Pending, start: @Sendable () -> EventLoopFuture<[PostgresRow]>)] = []
+    private var unsubmitted: [(answers: [Pending], start: @Sendable () -> EventLoopFuture<[PostgresRow]>)] = []
 
     /// Hands every collected statement to the event loop in one task (one thread wake-up for all of them).
     func flush() {
+        sealCombined()
         guard !unsubmitted.isEmpty else { return }
         let batch = unsubmitted
         unsubmitted.removeAll(keepingCapacity: true)
-        if batch.count == 1, let only = batch.first {
-            connection.eventLoop.execute { only.start().whenComplete { only.answer.settle($0) } }
-            return
-        }
         connection.eventLoop.execute {
-            for statement in batch { statement.start().whenComplete { statement.answer.settle($0) } }
+            for statement in batch {
+                statement.start().whenComplete { result in
+                    for answer in statement.answers { answer.settle(result) }
+                }
+            }
         }
     }
 

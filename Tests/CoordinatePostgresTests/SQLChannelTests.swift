@@ -119,6 +119,48 @@ struct SQLChannelTests {
         }
     }
 
+    @Test("one-row writes combine into one statement of data-modifying WITH items, parameters renumbered")
+    func combinedText() {
+        let (sql, values) = SQLChannel.combined([
+            ("UPDATE t SET v = $2 WHERE id = $1", [.int(1), .int(2)]),
+            ("INSERT INTO u VALUES ($1, $1, 'é$')", [.int(3)]),
+        ])
+        #expect(
+            sql
+                == "WITH w0 AS (UPDATE t SET v = $2 WHERE id = $1), w1 AS (INSERT INTO u VALUES ($3, $3, 'é$')) SELECT 1"
+        )
+        #expect(values.count == 3)
+        #expect(SQLChannel.renumbered("SELECT $1, $12", by: 10) == "SELECT $11, $22")
+        #expect(SQLChannel.renumbered("SELECT $9", by: 0) == "SELECT $9")
+    }
+
+    @Test(
+        "combined writes apply in order: a row written twice is written by two statements",
+        .enabled(if: TestPostgres.available))
+    func combinedWritesKeepOrder() throws {
+        try withChannel { channel in
+            try channel.simple("CREATE TEMPORARY TABLE combined_test (id int8 PRIMARY KEY, v int8)")
+            try channel.simple("INSERT INTO combined_test VALUES (1, 0), (2, 0), (3, 0)")
+            let update = "UPDATE combined_test SET v = $2 WHERE id = $1"
+            func row(_ id: Int64) -> SQLChannel.RowKey { .init(table: .unit, id: id) }
+            try channel.sendDeferred(update, [.int(1), .int(10)], touching: row(1))
+            try channel.sendDeferred(update, [.int(2), .int(20)], touching: row(2))
+            try channel.sendDeferred(update, [.int(1), .int(11)], touching: row(1))
+            try channel.sendDeferred(update, [.int(3), .int(30)], touching: row(3))
+            let rows = try channel.query("SELECT v FROM combined_test ORDER BY id")
+            #expect(try rows.map { try $0.int64(0) } == [11, 20, 30])
+            // A failing write fails its combined statement, and the failure is reported.
+            try channel.sendDeferred(update, [.int(1), .int(12)], touching: row(1))
+            try channel.sendDeferred("INSERT INTO combined_test VALUES ($1, $2)", [.int(2), .int(0)], touching: row(2))
+            do {
+                try channel.finishDeferred()
+                Issue.record("a duplicate row was accepted")
+            } catch {
+                #expect(sqlState(error) == "23505", "\(error)")
+            }
+        }
+    }
+
     @Test("past the per-connection limit statements still run, unprepared", .enabled(if: TestPostgres.available))
     func beyondThePreparedLimit() throws {
         try withChannel { channel in
