@@ -285,7 +285,7 @@ public final class PostgresBackend: StorageBackend {
 
     private let writes = Locked(WriteQueue())
 
-    /// How write batches and the catalog cache have fared since start.
+    /// How write batches and conflict retries have fared since start.
     public struct BatchStatistics: Sendable, Equatable {
         /// Transactions that ran more than one write.
         public var batches = 0
@@ -463,8 +463,8 @@ public final class PostgresBackend: StorageBackend {
         }
         var committing = false
         do {
-            // BEGIN and (on the database clock) the sweep every operation starts with, in one round trip; the
-            // sweep also answers the clock, one statement less (each costs thread hand-offs, BENCHMARKS.md). The
+            // BEGIN and (on the database clock) the sweep every operation starts with, waited for together; the
+            // sweep also answers the clock, one statement less (each is a round trip, BENCHMARKS.md). The
             // operation's `now` is the transaction's start time on the database clock (storage.md §4.4). A read
             // sees one snapshot: under READ COMMITTED each of its statements would see the commits made since the
             // previous one, and an answer assembled from several (a worker's held units: its attempts, then each
@@ -493,18 +493,8 @@ public final class PostgresBackend: StorageBackend {
                 try session.sendCounts()
                 committing = true
                 let started = ContinuousClock.now
-                let commit = channel.send("COMMIT")
-                // The COMMIT's answer comes last: once it is in, so are the others (one wake-up for all).
-                let committed = Result { try channel.finish(commit) }
-                do {
-                    try channel.finishDeferred()
-                } catch {
-                    // A server error means the transaction aborted and the COMMIT cannot have applied it (the
-                    // server answers it with a rollback); a lost connection leaves the COMMIT's fate unknown.
-                    if !isConnectionFailure(error) { committing = false }
-                    throw error
-                }
-                _ = try committed.get()
+                // Only a connection lost meanwhile leaves the COMMIT's fate unknown (below).
+                _ = try channel.finishAfterDeferred(channel.send("COMMIT"))
                 observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
             } else {
                 try channel.finishDeferred()
@@ -519,12 +509,7 @@ public final class PostgresBackend: StorageBackend {
                 return .commitUnknown(StorageError.unavailable("commit outcome unknown"))
             }
             let reported = release(channel, after: error)
-            switch sqlState(error) {
-            case let state? where Self.conflictStates.contains(state):
-                return .failed(reported, retry: true)
-            default:
-                return .failed(reported, retry: false)
-            }
+            return .failed(reported, retry: sqlState(error).map(Self.conflictStates.contains) ?? false)
         }
     }
 

@@ -44,13 +44,11 @@ final class PostgresSession: StorageSession {
     }
 
     private let catalog: CatalogCache?
-    /// Namespace generations this transaction read or checked, by namespace id: spec rows read under one may be
-    /// kept in the catalog cache. Dropped when the transaction changes the namespace's specs.
+    /// Namespace generations as this transaction found them, by namespace id: from the sweep for the kept
+    /// namespaces, from the row for any other it read. A kept row is used only while its generation is the one
+    /// found here, and spec rows read under one may be kept. Dropped when the transaction changes the namespace's
+    /// specs.
     private var generations: [Int64: Int64] = [:]
-
-    /// The generations of the kept namespaces as the sweep read them at the start of this transaction: a kept
-    /// namespace row is used only when its generation is still the one it was kept under.
-    private var currentGenerations: [Int64: Int64] = [:]
 
     var databaseTime: Timestamp? { transactionTime }
 
@@ -204,7 +202,7 @@ final class PostgresSession: StorageSession {
                 adjust(spec, .delayed, by: -count)
                 adjust(spec, .ready, by: count)
             case Self.generationRowKind:
-                currentGenerations[spec] = Int64(count)
+                generations[spec] = Int64(count)
             default:
                 break
             }
@@ -216,9 +214,8 @@ final class PostgresSession: StorageSession {
 
     func namespace(named name: Identifier) throws -> NamespaceRecord? {
         if let known = namespaces[name] { return known }
-        if let (record, generation) = catalog?.namespace(named: name), currentGenerations[record.id] == generation {
+        if let (record, generation) = catalog?.namespace(named: name), generations[record.id] == generation {
             catalog?.used()
-            generations[record.id] = generation
             namespaces[name] = record
             return record
         }
@@ -382,7 +379,7 @@ final class PostgresSession: StorageSession {
     /// from granting a unit twice — and still exclude a concurrent change of the spec (pause, re-set, delete).
     ///
     /// The shared lock travels with the read of the ready units the grant will take (`count`, capped by
-    /// `max_getwork`), which ``readyUnits(spec:limit:)`` then answers: lock and units in one round trip.
+    /// `max_getwork`), which ``readyUnits(spec:limit:)`` then answers: lock and units in one wait.
     func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)? {
         var exclusive = Self.grantNeedsExclusiveLock(spec)
         if !exclusive {
@@ -538,12 +535,7 @@ final class PostgresSession: StorageSession {
             let rows = units[start..<min(start + chunk, units.count)].map { unit -> [SQLValue] in
                 let (bucket, time) = placement(unit)
                 buckets[unit.key.octets] = bucket
-                return [
-                    .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
-                    .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
-                    .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                    .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
-                ]
+                return Self.insertValues(unit, bucket: bucket, time: time)
             }
             sent.append(
                 channel.send(Self.insertUnitsIfAbsentSQL, rows[0].indices.map { SQLValue.column($0, of: rows) }))
@@ -585,6 +577,16 @@ final class PostgresSession: StorageSession {
         work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id,
             attempt_count, retry_count_base, data_crc)
         """
+    /// A unit's values in ``unitInsertColumns`` order, placed in `bucket` with its `time`.
+    static func insertValues(_ unit: UnitRecord, bucket: UnitBucket, time: Int64?) -> [SQLValue] {
+        [
+            .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
+            .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
+            .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
+            .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
+        ]
+    }
+
     static let insertUnitSQL = """
         INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id
         """
@@ -607,14 +609,7 @@ final class PostgresSession: StorageSession {
         writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
-        let rows = try channel.query(
-            Self.insertUnitSQL,
-            [
-                .int(unit.specID), .bytes(unit.key.octets), .bool(unit.key.isText), .bytes(unit.data.bytes),
-                .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
-                .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
-                .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
-            ])
+        let rows = try channel.query(Self.insertUnitSQL, Self.insertValues(unit, bucket: bucket, time: time))
         var record = unit
         record.id = try rows.first?.int64(0) ?? 0
         adjust(unit.specID, bucket, by: 1)
@@ -701,7 +696,7 @@ final class PostgresSession: StorageSession {
         // (One prepared statement per distinct batch size; workers use a few.)
         //
         // Each row also reserves the id of the attempt that will grant it, so that the attempt's insert need not
-        // wait for an answer (``insertAttempt(_:for:)``): a grant is one round trip shorter. A reserved id that is
+        // wait for an answer (``insertAttempt(_:for:)``): a grant waits once less. A reserved id that is
         // not used (the unit is not granted after all) leaves a gap; ids only ever need to increase.
         return try readyUnits(from: channel.query(Self.readyUnitsSQL(limit: limit), [.int(spec)]))
     }

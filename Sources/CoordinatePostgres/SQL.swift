@@ -253,9 +253,9 @@ final class SQLChannel: @unchecked Sendable {
         if let first { throw first }
     }
 
-    /// Sends a statement without waiting for its answer, so that the next one travels in the same round trip
-    /// (postgres-nio queues statements on a connection and answers them in order). Every sent statement must be
-    /// finished with ``finish(_:)``.
+    /// Sends a statement without waiting for its answer, so that the next ones are handed to the event loop with
+    /// it and waited for together (postgres-nio queues statements on a connection, sends each once the previous
+    /// one is answered, and answers them in order). Every sent statement must be finished with ``finish(_:)``.
     ///
     /// Statements run as named prepared statements, prepared once per connection: an unnamed statement is
     /// parsed and planned by the server on every execution, which was half of the server's time per get+finish

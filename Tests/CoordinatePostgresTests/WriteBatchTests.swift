@@ -57,6 +57,18 @@ struct WriteBatchTests {
         }
     }
 
+    /// Expects the request at each index `refused` picks to have failed with its own ``Refused`` and every other
+    /// one to have succeeded.
+    private func expect(_ results: [Result<Void, any Error>], refusedAt refused: (Int) -> Bool) {
+        for (index, result) in results.enumerated() {
+            if refused(index) {
+                #expect(throws: Refused(index: index)) { try result.get() }
+            } else {
+                #expect(throws: Never.self) { try result.get() }
+            }
+        }
+    }
+
     /// A body adding one unit `key`.
     private func add(_ key: String) -> @Sendable (inout EngineTransaction) throws -> Void {
         let (namespace, spec) = (self.namespace, self.spec)
@@ -83,14 +95,7 @@ struct WriteBatchTests {
             if index % 5 == 3 { return { _ in throw Refused(index: index) } }
             return add("u\(index)")
         }
-        let results = await submitTogether(engine, bodies)
-        for (index, result) in results.enumerated() {
-            if index % 5 == 3 {
-                #expect(throws: Refused(index: index)) { try result.get() }
-            } else {
-                #expect(throws: Never.self) { try result.get() }
-            }
-        }
+        expect(await submitTogether(engine, bodies), refusedAt: { $0 % 5 == 3 })
         let stats = backend.batchStatistics
         #expect(stats.batches > 0)
         #expect(stats.batchedWrites > stats.batches)
@@ -102,24 +107,15 @@ struct WriteBatchTests {
     @Test("a request that wrote and then failed undoes nothing of its neighbours and leaves nothing behind")
     func failureAfterWriteIsIsolated() async throws {
         let (engine, backend) = try await makeEngine()
-        let (namespace, spec) = (self.namespace, self.spec)
         let bodies: [@Sendable (inout EngineTransaction) throws -> Void] = (0..<40).map { index in
             guard index % 8 == 5 else { return add("u\(index)") }
+            let write = add("bad\(index)")
             return { tx in
-                _ = try tx.addWorkUnits(
-                    namespace: namespace, spec: spec,
-                    items: .success([UnitItem(key: Identifier(bytes: "bad\(index)"), data: .emptyMap)]), itemCount: 1)
+                try write(&tx)
                 throw Refused(index: index)
             }
         }
-        let results = await submitTogether(engine, bodies)
-        for (index, result) in results.enumerated() {
-            if index % 8 == 5 {
-                #expect(throws: Refused(index: index)) { try result.get() }
-            } else {
-                #expect(throws: Never.self) { try result.get() }
-            }
-        }
+        expect(await submitTogether(engine, bodies), refusedAt: { $0 % 8 == 5 })
         #expect(backend.batchStatistics.isolatedBatches > 0)
         // The failed requests' units are gone with their transactions; everyone else's are there.
         #expect(try await keys(engine) == Set((0..<40).filter { $0 % 8 != 5 }.map { "u\($0)" }))
