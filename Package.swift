@@ -38,8 +38,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // SCRAM-SHA-256 and MD5 in the PostgreSQL wire client (already in the graph through swift-nio-extras and swift-certificates).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         // Already a dependency of Hummingbird; named for NIOHTTPTypes (the HTTP connection guard's parts).
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
@@ -76,13 +77,23 @@ let package = Package(
             ],
             swiftSettings: strictSwift6),
 
-        // The PostgreSQL storage backend (several daemons on one database) on postgres-nio.
+        // A pipelining client of PostgreSQL's frontend/backend protocol (knows nothing of job queues).
+        .target(
+            name: "PostgresWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSwift6),
+
+        // The PostgreSQL storage backend (several daemons on one database).
         .target(
             name: "CoordinatePostgres",
             dependencies: [
                 "Locking",
-                "CBOR", "CoordinateEngine",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
+                "CBOR", "CoordinateEngine", "PostgresWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -229,8 +240,9 @@ let package = Package(
         .executableTarget(
             name: "CoordinateBench",
             dependencies: [
-                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig", "CoordinateEngine", "CoordinatePostgres",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
+                "CBOR", "CoordinateRPC", "CoordinateServer", "CoordinateConfig", "CoordinateEngine",
+                "CoordinatePostgres",
+                "PostgresWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -307,7 +319,13 @@ let package = Package(
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinatePostgresTests",
-            dependencies: ["CoordinateClient", "CoordinatePostgres", "CBOR", "TestSupport", "coordinated"],
+            dependencies: [
+                "CoordinateClient", "CoordinatePostgres", "PostgresWire", "CBOR", "TestSupport", "coordinated",
+            ],
+            swiftSettings: strictSwift6),
+        .testTarget(
+            name: "PostgresWireTests",
+            dependencies: ["PostgresWire", "CoordinatePostgres", "TestSupport"],
             swiftSettings: strictSwift6),
         .testTarget(
             name: "CoordinateServerTests",

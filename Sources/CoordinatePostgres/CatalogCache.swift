@@ -2,7 +2,7 @@ import CoordinateEngine
 import Locking
 
 /// Namespace and spec rows kept across transactions, so that an operation on one unit does not read them again
-/// each time (a finish was eight statements, three of them for these rows; postgres-nio runs one statement per
+/// each time (a finish was eight statements, three of them for these rows, each statement then its own
 /// round trip).
 ///
 /// Validity rests on the namespace's generation, which every spec change (creation, update, deletion) raises in

@@ -4,7 +4,7 @@ import Locking
 import Logging
 import NIOCore
 import NIOPosix
-import PostgresNIO
+import PostgresWire
 import Synchronization
 
 /// Start-up failures of the PostgreSQL backend that end the process with status 2 (storage.md §5.4).
@@ -59,7 +59,6 @@ public final class PostgresBackend: StorageBackend {
     private struct State {
         var phase: Phase = .initialising
         var idle: [SQLChannel] = []
-        var nextConnectionID = 0
         var reconnecting = false
     }
 
@@ -90,15 +89,10 @@ public final class PostgresBackend: StorageBackend {
     // MARK: - Connections
 
     private func connect() throws -> SQLChannel {
-        let id = state.withLock { state -> Int in
-            state.nextConnectionID += 1
-            return state.nextConnectionID
-        }
         var connectionLogger = logger
         connectionLogger.logLevel = max(logger.logLevel, .warning)
-        let connection = try PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: id,
-            logger: connectionLogger
+        let connection = try WireConnection.connect(
+            to: try url.configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
         ).wait()
         let channel = SQLChannel(connection: connection, logger: connectionLogger)
         do {
@@ -537,16 +531,12 @@ public final class PostgresBackend: StorageBackend {
     }
 
     deinit {
-        // postgres-nio requires every connection to be closed before it is released: keep each alive until its
-        // close completes.
+        // Idle connections say goodbye to the server rather than leaving it to notice the closed socket.
         let channels = state.withLock { state -> [SQLChannel] in
             defer { state.idle.removeAll() }
             return state.idle
         }
-        for channel in channels {
-            let connection = channel.connection
-            connection.close().whenComplete { _ in _ = connection }
-        }
+        for channel in channels { channel.close() }
         threads.shutdownGracefully { _ in }
     }
 

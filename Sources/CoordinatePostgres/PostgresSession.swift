@@ -2,7 +2,7 @@ import CBOR
 import CoordinateEngine
 import Foundation
 import NIOCore
-import PostgresNIO
+import PostgresWire
 
 /// One transaction's view of the PostgreSQL store (storage.md §4). Only namespace and spec rows outlive a
 /// transaction (``CatalogCache``), checked against the database at its start, so a change committed by any

@@ -1,6 +1,6 @@
 import Foundation
 import NIOSSL
-import PostgresNIO
+import PostgresWire
 
 /// Connection settings from `postgres_url` (storage.md §4.1): a libpq URL
 /// (`postgres://user:pass@host:port/db?sslmode=…`), a key/value string (`host=… port=… user=…`), or empty for
@@ -76,26 +76,27 @@ public struct PostgresURL: Sendable, Equatable {
         }
     }
 
-    /// The postgres-nio configuration. `disable`, `allow` and `prefer` connect without TLS; `require` uses TLS
-    /// without certificate checks; `verify-ca` and `verify-full` verify the server certificate.
-    /// The postgres-nio connection configuration for this URL.
-    public func configuration() throws -> PostgresConnection.Configuration {
-        let tls: PostgresConnection.Configuration.TLS
+    /// The connection configuration for this URL. `disable`, `allow` and `prefer` connect without TLS;
+    /// `require` uses TLS without certificate checks; `verify-ca` and `verify-full` verify the server certificate.
+    public func configuration() throws -> WireConfiguration {
+        // The name sent for SNI and checked against the certificate; TLS forbids an address there.
+        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+        let serverName = isAddress ? nil : host
+        let tls: WireConfiguration.TLS
         switch sslMode {
         case "require":
             var config = TLSConfiguration.makeClientConfiguration()
             config.certificateVerification = .none
-            tls = .require(try NIOSSLContext(configuration: config))
+            tls = .require(try NIOSSLContext(configuration: config), serverHostname: serverName)
         case "verify-ca", "verify-full":
             var config = TLSConfiguration.makeClientConfiguration()
             config.certificateVerification = sslMode == "verify-full" ? .fullVerification : .noHostnameVerification
-            tls = .require(try NIOSSLContext(configuration: config))
+            tls = .require(try NIOSSLContext(configuration: config), serverHostname: serverName)
         default:
             tls = .disable
         }
-        var configuration = PostgresConnection.Configuration(
-            host: host, port: port, username: user, password: password, database: database, tls: tls)
-        configuration.options.connectTimeout = .seconds(5)
-        return configuration
+        return WireConfiguration(
+            host: host, port: port, user: user, password: password, database: database, tls: tls,
+            connectTimeout: .seconds(5))
     }
 }

@@ -1,8 +1,9 @@
 import CoordinateEngine
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import PostgresNIO
+import PostgresWire
 
 /// A bind value of a query.
 enum SQLValue {
@@ -21,75 +22,74 @@ enum SQLValue {
         .array(rows.map { $0[index] }, element: rows[0][index])
     }
 
-    /// The server's name for the value's type.
-    var typeName: String {
-        switch self {
-        case .int: return "int8"
-        case .int16: return "int2"
-        case .double: return "float8"
-        case .bool: return "bool"
-        case .bytes: return "bytea"
-        case .text: return "text"
-        case .array(_, let element): return element.typeName + "[]"
-        }
-    }
-
     /// The type of a scalar value (an array's element type for an array).
-    private var scalarType: PostgresDataType {
+    private var scalarType: UInt32 {
         switch self {
-        case .int: return .int8
-        case .int16: return .int2
-        case .double: return .float8
-        case .bool: return .bool
-        case .bytes: return .bytea
-        case .text: return .text
+        case .int: return WireType.int8
+        case .int16: return WireType.int2
+        case .double: return WireType.float8
+        case .bool: return WireType.bool
+        case .bytes: return WireType.bytea
+        case .text: return WireType.text
         case .array(_, let element): return element.scalarType
         }
     }
 
-    /// The value in the server's binary format.
-    var data: PostgresData {
+    /// The value as a statement parameter, in the server's binary format.
+    var parameter: WireParameter {
+        if case .array(let values, _) = self {
+            let element = scalarType
+            var buffer = ByteBuffer()
+            buffer.writeWireArray(elementType: element, values.map(\.binary))
+            return WireParameter(type: WireType.array(of: element)!, value: buffer)
+        }
+        return WireParameter(type: scalarType, value: binary)
+    }
+
+    /// A scalar value in the server's binary format, nil for NULL.
+    private var binary: ByteBuffer? {
         var buffer = ByteBuffer()
         switch self {
         case .int(let number):
-            guard let number else { return PostgresData(type: scalarType) }
+            guard let number else { return nil }
             buffer.writeInteger(number)
         case .int16(let number):
-            guard let number else { return PostgresData(type: scalarType) }
+            guard let number else { return nil }
             buffer.writeInteger(number)
         case .double(let number):
-            guard let number else { return PostgresData(type: scalarType) }
+            guard let number else { return nil }
             buffer.writeInteger(number.bitPattern)
         case .bool(let flag):
-            guard let flag else { return PostgresData(type: scalarType) }
+            guard let flag else { return nil }
             buffer.writeInteger(flag ? 1 : 0, as: UInt8.self)
         case .bytes(let octets):
-            guard let octets else { return PostgresData(type: scalarType) }
+            guard let octets else { return nil }
             buffer.writeBytes(octets)
         case .text(let string):
-            guard let string else { return PostgresData(type: scalarType) }
+            guard let string else { return nil }
             buffer.writeString(string)
-        case .array(let values, _):
-            return PostgresData(array: values.map(\.data), elementType: scalarType)
+        case .array:
+            preconditionFailure("arrays of arrays are not statement parameters")
         }
-        return PostgresData(type: scalarType, value: buffer)
+        return buffer
     }
 }
 
-/// One blocking query channel over a postgres-nio connection. Used only on the worker thread that owns it:
-/// blocking there on the connection's futures is what makes the engine's synchronous storage API work.
+/// One blocking query channel over a pipelining connection (``WireConnection``). Used only on the worker
+/// thread that owns it: blocking there on the connection's answers is what makes the engine's synchronous storage
+/// API work.
 final class SQLChannel: @unchecked Sendable {
     // @unchecked Sendable: a channel has one user at a time. It moves between pool threads only through the
     // backend's idle list (checked out and in under its mutex), and its state is the connection, which is
     // itself thread-safe.
-    let connection: PostgresConnection
+    let connection: WireConnection
     let logger: Logger
     /// Whether the connection has closed, and how to fail the statement waiting on it at that moment. One
     /// callback on the close future serves every statement (a callback per statement would pile up there for
     /// the connection's lifetime).
     private let closing = NIOLockedValueBox<(closed: Bool, failWaiter: (@Sendable () -> Void)?)>((false, nil))
 
-    init(connection: PostgresConnection, logger: Logger) {
+    init(connection: WireConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
         let closing = closing
@@ -127,8 +127,8 @@ final class SQLChannel: @unchecked Sendable {
     /// Sends a statement whose answer nobody needs now; at most 512 stay outstanding.
     ///
     /// A data-modifying statement that changes one row, named by `touching`, may travel inside one statement
-    /// with its neighbours of that kind (``combined(_:)``): postgres-nio sends one statement per round trip (it
-    /// holds the next until the previous is answered), so three writes sent as one save two round trips.
+    /// with its neighbours of that kind (``combined(_:)``): the server executes, plans and answers one statement
+    /// instead of three (the round trip is shared either way, see ``send(_:_:)``).
     func sendDeferred(_ sql: String, _ values: [SQLValue] = [], touching row: RowKey? = nil) throws {
         if let row {
             let answer = Pending()
@@ -235,9 +235,7 @@ final class SQLChannel: @unchecked Sendable {
         combining.removeAll()
         let dropped = unsubmitted
         unsubmitted.removeAll()
-        for statement in dropped {
-            for answer in statement.answers { answer.settle(.failure(SQLChannelError.notSent)) }
-        }
+        for statement in dropped { statement.completion(.failure(SQLChannelError.notSent)) }
     }
 
     /// Waits for every deferred statement, throwing the first failure.
@@ -253,14 +251,15 @@ final class SQLChannel: @unchecked Sendable {
         if let first { throw first }
     }
 
-    /// Sends a statement without waiting for its answer, so that the next ones are handed to the event loop with
-    /// it and waited for together (postgres-nio queues statements on a connection, sends each once the previous
-    /// one is answered, and answers them in order). Every sent statement must be finished with ``finish(_:)``.
+    /// Sends a statement without waiting for its answer, so that the next ones travel with it and are waited
+    /// for together: statements collect here until something waits for an answer (``flush()``), then go to the
+    /// event loop in one task and to the server in one write, which runs them back to back and answers them in
+    /// order (``WireConnection``). Statements that do not depend on each other's answers thus share one round
+    /// trip and one thread hand-off. Every sent statement must be finished with ``finish(_:)``.
     ///
-    /// Statements run as named prepared statements, prepared once per connection: an unnamed statement is
-    /// parsed and planned by the server on every execution, which was half of the server's time per get+finish
-    /// cycle. Parameters are prepared with explicit types (see ``typed(_:_:)``) so that the binary values sent
-    /// match what the server expects.
+    /// Statements run as named prepared statements, parsed once per connection: an unnamed statement is parsed
+    /// and planned by the server on every execution, which was half of the server's time per get+finish cycle.
+    /// Parameters are declared with the types of their values, so the binary values sent are read as such.
     func send(_ sql: String, _ values: [SQLValue] = []) -> Pending {
         sealCombined()
         let answer = Pending()
@@ -268,119 +267,47 @@ final class SQLChannel: @unchecked Sendable {
         return answer
     }
 
-    /// Makes a statement ready to start; its answer settles every one of `answers`.
-    private func enqueue(_ sql: String, _ values: [SQLValue], answers: [Pending]) {
-        let signature = values.map(\.typeName).joined(separator: ",")
-        let key = signature + "|" + sql
-        if let statement = prepared[key] {
-            let binds = values.map(\.data)
-            submit(answers) { statement.execute(binds) }
-            return
-        }
-        if prepared.count < Self.preparedStatementLimit {
-            // Prepared (one extra round trip) before it is executed so that statements still reach the server in
-            // the order they were sent: an execute chained after the preparation would overtake later sends.
-            do {
-                flush()
-                let statement = try wait(connection.prepare(query: Self.typed(sql, values)))
-                prepared[key] = statement
-                let binds = values.map(\.data)
-                submit(answers) { statement.execute(binds) }
-            } catch {
-                for answer in answers { answer.settle(.failure(error)) }
-            }
-            return
-        }
-        var bindings = PostgresBindings(capacity: values.count)
-        for value in values { bindings.append(value.data) }
-        let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
-        let (connection, logger) = (self.connection, self.logger)
-        submit(answers) { connection.query(query, logger: logger).map(\.rows) }
+    /// Makes a statement ready to send; its answer settles every one of `answers`.
+    private func enqueue(_ sql: String, _ values: [SQLValue], answers: [Pending], prepared: Bool = true) {
+        unsubmitted.append(
+            WireRequest(sql: sql, parameters: values.map(\.parameter), prepared: prepared) { result in
+                for answer in answers { answer.settle(result) }
+            })
     }
 
-    /// Starts a statement on the connection's event loop and settles `answer` there when it completes: one
-    /// hand-off from this thread to the loop for both. (Starting it from this thread and then registering the
-    /// completion from here too costs two — postgres-nio hops to the loop for the write, and a callback added to
-    /// a future from outside its loop hops again — and every hand-off wakes a thread: at ~15 statements a cycle,
-    /// the wake-ups were most of the daemon's CPU on PostgreSQL.) Tasks run on the loop in the order they were
-    /// submitted, so statements still reach the server in the order they were sent.
-    ///
-    /// Statements are not handed over one by one: they collect here until something waits for an answer
-    /// (``flush()``), and then travel to the loop in one task. A deferred write costs no hand-off of its own.
-    private func submit(
-        _ answers: [Pending], _ start: @escaping @Sendable () -> EventLoopFuture<[PostgresRow]>
-    ) {
-        unsubmitted.append((answers, start))
-    }
+    /// Statements made but not yet handed to the connection, in order.
+    private var unsubmitted: [WireRequest] = []
 
-    /// Statements made but not yet handed to the event loop, in order.
-    private var unsubmitted: [(answers: [Pending], start: @Sendable () -> EventLoopFuture<[PostgresRow]>)] = []
-
-    /// Hands every collected statement to the event loop in one task (one thread wake-up for all of them).
+    /// Hands every collected statement to the connection at once (one thread wake-up, one write).
     func flush() {
         sealCombined()
         guard !unsubmitted.isEmpty else { return }
         let batch = unsubmitted
         unsubmitted.removeAll(keepingCapacity: true)
-        connection.eventLoop.execute {
-            for statement in batch {
-                statement.start().whenComplete { result in
-                    for answer in statement.answers { answer.settle(result) }
-                }
-            }
-        }
+        connection.submit(batch)
     }
 
     /// The answer of a sent statement: its rows, settled on the event loop.
-    typealias Pending = Outcome<[PostgresRow]>
-
-    /// Statements prepared on this connection, by parameter types and text.
-    private var prepared: [String: PreparedQuery] = [:]
-
-    /// Distinct statements a connection prepares before it runs further ones unnamed. The engine's statements
-    /// are a fixed set of a few dozen; only the key lists of bulk reads vary in length.
-    static let preparedStatementLimit = 256
-
-    /// `sql` with every parameter cast to the type of its value. A statement prepared without parameter types
-    /// gets the types the server infers (an `int2` column compared with `$1` makes `$1` an `int2`), and a binary
-    /// value of another width would then be misread; the cast makes the server expect exactly what is sent.
-    static func typed(_ sql: String, _ values: [SQLValue]) -> String {
-        var result = ""
-        result.reserveCapacity(sql.utf8.count + values.count * 8)
-        var characters = sql[...]
-        while let dollar = characters.firstIndex(of: "$") {
-            result += characters[..<dollar]
-            let digits = characters[characters.index(after: dollar)...].prefix(while: \.isASCII).prefix(
-                while: \.isNumber)
-            result += "$" + digits
-            if let number = Int(digits), number >= 1, number <= values.count {
-                result += "::" + values[number - 1].typeName
-            }
-            characters = characters[digits.endIndex...]
-        }
-        result += characters
-        return result
-    }
+    typealias Pending = Outcome<[WireRow]>
 
     /// Waits for the answer of a statement sent with ``send(_:_:)``.
     @discardableResult
     func finish(_ pending: Pending) throws -> [SQLRow] {
-        try wait(for: pending).map { SQLRow(cells: $0.makeRandomAccess()) }
+        try wait(for: pending).map { SQLRow(cells: $0) }
     }
 
-    /// Runs one statement without parameters whose rows, if any, nobody reads (postgres-nio sends it through
-    /// the extended protocol too: one statement per call). Used for transaction control and DDL, which are not
-    /// worth preparing.
+    /// Runs one statement without parameters whose rows, if any, nobody reads, unprepared: for DDL and other
+    /// statements run once per connection or less.
     func simple(_ sql: String) throws {
-        flush()
-        _ = try wait(connection.simpleQuery(sql))
+        sealCombined()
+        let answer = Pending()
+        enqueue(sql, [], answers: [answer], prepared: false)
+        try finish(answer)
     }
 
     /// Closes the connection without waiting (a connection the server dropped may never finish closing).
     func close() {
-        let connection = connection
-        // postgres-nio requires a connection to stay alive until its close completes.
-        connection.close().whenComplete { _ in _ = connection }
+        connection.close()
     }
 
     /// How long one statement may take before the connection is declared dead. Statements take milliseconds,
@@ -389,18 +316,12 @@ final class SQLChannel: @unchecked Sendable {
     /// never wait forever. (A connection the server terminates ends its waits at once, see `closing`.)
     static let statementTimeoutSeconds = 300.0
 
-    private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
-        let outcome = Outcome<T>()
-        future.whenComplete { outcome.settle($0) }
-        return try wait(for: outcome)
-    }
-
     private func wait<T: Sendable>(for outcome: Outcome<T>) throws -> T {
         flush()
         // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
         // cancelling a timer from this thread would wake the event loop twice more for every statement.
-        // postgres-nio 1.33 can leave a query that raced the connection's closing (the server terminated it)
-        // pending forever; once the channel is closed no answer can come, so the wait ends there.
+        // Once the connection is closed no answer can come, so the wait ends there (the connection fails what it
+        // has in flight as it closes; this covers a statement handed over after that).
         let failOnClose: @Sendable () -> Void = { outcome.settle(.failure(SQLChannelError.connectionClosed)) }
         let alreadyClosed = closing.withLockedValue { state -> Bool in
             if state.closed { return true }
@@ -460,14 +381,11 @@ enum SQLChannelError: Error, CustomStringConvertible {
 /// Whether `error` means the connection is unusable (rather than the statement failing on a healthy one):
 /// client-side connection failures, a timeout, and the server's own connection-ending errors (class 08,
 /// connection exception; class 57P, operator intervention such as `pg_ctl stop` or a crash shutdown).
-///
-/// Prepared statements run through postgres-nio's older API, which reports failures as `PostgresError` (or as
-/// the underlying NIO error) instead of `PSQLError`; both forms are understood here and below.
 func isConnectionFailure(_ error: any Error) -> Bool {
     if let error = error as? SQLChannelError { return error != .notSent }
-    if error is IOError || error is ChannelError { return true }
+    if error is IOError || error is ChannelError || error is WireConnectionError { return true }
     if let code = sqlState(error) { return code.hasPrefix("08") || code.hasPrefix("57P") }
-    return error is PSQLError || error is PostgresError
+    return false
 }
 
 /// Whether `error` came from the database or the storage layer (a failed statement, a lost connection, a row
@@ -477,16 +395,14 @@ func isDatabaseFailure(_ error: any Error) -> Bool {
     error is StorageError || error is SQLRowError || sqlState(error) != nil || isConnectionFailure(error)
 }
 
-/// Typed access to one result row. Every row comes from the extended protocol, which asks for binary results,
-/// so cells are read in PostgreSQL's binary format directly. (postgres-nio's own decoding cannot be used: the
-/// rows of a statement prepared through its `PreparedQuery` claim the text format although the server sends
-/// binary.)
+/// Typed access to one result row. Every statement asks for binary results, so cells are read in
+/// PostgreSQL's binary format.
 struct SQLRow {
-    let cells: PostgresRandomAccessRow
+    let cells: WireRow
 
     private func cell(_ index: Int) throws -> ByteBuffer? {
         guard index < cells.count else { throw SQLRowError(column: index, expected: "a column") }
-        return cells[index].bytes
+        return cells[index]
     }
 
     func int64(_ index: Int) throws -> Int64 {
@@ -557,30 +473,16 @@ struct SQLRowError: Error, CustomStringConvertible {
 
 /// SQLSTATE of a server error, if the error came from the server.
 func sqlState(_ error: any Error) -> String? {
-    if let error = error as? PSQLError, error.code == .server { return error.serverInfo?[.sqlState] }
-    if case .server(let message) = error as? PostgresError { return message.fields[.sqlState] }
-    return nil
+    (error as? WireServerError)?.sqlState
 }
 
 /// The server's message for an error, or a description of a client-side failure.
 func describe(_ error: any Error) -> String {
     switch error {
     case let error as SQLChannelError: return error.description
-    case let error as PSQLError:
-        if let message = error.serverInfo?[.message] { return message }
-        if error.code == .connectionError || error.code == .serverClosedConnection
-            || error.code == .clientClosedConnection || error.code == .uncleanShutdown
-        {
-            if let underlying = error.underlying { return "connection lost: \(underlying)" }
-            return "connection lost"
-        }
-        return "\(error.code)"
-    case let error as PostgresError:
-        switch error {
-        case .server(let message): return message.fields[.message] ?? "\(message)"
-        case .connectionClosed: return "connection lost"
-        case .protocol(let detail): return "connection lost: \(detail)"
-        }
+    case let error as WireServerError: return error.message
+    case let error as WireConnectionError:
+        return error == .closed ? "connection lost" : error.description
     case let error as IOError: return String(cString: strerror(error.errnoCode))
     case let error as ChannelError: return "connection lost: \(error)"
     default: return "\(error)"

@@ -1,75 +1,77 @@
 import ArgumentParser
 import CoordinatePostgres
 import Foundation
-import Logging
 import NIOCore
 import NIOPosix
-import PostgresNIO
+import PostgresWire
 
-/// What one PostgreSQL round trip costs the daemon, by how the waiting side is driven: the measure behind the
-/// choice of how the PostgreSQL backend waits for its statements (BENCHMARKS.md, issue 16).
+/// What one PostgreSQL statement costs the daemon, by how the waiting side is driven and whether statements
+/// share round trips: the measure behind the PostgreSQL backend's wire client (BENCHMARKS.md, issue 16).
 ///
-/// * `blocking`: a thread of its own sends each statement and blocks on its future, as the backend's storage
-///   threads do today (each round trip hands off to postgres-nio's event loop and back).
-/// * `loop`: each statement is started from the previous one's completion on the connection's event loop: no
+/// * `blocking`: a thread of its own sends each statement and waits for its answer, as the backend's storage
+///   threads do (each round trip hands off to the connection's event loop and back).
+/// * `loop`: each statement is sent from the previous one's completion on the connection's event loop: no
 ///   thread but the loop is involved.
-/// * `actor`: an actor whose executor is the connection's event loop awaits each statement (`async`/`await`
-///   without a hop to the cooperative pool).
-/// * `task`: a plain task on the cooperative pool awaits each statement (a hop to the loop and back each time).
+/// * `pipelined`: a thread sends statements eight at a time and waits for the last answer, as the backend does
+///   with statements that do not depend on each other (one write, one round trip, one hand-off per eight).
 struct PostgresRoundTripBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pg-roundtrip",
-        abstract: "Sequential `SELECT 1` round trips to PostgreSQL, driven four ways; time and thread switches each.")
+        abstract: "Sequential `SELECT 1` statements to PostgreSQL, driven three ways; time and thread switches each.")
 
     @Option(help: "postgres:// URL of the server.")
     var url: String
 
-    @Option(help: "Round trips per mode.")
+    @Option(help: "Statements per mode.")
     var count: Int = 5000
 
     func run() async throws {
-        var logger = Logger(label: "pg-roundtrip")
-        logger.logLevel = .warning
-        let configuration = try PostgresURL(url).configuration()
         let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let connection = try await PostgresConnection.connect(
-            on: loop, configuration: configuration, id: 1, logger: logger)
+        let connection = try await WireConnection.connect(to: try PostgresURL(url).configuration(), on: loop).get()
         let count = self.count
-        // Warm up the connection (and prepare nothing: `SELECT 1` is the cheapest statement there is).
-        for _ in 0..<200 { _ = try await connection.query("SELECT 1", logger: logger).collect() }
+        @Sendable func select(_ done: @escaping @Sendable (Result<[WireRow], any Error>) -> Void) -> WireRequest {
+            WireRequest(sql: "SELECT 1", completion: done)
+        }
+        @Sendable func blockingRun(batch: Int) throws {
+            for _ in 0..<(count / batch) {
+                let answered = loop.makePromise(of: Void.self)
+                var requests = (1..<batch).map { _ in select { _ in } }
+                requests.append(select { answered.completeWith($0.map { _ in () }) })
+                connection.submit(requests)
+                try answered.futureResult.wait()
+            }
+        }
+        // Warm up the connection (and the prepared statement).
+        try blockingRun(batch: 1)
 
-        try await measure("blocking") {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                Thread.detachNewThread {
-                    do {
-                        for _ in 0..<count { _ = try connection.query("SELECT 1").wait() }
-                        continuation.resume()
-                    } catch {
-                        continuation.resume(throwing: error)
+        for (mode, batch) in [("blocking", 1), ("pipelined", 8)] {
+            try await measure(mode) {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    Thread.detachNewThread {
+                        continuation.resume(with: Result { try blockingRun(batch: batch) })
                     }
                 }
             }
-        }
-        try await measure("loop") {
-            let done = loop.makePromise(of: Void.self)
-            @Sendable func step(_ remaining: Int) {
-                guard remaining > 0 else { return done.succeed() }
-                connection.query("SELECT 1").whenComplete { result in
-                    switch result {
-                    case .success: step(remaining - 1)
-                    case .failure(let error): done.fail(error)
+            if mode == "blocking" {
+                try await measure("loop") {
+                    let done = loop.makePromise(of: Void.self)
+                    @Sendable func step(_ remaining: Int) {
+                        guard remaining > 0 else { return done.succeed() }
+                        connection.submit([
+                            select { result in
+                                switch result {
+                                case .success: step(remaining - 1)
+                                case .failure(let error): done.fail(error)
+                                }
+                            }
+                        ])
                     }
+                    loop.execute { step(count) }
+                    try await done.futureResult.get()
                 }
             }
-            loop.execute { step(count) }
-            try await done.futureResult.get()
         }
-        let driver = LoopDriver(loop: loop, connection: connection)
-        try await measure("actor") { try await driver.run(count) }
-        try await measure("task") {
-            for _ in 0..<count { _ = try await connection.query("SELECT 1").get() }
-        }
-        try await connection.close()
+        try await connection.close().get()
     }
 
     private func measure(_ mode: String, _ body: () async throws -> Void) async throws {
@@ -109,23 +111,5 @@ struct PostgresRoundTripBench: AsyncParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-    }
-}
-
-/// Awaits statements on the connection's own event loop: the actor's executor is that loop, so a resumed
-/// `await` continues there without a hop.
-actor LoopDriver {
-    let loop: any EventLoop
-    let connection: PostgresConnection
-
-    init(loop: any EventLoop, connection: PostgresConnection) {
-        self.loop = loop
-        self.connection = connection
-    }
-
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.executor.asUnownedSerialExecutor() }
-
-    func run(_ count: Int) async throws {
-        for _ in 0..<count { _ = try await connection.query("SELECT 1").get() }
     }
 }

@@ -1,6 +1,6 @@
 import Logging
 import NIOPosix
-import PostgresNIO
+import PostgresWire
 import TestSupport
 import Testing
 
@@ -10,27 +10,28 @@ import Testing
 /// parameters, answers read in the binary format.
 @Suite("SQL statement channel")
 struct SQLChannelTests {
-    @Test("every parameter is cast to the type of its value")
-    func typedParameters() {
-        let values: [SQLValue] = [
-            .int(1), .int16(2), .double(3), .bool(true), .bytes([1]), .text("x"), .int(nil), .int(8), .int(9),
-            .bytes(nil),
-        ]
-        #expect(
-            SQLChannel.typed("SELECT $1, $10 FROM t WHERE a = $2 AND b IN ($3,$4) LIMIT $9", values)
-                == "SELECT $1::int8, $10::bytea FROM t WHERE a = $2::int2 AND b IN ($3::float8,$4::bool) LIMIT $9::int8"
-        )
-        // A dollar that is not a parameter, and a parameter beyond the values, stay as they are.
-        #expect(SQLChannel.typed("SELECT '$', $7", [.int(1)]) == "SELECT '$', $7")
-        #expect(SQLChannel.typed("SELECT $1", [.text(nil)]) == "SELECT $1::text")
+    @Test("every parameter is declared with the type of its value", .enabled(if: TestPostgres.available))
+    func typedParameters() throws {
+        try withChannel { channel in
+            let rows = try channel.query(
+                "SELECT pg_typeof($1)::text, pg_typeof($2)::text, pg_typeof($3)::text, pg_typeof($4)::text, "
+                    + "pg_typeof($5)::text, pg_typeof($6)::text, pg_typeof($7)::text, pg_typeof($8)::text",
+                [
+                    .int(nil), .int16(2), .double(3), .bool(true), .bytes([1]), .text("x"),
+                    .array([.int(1)], element: .int(nil)), .array([], element: .text(nil)),
+                ])
+            let row = try #require(rows.first)
+            let types = try (0..<8).map { String(decoding: try row.bytes($0), as: UTF8.self) }
+            #expect(
+                types == ["bigint", "smallint", "double precision", "boolean", "bytea", "text", "bigint[]", "text[]"])
+        }
     }
 
     private func withChannel(_ body: (SQLChannel) throws -> Void) throws {
         let url = try PostgresURL(try TestPostgres.url())
         let logger = Logger(label: "sql-channel-test")
-        let connection = try PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: 1,
-            logger: logger
+        let connection = try WireConnection.connect(
+            to: try url.configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
         ).wait()
         let channel = SQLChannel(connection: connection, logger: logger)
         defer { try? connection.close().wait() }
@@ -164,7 +165,7 @@ struct SQLChannelTests {
     @Test("past the per-connection limit statements still run, unprepared", .enabled(if: TestPostgres.available))
     func beyondThePreparedLimit() throws {
         try withChannel { channel in
-            for n in 0..<(SQLChannel.preparedStatementLimit + 20) {
+            for n in 0..<(WireConnection.preparedStatementLimit + 20) {
                 let rows = try channel.query("SELECT $1 + \(n)", [.int(1)])
                 #expect(try rows.first?.int64(0) == Int64(n + 1))
             }

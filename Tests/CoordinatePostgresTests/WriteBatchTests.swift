@@ -2,7 +2,7 @@ import CBOR
 import CoordinateEngine
 import Logging
 import NIOPosix
-import PostgresNIO
+import PostgresWire
 import Synchronization
 import TestSupport
 import Testing
@@ -209,31 +209,28 @@ struct ConflictRetryTests {
 
         // Another transaction creates the spec and stays open: the engine's insert of the same name waits for it,
         // then fails on the unique key when it commits, and the retry finds the spec and replaces its data.
-        let other = try await PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.next(), configuration: try url.configuration(), id: 99,
-            logger: logger)
-        // postgres-nio requires a connection to be closed before it goes, whatever happens in between.
+        let other = try await WireConnection.connect(
+            to: try url.configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
+        ).get()
         try await withCleanup {
-            _ = try await other.query(PostgresQuery(unsafeSQL: "SET search_path TO \"\(schema)\""), logger: logger)
-            _ = try await other.query("BEGIN", logger: logger)
+            _ = try await other.query("SET search_path TO \"\(schema)\"")
+            _ = try await other.query("BEGIN")
             _ = try await other.query(
                 """
                 INSERT INTO work_spec (namespace_id, name, name_kind, data)
                 SELECT id, '\\x72616365'::bytea, false, '\\xa0'::bytea FROM namespace
-                """, logger: logger)
+                """)
             let data = CBORMap([(.bytes("name"), .bytes("race")), (.bytes("x"), .unsigned(1))])
             let setting = Task {
                 try await engine.perform(.write) { tx in try tx.setWorkSpec(namespace: namespace, data: data) }
             }
             let waited = try await eventually {
                 let rows = try await other.query(
-                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
-                    logger: logger)
-                for try await count in rows.decode(Int64.self) { return count == 1 }
-                return false
+                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
             }
             #expect(waited, "the engine's insert waits for the open transaction")
-            _ = try await other.query("COMMIT", logger: logger)
+            _ = try await other.query("COMMIT")
             #expect(try await setting.value == false, "the spec was there by then: replaced, not created")
             #expect(backend.batchStatistics.conflictRetries >= 1)
             let stored = try await engine.perform(.read) { tx in
@@ -241,7 +238,7 @@ struct ConflictRetryTests {
             }
             #expect(stored == .map(data))
         } cleanup: {
-            try? await other.close()
+            try? await other.close().get()
         }
         await backend.close()
     }
