@@ -232,11 +232,12 @@ final class WireHandler: ChannelInboundHandler {
             }
             return
         }
-        if var buffered = inbound, buffered.readableBytes > 0 {
+        var continuing = false
+        if var buffered = inbound.take() {
             buffered.writeBuffer(&bytes)
             bytes = buffered
+            continuing = true
         }
-        inbound = nil
         while bytes.readableBytes >= 5 {
             let start = bytes.readerIndex
             guard let type = bytes.getInteger(at: start, as: UInt8.self),
@@ -246,6 +247,7 @@ final class WireHandler: ChannelInboundHandler {
             guard bytes.readableBytes >= 1 + Int(length) else { break }
             bytes.moveReaderIndex(forwardBy: 5)
             guard var body = bytes.readSlice(length: Int(length) - 4) else { break }
+            continuing = false
             do {
                 try handle(type, &body, context: context)
             } catch {
@@ -253,7 +255,19 @@ final class WireHandler: ChannelInboundHandler {
             }
             if state == .closed { return }
         }
-        if bytes.readableBytes > 0 { inbound = bytes }
+        if continuing {
+            // Still the one incomplete message of the buffer below.
+            inbound = bytes
+        } else if bytes.readableBytes > 0 {
+            // The start of a message whose rest is still to come. It moves to a buffer of its own, sized for the
+            // whole message when the header is in: appending the rest then neither copies what is there again
+            // (the read buffer is shared with the rows sliced from it) nor grows the buffer step by step, and
+            // the rows already answered do not keep this message's bytes alive, nor it theirs.
+            let length = bytes.getInteger(at: bytes.readerIndex + 1, as: Int32.self).map { Int($0) + 1 } ?? 5
+            var own = context.channel.allocator.buffer(capacity: max(length, bytes.readableBytes))
+            own.writeBuffer(&bytes)
+            inbound = own
+        }
     }
 
     // MARK: - Sending

@@ -174,6 +174,22 @@ struct WireConnectionTests {
             let nulls = try await connection.query(
                 "SELECT NULL::int8, $1", [WireParameter(type: WireType.bytea, value: nil)])
             #expect(nulls.first?[0] == nil && nulls.first?[1] == nil)
+            // Values far larger than one read of the socket arrive whole, between small rows.
+            let large = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let answers = try await pipeline(
+                connection,
+                [
+                    ("SELECT 1::int8", []),
+                    (
+                        "SELECT $1, g FROM generate_series(1, 3) g",
+                        [WireParameter(type: WireType.bytea, value: ByteBuffer(bytes: large))]
+                    ),
+                    ("SELECT 2::int8", []),
+                ])
+            let largeRows = try answers[1].get()
+            #expect(largeRows.count == 3)
+            #expect(largeRows.allSatisfy { $0[0].map { Array($0.readableBytesView) } == large })
+            #expect(try answers[2].get().first.flatMap { Self.int64($0, 0) } == 2)
         }
     }
 
