@@ -123,17 +123,19 @@ public final class Engine: Sendable {
     }
 
     /// Runs `body` as one atomic operation and calls `completion` once its effects are durable. With the memory
-    /// backend the completion runs before this method returns.
+    /// backend the completion runs before this method returns. `hint` names what `body` reads first, for backends
+    /// that can send that read with the start of the transaction (``StorageReadHint``).
     @inlinable
     public func perform<T: Sendable>(
-        _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> T,
+        _ mode: AccessMode, readingFirst hint: StorageReadHint? = nil,
+        _ body: @escaping @Sendable (inout EngineTransaction) throws -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
         // The result crosses from the body to the completion through this box; the backend runs the body before
         // it calls the completion, and never concurrently with it.
         let box = ResultBox<T>()
         run(
-            mode, { transaction in box.value = try body(&transaction) },
+            mode, hint, { transaction in box.value = try body(&transaction) },
             completion: { error in
                 if let error {
                     completion(.failure(error))
@@ -148,7 +150,8 @@ public final class Engine: Sendable {
     /// The non-generic core of ``perform(_:_:completion:)``.
     @usableFromInline
     func run(
-        _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> Void,
+        _ mode: AccessMode, _ hint: StorageReadHint?,
+        _ body: @escaping @Sendable (inout EngineTransaction) throws -> Void,
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let clock = self.clock
@@ -165,12 +168,12 @@ public final class Engine: Sendable {
             if !transaction.attemptEvents.isEmpty { statistics.record(transaction.attemptEvents) }
         }
         guard let observer else {
-            backend.execute(mode, transact, completion: completion)
+            backend.execute(mode, readingFirst: hint, transact, completion: completion)
             return
         }
         let op = mode == .read ? "read" : "write"
         backend.execute(
-            mode,
+            mode, readingFirst: hint,
             { session in
                 let started = ContinuousClock.now
                 defer { observer.storageOperation(op, seconds: Self.seconds(since: started)) }
@@ -199,10 +202,11 @@ public final class Engine: Sendable {
     /// Runs `body` as one atomic operation and returns its result once durable.
     @inlinable
     public func perform<T: Sendable>(
-        _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> T
+        _ mode: AccessMode, readingFirst hint: StorageReadHint? = nil,
+        _ body: @escaping @Sendable (inout EngineTransaction) throws -> T
     ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            perform(mode, body) { result in continuation.resume(with: result) }
+            perform(mode, readingFirst: hint, body) { result in continuation.resume(with: result) }
         }
     }
 

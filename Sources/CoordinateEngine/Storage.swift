@@ -54,6 +54,13 @@ public protocol StorageBackend: Sendable {
         _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
         completion: @escaping @Sendable ((any Error)?) -> Void)
 
+    /// ``execute(_:_:completion:)`` told what the operation will read first (``StorageReadHint``), so that a
+    /// backend paying a round trip per statement can send that read with the start of the transaction.
+    func execute(
+        _ mode: AccessMode, readingFirst hint: StorageReadHint?,
+        _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void)
+
     /// Reports whether the backend can currently serve requests (for `/healthz` and metrics).
     func health() -> StorageHealth
 
@@ -66,6 +73,27 @@ public protocol StorageBackend: Sendable {
     /// Opens a read-only view of committed state for a long read (export), which writers are not held up by.
     /// `completion` may be called on any thread.
     func openSnapshot(completion: @escaping @Sendable (Result<any StorageSnapshot, any Error>) -> Void)
+}
+
+/// What an operation will read first, named before it starts. A hint changes no result: a backend may ignore it,
+/// and one that reads ahead uses what it read only if the operation then makes exactly that read (the names
+/// are resolved again inside the transaction, where they may have changed).
+public enum StorageReadHint: Sendable {
+    /// The specs of a namespace, as scheduling reads them (``StorageSession/specs(namespace:)``).
+    case specs(namespace: Identifier)
+    /// One unit by its spec and key (``StorageSession/unit(spec:key:)``).
+    case unit(namespace: Identifier, spec: Identifier, key: Identifier)
+}
+
+extension StorageBackend {
+    /// Backends that cannot use a hint run the operation as if none were given.
+    public func execute(
+        _ mode: AccessMode, readingFirst hint: StorageReadHint?,
+        _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        execute(mode, body, completion: completion)
+    }
 }
 
 /// A read-only view of the storage for a long read, taken by ``StorageBackend/openSnapshot(completion:)``.

@@ -26,12 +26,13 @@ struct EngineBridge: Sendable {
     }
 
     func run<T: Sendable>(
-        _ call: RPCCall, _ mode: AccessMode, _ body: @escaping @Sendable (inout EngineTransaction) throws -> T,
+        _ call: RPCCall, _ mode: AccessMode, readingFirst hint: StorageReadHint? = nil,
+        _ body: @escaping @Sendable (inout EngineTransaction) throws -> T,
         render: @escaping @Sendable (T) throws(RPCError) -> CBORValue
     ) throws(RPCError) -> RPCReply {
         let bridge = ReplyBridge()
         let method = call.methodName
-        engine.perform(mode, body) { result in
+        engine.perform(mode, readingFirst: hint, body) { result in
             let rendered: Result<CBORValue, RPCError>
             switch result {
             case .success(let value):

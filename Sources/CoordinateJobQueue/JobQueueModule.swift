@@ -350,7 +350,7 @@ public struct JobQueueModule: RPCModule {
         let namespace = self.namespace
         let requestedUpdate = update
         return try bridge.run(
-            call, .write,
+            call, .write, readingFirst: .unit(namespace: namespace, spec: name, key: key),
             { tx in try tx.updateWorkUnit(namespace: namespace, spec: name, key: key, requestedUpdate) }
         ) { outcome in
             switch outcome {
@@ -396,7 +396,10 @@ public struct JobQueueModule: RPCModule {
         let request = WorkRequest(
             worker: worker, count: count, lease: Time.duration(seconds: leaseSeconds), filter: filter)
         let namespace = self.namespace
-        return try bridge.run(call, .write, { tx in try tx.getWork(namespace: namespace, request) }) { granted in
+        return try bridge.run(
+            call, .write, readingFirst: .specs(namespace: namespace),
+            { tx in try tx.getWork(namespace: namespace, request) }
+        ) { granted in
             let triples = granted.map {
                 CBORValue.tuple([$0.spec.name.value, $0.unit.key.value, .encoded($0.unit.data)])
             }

@@ -267,6 +267,7 @@ public final class PostgresBackend: StorageBackend {
 
     /// A write operation waiting for a transaction.
     private struct QueuedWrite {
+        let hint: StorageReadHint?
         let body: @Sendable (any StorageSession) throws -> Void
         let completion: @Sendable ((any Error)?) -> Void
     }
@@ -289,6 +290,10 @@ public final class PostgresBackend: StorageBackend {
         public var isolatedBatches = 0
         /// Transactions retried after a conflict with another transaction (a unique key, a deadlock).
         public var conflictRetries = 0
+        /// Reads sent with BEGIN for what an operation said it reads first (``StorageReadHint``), and how many of
+        /// them the operation used.
+        public var readsAhead = 0
+        public var readsAheadUsed = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
@@ -312,6 +317,12 @@ public final class PostgresBackend: StorageBackend {
             StorageCounter(
                 name: "conflict_retries", help: "Transactions retried after a conflict with another transaction.",
                 value: statistics.conflictRetries),
+            StorageCounter(
+                name: "reads_ahead", help: "Reads sent with the start of a transaction for what it reads first.",
+                value: statistics.readsAhead),
+            StorageCounter(
+                name: "reads_ahead_used", help: "Reads sent ahead that the operation then used.",
+                value: statistics.readsAheadUsed),
         ]
     }
 
@@ -328,6 +339,14 @@ public final class PostgresBackend: StorageBackend {
         _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
+        execute(mode, readingFirst: nil, body, completion: completion)
+    }
+
+    public func execute(
+        _ mode: AccessMode, readingFirst hint: StorageReadHint?,
+        _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
         switch state.withLock({ $0.phase }) {
         case .ready: break
         case .initialising: return completion(StorageError.unavailable("initialising"))
@@ -335,13 +354,13 @@ public final class PostgresBackend: StorageBackend {
         case .closed: return completion(StorageError.unavailable("closed"))
         }
         guard mode == .write else {
-            threads.submit { _ in self.run(mode, body, completion: completion) }
+            threads.submit { _ in self.run(mode, hint, body, completion: completion) }
             return
         }
         // Writes that arrive while every runner is busy wait here and then share one transaction: one BEGIN, one
         // expiry sweep, one COMMIT (one WAL flush) and the namespace and spec rows read once for all of them.
         let startRunner = writes.withLock { queue -> Bool in
-            queue.waiting.append(QueuedWrite(body: body, completion: completion))
+            queue.waiting.append(QueuedWrite(hint: hint, body: body, completion: completion))
             guard queue.runners < writeRunners else { return false }
             queue.runners += 1
             return true
@@ -363,7 +382,7 @@ public final class PostgresBackend: StorageBackend {
             }
             if batch.isEmpty { return }
             if batch.count == 1 {
-                run(.write, batch[0].body, completion: batch[0].completion)
+                run(.write, batch[0].hint, batch[0].body, completion: batch[0].completion)
                 continue
             }
             runBatch(batch)
@@ -378,7 +397,7 @@ public final class PostgresBackend: StorageBackend {
     private func runBatch(_ batch: [QueuedWrite]) {
         let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
         let outcome = transaction(
-            .write,
+            .write, batch[0].hint,
             { session in
                 for (index, operation) in batch.enumerated() {
                     let writesBefore = session.writeCount
@@ -401,7 +420,7 @@ public final class PostgresBackend: StorageBackend {
             for operation in batch { operation.completion(error) }
         case .failed:
             batchCounts.withLock { $0.isolatedBatches += 1 }
-            for operation in batch { run(.write, operation.body, completion: operation.completion) }
+            for operation in batch { run(.write, operation.hint, operation.body, completion: operation.completion) }
         }
     }
 
@@ -411,10 +430,10 @@ public final class PostgresBackend: StorageBackend {
     /// pause is a timer, not a sleeping thread: the pool thread goes on with other work meanwhile, and the retry
     /// comes back to the pool when the timer fires.
     private func run(
-        _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void, attempt: Int = 0,
-        completion: @escaping @Sendable ((any Error)?) -> Void
+        _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        attempt: Int = 0, completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
-        switch transaction(mode, body) {
+        switch transaction(mode, hint, body) {
         case .committed: completion(nil)
         case .commitUnknown(let error): completion(error)
         case .failed(let error, let retry):
@@ -427,7 +446,7 @@ public final class PostgresBackend: StorageBackend {
                 self.threads.submit { state in
                     // The backend closed during the pause.
                     guard state == .active else { return completion(StorageError.unavailable("closed")) }
-                    self.run(mode, body, attempt: attempt + 1, completion: completion)
+                    self.run(mode, hint, body, attempt: attempt + 1, completion: completion)
                 }
             }
         }
@@ -443,9 +462,9 @@ public final class PostgresBackend: StorageBackend {
         case failed(any Error, retry: Bool)
     }
 
-    /// Runs `body` in one transaction on a pooled connection.
+    /// Runs `body` in one transaction on a pooled connection; `hint` names what it reads first.
     private func transaction(
-        _ mode: AccessMode, _ body: @Sendable (PostgresSession) throws -> Void
+        _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @Sendable (PostgresSession) throws -> Void
     ) -> TransactionOutcome {
         let channel: SQLChannel
         do {
@@ -468,6 +487,13 @@ public final class PostgresBackend: StorageBackend {
             let sweep =
                 useDatabaseClock
                 ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
+            // What the operation reads first travels with them (the read sees the sweep's changes).
+            let firstRead =
+                sweep == nil
+                ? nil
+                : hint.flatMap {
+                    PostgresSession.sendFirstRead($0, catalog: catalog, channel: channel)
+                }
             // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
             let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
             try channel.finish(begin)
@@ -475,11 +501,20 @@ public final class PostgresBackend: StorageBackend {
             if let swept {
                 let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
                 session = PostgresSession(
-                    channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog)
+                    channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog,
+                    firstRead: firstRead)
             } else {
                 session = PostgresSession(channel: channel, transactionTime: nil, catalog: catalog)
             }
             try body(session)
+            session.dropFirstRead()
+            if firstRead != nil {
+                let used = session.firstReadUsed
+                batchCounts.withLock {
+                    $0.readsAhead += 1
+                    if used { $0.readsAheadUsed += 1 }
+                }
+            }
             if mode == .write {
                 // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one fail, the
                 // server answers the COMMIT of the aborted transaction with a rollback, and the failure below

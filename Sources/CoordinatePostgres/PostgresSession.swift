@@ -36,7 +36,12 @@ final class PostgresSession: StorageSession {
     /// - Parameter sweepRows: the answer of ``sweepWithClockSQL`` run at the start of this transaction (only when
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
     ///   - catalog: namespace and spec rows kept across transactions, or nil to read them every time.
-    init(channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil) {
+    ///   - firstRead: a read sent ahead for the first operation (``sendFirstRead(_:catalog:channel:)``).
+    init(
+        channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil,
+        firstRead: FirstRead? = nil
+    ) {
+        self.firstRead = firstRead
         self.channel = channel
         self.transactionTime = transactionTime
         self.sweepRows = sweepRows
@@ -162,6 +167,60 @@ final class PostgresSession: StorageSession {
         return (time, sweep)
     }
 
+    /// A read sent with the start of the transaction (``StorageReadHint``), by the ids it was sent for.
+    struct FirstRead {
+        enum Target: Equatable {
+            case specs(Int64)
+            case unit(Int64, [UInt8])
+        }
+        let target: Target
+        let answer: SQLChannel.Pending
+    }
+
+    /// Sends the read `hint` names, for ids as the catalog cache knows them, right behind BEGIN and the sweep:
+    /// it shares their round trip, and sees what the sweep changed (it runs after it, in the same transaction).
+    /// Nil when the cache does not know the names (the operation then reads as usual). The ids may be out of date
+    /// (the sweep has not validated them yet): the read is used only if the operation asks for the same ids.
+    static func sendFirstRead(_ hint: StorageReadHint, catalog: CatalogCache, channel: SQLChannel) -> FirstRead? {
+        switch hint {
+        case .specs(let name):
+            guard let namespace = catalog.namespace(named: name)?.record else { return nil }
+            return FirstRead(
+                target: .specs(namespace.id), answer: channel.send(namespaceSpecsSQL, [.int(namespace.id)]))
+        case .unit(let namespaceName, let specName, let key):
+            guard let (namespace, generation) = catalog.namespace(named: namespaceName),
+                let spec = catalog.spec(namespace: namespace.id, named: specName, generation: generation)
+            else { return nil }
+            return FirstRead(
+                target: .unit(spec.id, key.octets),
+                answer: channel.send(unitWithLatestAttemptSQL, [.int(spec.id), .bytes(key.octets)]))
+        }
+    }
+
+    /// The read sent ahead, until the first operation makes it or the next one starts.
+    private var firstRead: FirstRead?
+    /// Whether an operation made the read sent ahead.
+    private(set) var firstReadUsed = false
+    /// Operations begun in this session (``materialize(now:)``).
+    private var operationsStarted = 0
+
+    /// Hands a read sent ahead and never made to the channel, which checks its answer with the others deferred.
+    func dropFirstRead() {
+        if let unused = firstRead {
+            firstRead = nil
+            channel.finishLater(unused.answer)
+        }
+    }
+
+    /// The rows of the read sent ahead when it is `target`; nil when none was sent for it. The read is offered to
+    /// the operation's first read of that kind only: after that it would be stale.
+    private func takeFirstRead(_ target: FirstRead.Target) throws -> [SQLRow]? {
+        guard let ahead = firstRead, ahead.target == target else { return nil }
+        firstRead = nil
+        firstReadUsed = true
+        return try channel.finish(ahead.answer)
+    }
+
     /// The sweep's answer at the transaction time, until ``materialize(now:)`` takes it.
     private var sweepRows: [SQLRow]?
 
@@ -173,6 +232,9 @@ final class PostgresSession: StorageSession {
     /// same transaction (a batch, see ``PostgresBackend``) read that writes since may have changed: the spec
     /// list with its ready-unit priorities, and units read ahead. Spec and namespace rows stay known.
     func materialize(now: Timestamp) throws -> [Int64: Int] {
+        // A read sent for the previous operation, which did not make it, is not this one's.
+        if operationsStarted > 0 { dropFirstRead() }
+        operationsStarted += 1
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
         namespaceSpecs.removeAll()
@@ -312,7 +374,7 @@ final class PostgresSession: StorageSession {
 
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
-        let rows = try channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
+        let rows = try takeFirstRead(.specs(namespace)) ?? channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
@@ -494,9 +556,10 @@ final class PostgresSession: StorageSession {
     }
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
-        guard let row = try channel.query(Self.unitWithLatestAttemptSQL, [.int(spec), .bytes(key.octets)]).first else {
-            return nil
-        }
+        let rows =
+            try takeFirstRead(.unit(spec, key.octets))
+            ?? channel.query(Self.unitWithLatestAttemptSQL, [.int(spec), .bytes(key.octets)])
+        guard let row = rows.first else { return nil }
         let unit = try readUnit(row)
         if let attemptID = unit.latestAttemptID, try row.optionalInt64(Self.unitColumnCount) != nil {
             latestAttempts[attemptID] = try readAttempt(row, from: Self.unitColumnCount)

@@ -140,6 +140,11 @@ final class SQLChannel: @unchecked Sendable {
         if deferred.count >= 512 { try finishDeferred() }
     }
 
+    /// Checks the answer of a statement already sent with the deferred ones (whose rows nobody needs any more).
+    func finishLater(_ pending: Pending) {
+        deferred.append(pending)
+    }
+
     /// The one row a deferred write changes: writes of distinct rows may share a statement.
     struct RowKey: Hashable {
         enum Table: UInt8 {
