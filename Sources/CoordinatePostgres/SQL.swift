@@ -397,7 +397,8 @@ func isConnectionFailure(_ error: any Error) -> Bool {
 /// the backend cannot read) rather than from the operation refusing a request. After such a failure the
 /// transaction cannot go on.
 func isDatabaseFailure(_ error: any Error) -> Bool {
-    error is StorageError || error is SQLRowError || sqlState(error) != nil || isConnectionFailure(error)
+    error is StorageError || error is SQLRowError || error is WireStatementSkipped || sqlState(error) != nil
+        || isConnectionFailure(error)
 }
 
 /// Typed access to one result row. Every statement asks for binary results, so cells are read in
@@ -486,6 +487,7 @@ func describe(_ error: any Error) -> String {
     switch error {
     case let error as SQLChannelError: return error.description
     case let error as WireServerError: return error.message
+    case let error as WireStatementSkipped: return error.cause.message
     case let error as WireConnectionError:
         return error == .closed ? "connection lost" : error.description
     case let error as IOError: return String(cString: strerror(error.errnoCode))

@@ -60,10 +60,13 @@ public struct WireRequest: Sendable {
 /// One connection to PostgreSQL over its frontend/backend protocol (version 3), pipelining statements.
 ///
 /// Why not postgres-nio: it sends a statement only after the previous one is answered, so a transaction of
-/// seven statements costs seven round trips even when none depends on the answer of another. Here every
-/// statement handed over together goes out in one write and the server runs them back to back: each is its own
-/// extended-protocol exchange ending in `Sync` (so each gets its own answer and error, exactly as if sent
-/// alone), but the client does not wait between them. Statements are answered in the order they were sent.
+/// seven statements costs seven round trips even when none depends on the answer of another. Here the statements
+/// handed over together (one ``submit(_:)``) are one *pipeline*: one write, `Parse`/`Bind`/`Execute` for each and
+/// a single `Sync` at the end, so the server runs them back to back and answers them all in one flush (a `Sync`
+/// per statement would make it flush, and the client wake, once per statement). Each statement still gets its own
+/// rows or error, in order. Pipeline semantics are the protocol's (and libpq's pipeline mode): statements that
+/// are not inside a `BEGIN`…`COMMIT` of their own run as one implicit transaction, and after a failure the server
+/// skips the rest of the pipeline, which fail with ``WireStatementSkipped``.
 ///
 /// The protocol subset: startup with cleartext, MD5 or SCRAM-SHA-256 passwords, optional TLS; `Parse`/`Bind`/
 /// `Execute`/`Sync` with binary parameters and binary results. No `COPY`, no notifications, no cancellation.
@@ -106,8 +109,9 @@ public final class WireConnection: Sendable {
         return bootstrap.connect(host: configuration.host, port: configuration.port).flatMap { _ in ready.futureResult }
     }
 
-    /// Sends `requests` in one write. Each is answered through its completion, in order. Callable from any
-    /// thread; from another than the event loop it costs one hand-off for all of them.
+    /// Sends `requests` as one pipeline (see the type's documentation) in one write. Each is answered through its
+    /// completion, in order. Callable from any thread; from another than the event loop it costs one hand-off for
+    /// all of them.
     public func submit(_ requests: [WireRequest]) {
         if eventLoop.inEventLoop {
             handler.value.submit(requests)
@@ -152,13 +156,14 @@ final class WireHandler: ChannelInboundHandler {
         case closed
     }
 
-    /// A statement sent and not yet answered (its `ReadyForQuery` not yet received).
+    /// A statement sent and not yet answered (its `CommandComplete` or error not yet received).
     private struct InFlight {
         let completion: @Sendable (Result<[WireRow], any Error>) -> Void
         var rows: [WireRow] = []
-        var error: (any Error)?
-        /// The prepared-statement key this request parsed, forgotten again should it fail.
+        /// The prepared-statement key this request parsed, forgotten again should it fail or be skipped.
         var parsedKey: String?
+        /// Whether this is the last statement of its pipeline (the one the `Sync` follows).
+        var endsPipeline = false
     }
 
     private let configuration: WireConfiguration
@@ -169,8 +174,10 @@ final class WireHandler: ChannelInboundHandler {
     private var scram: SCRAMClient?
     private var timeout: Scheduled<Void>?
     private var inFlight = CircularBuffer<InFlight>(initialCapacity: 16)
-    /// Named statements this connection has parsed, by parameter types and text.
-    private var preparedNames: [String: String] = [:]
+    /// Named statements this connection has parsed, by parameter types and text; `confirmed` once the server
+    /// acknowledged the `Parse` (until then a later pipeline parses the statement unnamed: should the `Parse` fail
+    /// or be skipped, the name would not exist).
+    private var preparedNames: [String: (name: String, confirmed: Bool)] = [:]
     private var statementNumber = 0
 
     init(configuration: WireConfiguration, ready: EventLoopPromise<WireConnection>) {
@@ -287,12 +294,14 @@ final class WireHandler: ChannelInboundHandler {
                 var key = request.sql
                 for parameter in request.parameters { key += ",\(parameter.type)" }
                 if let known = preparedNames[key] {
-                    name = known
-                    parse = false
+                    if known.confirmed {
+                        name = known.name
+                        parse = false
+                    }
                 } else if preparedNames.count < WireConnection.preparedStatementLimit {
                     statementNumber += 1
                     name = "w\(statementNumber)"
-                    preparedNames[key] = name
+                    preparedNames[key] = (name, false)
                     entry.parsedKey = key
                 }
             }
@@ -325,9 +334,11 @@ final class WireHandler: ChannelInboundHandler {
                 body.writeNullTerminatedString("")
                 body.writeInteger(Int32(0))
             }
-            Self.message(UInt8(ascii: "S"), into: &buffer) { _ in }
             inFlight.append(entry)
         }
+        guard !requests.isEmpty else { return }
+        inFlight[inFlight.index(before: inFlight.endIndex)].endsPipeline = true
+        Self.message(UInt8(ascii: "S"), into: &buffer) { _ in }
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
@@ -379,24 +390,32 @@ final class WireHandler: ChannelInboundHandler {
                 ready = nil
                 return
             }
+        // The end of a pipeline, whose statements were all answered or skipped by now.
+        case UInt8(ascii: "C"), UInt8(ascii: "I"):
             guard let answered = inFlight.popFirst() else {
-                throw WireConnectionError.protocolViolation("ReadyForQuery without a statement")
+                throw WireConnectionError.protocolViolation("CommandComplete without a statement")
             }
-            if let error = answered.error {
-                if let key = answered.parsedKey { preparedNames[key] = nil }
-                answered.completion(.failure(error))
-            } else {
-                answered.completion(.success(answered.rows))
-            }
+            answered.completion(.success(answered.rows))
         case UInt8(ascii: "E"):
             let error = WireServerError(fields: Self.fields(&body))
             if state == .authenticating { throw error }
-            guard !inFlight.isEmpty else { throw error }
-            if inFlight[inFlight.startIndex].error == nil { inFlight[inFlight.startIndex].error = error }
+            guard let failed = inFlight.popFirst() else { throw error }
+            if let key = failed.parsedKey { preparedNames[key] = nil }
+            failed.completion(.failure(error))
+            // The server skips the rest of the pipeline, up to its Sync.
+            var last = failed.endsPipeline
+            while !last, let skipped = inFlight.popFirst() {
+                last = skipped.endsPipeline
+                if let key = skipped.parsedKey { preparedNames[key] = nil }
+                skipped.completion(.failure(WireStatementSkipped(cause: error)))
+            }
         case UInt8(ascii: "R"):
             try authenticate(&body, context: context)
-        case UInt8(ascii: "1"), UInt8(ascii: "2"), UInt8(ascii: "3"), UInt8(ascii: "C"), UInt8(ascii: "I"),
-            UInt8(ascii: "n"), UInt8(ascii: "t"), UInt8(ascii: "T"), UInt8(ascii: "s"),
+        case UInt8(ascii: "1"):
+            // ParseComplete of the statement at the head: its name exists now.
+            if let key = inFlight.first?.parsedKey { preparedNames[key]?.confirmed = true }
+        case UInt8(ascii: "2"), UInt8(ascii: "3"), UInt8(ascii: "n"), UInt8(ascii: "t"), UInt8(ascii: "T"),
+            UInt8(ascii: "s"),
             // Notices, run-time parameter reports, the cancellation key and notifications concern no statement.
             UInt8(ascii: "N"), UInt8(ascii: "S"), UInt8(ascii: "K"), UInt8(ascii: "A"):
             break
@@ -498,7 +517,7 @@ final class WireHandler: ChannelInboundHandler {
         let unanswered = inFlight
         inFlight.removeAll()
         let reported = error is WireServerError ? error : WireConnectionError.closed
-        for statement in unanswered { statement.completion(.failure(statement.error ?? reported)) }
+        for statement in unanswered { statement.completion(.failure(reported)) }
         if wasOpen { context?.close(promise: nil) }
     }
 }

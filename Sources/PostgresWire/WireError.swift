@@ -39,3 +39,12 @@ public enum WireConnectionError: Error, Sendable, CustomStringConvertible, Equat
         }
     }
 }
+
+/// A statement the server did not run because an earlier statement of its pipeline failed (the server skips
+/// everything up to the pipeline's `Sync`). The connection is fine.
+public struct WireStatementSkipped: Error, Sendable, CustomStringConvertible {
+    /// The failure of the earlier statement.
+    public let cause: WireServerError
+
+    public var description: String { "not run: an earlier statement of its pipeline failed (\(cause))" }
+}

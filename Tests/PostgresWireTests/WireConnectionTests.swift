@@ -29,30 +29,58 @@ struct WireConnectionTests {
         try await connection.close().get()
     }
 
-    /// Submits `statements` in one go and collects each answer.
+    /// Submits each of `pipelines` at once (no waiting in between) and collects every answer, pipeline by
+    /// pipeline.
+    private func pipelines(
+        _ connection: WireConnection, _ pipelines: [[(String, [WireParameter])]]
+    ) async throws
+        -> [[Result<[WireRow], any Error>]]
+    {
+        let count = pipelines.map(\.count).reduce(0, +)
+        let answers = NIOLockedValueBox<[Int: Result<[WireRow], any Error>]>([:])
+        let order = NIOLockedValueBox<[Int]>([])
+        let done = connection.eventLoop.makePromise(of: Void.self)
+        var next = 0
+        for statements in pipelines {
+            connection.submit(
+                statements.map { statement in
+                    let index = next
+                    next += 1
+                    return WireRequest(sql: statement.0, parameters: statement.1) { result in
+                        answers.withLockedValue { $0[index] = result }
+                        let answered = order.withLockedValue { order -> Int in
+                            order.append(index)
+                            return order.count
+                        }
+                        if answered == count { done.succeed() }
+                    }
+                })
+        }
+        try await done.futureResult.get()
+        #expect(order.withLockedValue { $0 } == Array(0..<count), "answered in the order sent")
+        var start = 0
+        return pipelines.map { statements in
+            defer { start += statements.count }
+            return (start..<start + statements.count).map { index in answers.withLockedValue { $0[index]! } }
+        }
+    }
+
     private func pipeline(
         _ connection: WireConnection, _ statements: [(String, [WireParameter])]
     ) async throws
         -> [Result<[WireRow], any Error>]
     {
-        let answers = NIOLockedValueBox<[Int: Result<[WireRow], any Error>]>([:])
-        let order = NIOLockedValueBox<[Int]>([])
-        let done = connection.eventLoop.makePromise(of: Void.self)
-        let count = statements.count
-        connection.submit(
-            statements.enumerated().map { index, statement in
-                WireRequest(sql: statement.0, parameters: statement.1) { result in
-                    answers.withLockedValue { $0[index] = result }
-                    let answered = order.withLockedValue { order -> Int in
-                        order.append(index)
-                        return order.count
-                    }
-                    if answered == count { done.succeed() }
-                }
-            })
-        try await done.futureResult.get()
-        #expect(order.withLockedValue { $0 } == Array(0..<count), "answered in the order sent")
-        return (0..<count).map { index in answers.withLockedValue { $0[index]! } }
+        try await pipelines(connection, [statements])[0]
+    }
+
+    /// The SQLSTATE of a failed answer, `skipped` for a statement the server skipped, nil for success.
+    private static func failure(_ answer: Result<[WireRow], any Error>) -> String? {
+        switch answer {
+        case .success: return nil
+        case .failure(let error as WireServerError): return error.sqlState
+        case .failure(is WireStatementSkipped): return "skipped"
+        case .failure(let error): return "\(error)"
+        }
     }
 
     private static func int8(_ value: Int64) -> WireParameter {
@@ -67,50 +95,46 @@ struct WireConnectionTests {
     }
 
     @Test(
-        "statements sent together are each answered, in order, a failure only failing its own statement",
+        "a pipeline's statements are each answered, in order; a failure skips the rest of its pipeline only",
         .enabled(if: TestPostgres.available))
     func pipelinedAnswers() async throws {
         try await withConnection { connection in
-            var statements: [(String, [WireParameter])] = []
-            for index in 0..<50 {
-                statements.append(("SELECT $1 * 2, generate_series(1, 3)::int8", [Self.int8(Int64(index))]))
+            let doubled = (0..<50).map { index in
+                ("SELECT $1 * 2, generate_series(1, 3)::int8", [Self.int8(Int64(index))])
             }
-            statements.insert(("SELECT 1 / 0", []), at: 10)
-            statements.insert(("SELECT * FROM no_such_table", []), at: 20)
-            let answers = try await pipeline(connection, statements)
-            var index: Int64 = 0
-            for (position, answer) in answers.enumerated() {
-                switch position {
-                case 10:
-                    #expect((try? answer.get()) == nil)
-                    if case .failure(let error as WireServerError) = answer { #expect(error.sqlState == "22012") }
-                case 20:
-                    if case .failure(let error as WireServerError) = answer {
-                        #expect(error.sqlState == "42P01")
-                    } else {
-                        Issue.record("a missing table is the server's error: \(answer)")
-                    }
-                default:
-                    let rows = try answer.get()
-                    #expect(rows.count == 3)
-                    #expect(rows.map { Self.int64($0, 0) } == Array(repeating: index * 2, count: 3))
-                    #expect(rows.map { Self.int64($0, 1) } == [1, 2, 3])
-                    index += 1
-                }
+            let answers = try await pipelines(
+                connection,
+                [
+                    doubled,
+                    [("SELECT 1::int8", []), ("SELECT 1 / 0", []), ("SELECT 2::int8", []), ("SELECT 3::int8", [])],
+                    [("SELECT 4::int8", [])],
+                    [("SELECT * FROM no_such_table", []), ("SELECT 5::int8", [])],
+                    [("SELECT 6::int8", [])],
+                ])
+            for (index, answer) in answers[0].enumerated() {
+                let rows = try answer.get()
+                #expect(rows.map { Self.int64($0, 0) } == Array(repeating: Int64(index) * 2, count: 3))
+                #expect(rows.map { Self.int64($0, 1) } == [1, 2, 3])
             }
-            // The connection is still usable, and a prepared statement that failed is parsed afresh next time
-            // (its name is forgotten, not reused).
+            #expect(answers[1].map(Self.failure) == [nil, "22012", "skipped", "skipped"])
+            #expect(try answers[1][0].get().first.flatMap { Self.int64($0, 0) } == 1)
+            #expect(try answers[2][0].get().first.flatMap { Self.int64($0, 0) } == 4)
+            #expect(answers[3].map(Self.failure) == ["42P01", "skipped"])
+            #expect(try answers[4][0].get().first.flatMap { Self.int64($0, 0) } == 6)
+            // A prepared statement that failed or was skipped is parsed afresh next time (its name is forgotten,
+            // not reused), and the connection goes on.
             for _ in 0..<2 {
-                let again = try await pipeline(
-                    connection, [("SELECT * FROM no_such_table", []), ("SELECT 7::int8", [])])
-                #expect((try? again[0].get()) == nil)
-                #expect(try again[1].get().first.flatMap { Self.int64($0, 0) } == 7)
+                let again = try await pipelines(
+                    connection,
+                    [[("SELECT * FROM no_such_table", []), ("SELECT 7::int8", [])], [("SELECT 7::int8", [])]])
+                #expect(again[0].map(Self.failure) == ["42P01", "skipped"])
+                #expect(try again[1][0].get().first.flatMap { Self.int64($0, 0) } == 7)
             }
         }
     }
 
     @Test(
-        "a transaction sent as one pipeline commits; an error inside it aborts the rest until ROLLBACK",
+        "a transaction sent as one pipeline commits; after an error in it the rest is skipped and it stays aborted",
         .enabled(if: TestPostgres.available))
     func transactionsInOnePipeline() async throws {
         try await withConnection { connection in
@@ -122,24 +146,20 @@ struct WireConnectionTests {
                     ("INSERT INTO wire_t VALUES ($1)", [Self.int8(2)]), ("COMMIT", []),
                 ])
             for answer in committed { _ = try answer.get() }
-            let failed = try await pipeline(
+            let failed = try await pipelines(
                 connection,
                 [
-                    ("BEGIN", []), ("INSERT INTO wire_t VALUES ($1)", [Self.int8(3)]),
-                    ("INSERT INTO wire_t VALUES ($1)", [Self.int8(1)]),
-                    ("INSERT INTO wire_t VALUES ($1)", [Self.int8(4)]), ("ROLLBACK", []),
+                    [
+                        ("BEGIN", []), ("INSERT INTO wire_t VALUES ($1)", [Self.int8(3)]),
+                        ("INSERT INTO wire_t VALUES ($1)", [Self.int8(1)]),
+                        ("INSERT INTO wire_t VALUES ($1)", [Self.int8(4)]), ("COMMIT", []),
+                    ],
+                    // The transaction is still open and aborted: it refuses statements until it ends.
+                    [("SELECT 1", [])], [("ROLLBACK", [])],
                 ])
-            if case .failure(let error as WireServerError) = failed[2] {
-                #expect(error.sqlState == "23505")
-            } else {
-                Issue.record("the duplicate key fails: \(failed[2])")
-            }
-            if case .failure(let error as WireServerError) = failed[3] {
-                #expect(error.sqlState == "25P02", "the statement after the failure is refused")
-            } else {
-                Issue.record("the aborted transaction refuses statements: \(failed[3])")
-            }
-            _ = try failed[4].get()
+            #expect(failed[0].map(Self.failure) == [nil, nil, "23505", "skipped", "skipped"])
+            #expect(Self.failure(failed[1][0]) == "25P02")
+            _ = try failed[2][0].get()
             let rows = try await connection.query("SELECT id FROM wire_t ORDER BY id")
             #expect(rows.map { Self.int64($0, 0) } == [1, 2])
         }
