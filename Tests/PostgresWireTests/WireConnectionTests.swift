@@ -213,6 +213,33 @@ struct WireConnectionTests {
         }
     }
 
+    /// The test URL with `sslmode` set.
+    private func url(sslMode: String) throws -> PostgresURL {
+        let base = try TestPostgres.url()
+        return try PostgresURL(base + (base.contains("?") ? "&" : "?") + "sslmode=" + sslMode)
+    }
+
+    @Test(
+        "sslmode=require speaks TLS, disable does not; verify-full refuses a certificate it cannot trust",
+        .enabled(if: TestPostgres.available))
+    func tls() async throws {
+        for (mode, encrypted) in [("require", true), ("disable", false)] {
+            let connection = try await WireConnection.connect(
+                to: try url(sslMode: mode).configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
+            ).get()
+            let rows = try await connection.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            #expect(rows.first?[0].flatMap { $0.getInteger(at: $0.readerIndex, as: UInt8.self) } == (encrypted ? 1 : 0))
+            try await connection.close().get()
+        }
+        // The test server's certificate is signed by the fixtures' own authority, which the system does not trust.
+        await #expect(throws: (any Error).self) {
+            let connection = try await WireConnection.connect(
+                to: try url(sslMode: "verify-full").configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
+            ).get()
+            try await connection.close().get()
+        }
+    }
+
     @Test("a wrong password is the server's authentication error", .enabled(if: TestPostgres.available))
     func wrongPassword() async throws {
         let attempt = WireConnection.connect(
