@@ -40,38 +40,52 @@ enum SQLValue {
         if case .array(let values, _) = self {
             let element = scalarType
             var buffer = ByteBuffer()
-            buffer.writeWireArray(elementType: element, values.map(\.binary))
+            buffer.writeWireArray(
+                elementType: element, count: values.count, hasNulls: values.contains(where: \.isNull)
+            ) { buffer, index in values[index].write(into: &buffer) }
             return WireParameter(type: WireType.array(of: element)!, value: buffer)
         }
-        return WireParameter(type: scalarType, value: binary)
+        var buffer = ByteBuffer()
+        return WireParameter(type: scalarType, value: write(into: &buffer) ? buffer : nil)
     }
 
-    /// A scalar value in the server's binary format, nil for NULL.
-    private var binary: ByteBuffer? {
-        var buffer = ByteBuffer()
+    private var isNull: Bool {
+        switch self {
+        case .int(let number): return number == nil
+        case .int16(let number): return number == nil
+        case .double(let number): return number == nil
+        case .bool(let flag): return flag == nil
+        case .bytes(let octets): return octets == nil
+        case .text(let string): return string == nil
+        case .array: return false
+        }
+    }
+
+    /// Appends a scalar value in the server's binary format; false (nothing written) for NULL.
+    private func write(into buffer: inout ByteBuffer) -> Bool {
         switch self {
         case .int(let number):
-            guard let number else { return nil }
+            guard let number else { return false }
             buffer.writeInteger(number)
         case .int16(let number):
-            guard let number else { return nil }
+            guard let number else { return false }
             buffer.writeInteger(number)
         case .double(let number):
-            guard let number else { return nil }
+            guard let number else { return false }
             buffer.writeInteger(number.bitPattern)
         case .bool(let flag):
-            guard let flag else { return nil }
+            guard let flag else { return false }
             buffer.writeInteger(flag ? 1 : 0, as: UInt8.self)
         case .bytes(let octets):
-            guard let octets else { return nil }
+            guard let octets else { return false }
             buffer.writeBytes(octets)
         case .text(let string):
-            guard let string else { return nil }
+            guard let string else { return false }
             buffer.writeString(string)
         case .array:
             preconditionFailure("arrays of arrays are not statement parameters")
         }
-        return buffer
+        return true
     }
 }
 

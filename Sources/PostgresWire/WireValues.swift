@@ -45,18 +45,31 @@ extension ByteBuffer {
     /// Appends a one-dimensional array in the binary array format (`array_recv`): dimensions, a null flag, the
     /// element type, then each element as a length (-1 for NULL) and its bytes.
     public mutating func writeWireArray(elementType: UInt32, _ elements: [ByteBuffer?]) {
-        writeInteger(Int32(elements.isEmpty ? 0 : 1))
-        writeInteger(Int32(elements.contains { $0 == nil } ? 1 : 0))
+        writeWireArray(elementType: elementType, count: elements.count, hasNulls: elements.contains { $0 == nil }) {
+            buffer, index in
+            guard var element = elements[index] else { return false }
+            buffer.writeBuffer(&element)
+            return true
+        }
+    }
+
+    /// Appends a one-dimensional array whose elements `element` writes straight into this buffer (no buffer per
+    /// element): it appends element `index`'s bytes and returns true, or writes nothing and returns false for
+    /// NULL. `hasNulls` must say whether any element is NULL.
+    public mutating func writeWireArray(
+        elementType: UInt32, count: Int, hasNulls: Bool, element: (inout ByteBuffer, Int) -> Bool
+    ) {
+        writeInteger(Int32(count == 0 ? 0 : 1))
+        writeInteger(Int32(hasNulls ? 1 : 0))
         writeInteger(elementType)
-        guard !elements.isEmpty else { return }
-        writeInteger(Int32(elements.count))
+        guard count > 0 else { return }
+        writeInteger(Int32(count))
         writeInteger(Int32(1))
-        for element in elements {
-            if var element {
-                writeInteger(Int32(element.readableBytes))
-                writeBuffer(&element)
-            } else {
-                writeInteger(Int32(-1))
+        for index in 0..<count {
+            let lengthIndex = writerIndex
+            writeInteger(Int32(-1))
+            if element(&self, index) {
+                setInteger(Int32(writerIndex - lengthIndex - 4), at: lengthIndex)
             }
         }
     }
