@@ -397,7 +397,7 @@ public final class PostgresBackend: StorageBackend {
     private func runBatch(_ batch: [QueuedWrite]) {
         let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
         let outcome = transaction(
-            .write, batch[0].hint,
+            .write, batch.map(\.hint),
             { session in
                 for (index, operation) in batch.enumerated() {
                     let writesBefore = session.writeCount
@@ -433,7 +433,7 @@ public final class PostgresBackend: StorageBackend {
         _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
         attempt: Int = 0, completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
-        switch transaction(mode, hint, body) {
+        switch transaction(mode, [hint], body) {
         case .committed: completion(nil)
         case .commitUnknown(let error): completion(error)
         case .failed(let error, let retry):
@@ -462,9 +462,10 @@ public final class PostgresBackend: StorageBackend {
         case failed(any Error, retry: Bool)
     }
 
-    /// Runs `body` in one transaction on a pooled connection; `hint` names what it reads first.
+    /// Runs `body` in one transaction on a pooled connection; `hints` name what each of its operations reads
+    /// first, in order.
     private func transaction(
-        _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @Sendable (PostgresSession) throws -> Void
+        _ mode: AccessMode, _ hints: [StorageReadHint?], _ body: @Sendable (PostgresSession) throws -> Void
     ) -> TransactionOutcome {
         let channel: SQLChannel
         do {
@@ -487,13 +488,9 @@ public final class PostgresBackend: StorageBackend {
             let sweep =
                 useDatabaseClock
                 ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
-            // What the operation reads first travels with them (the read sees the sweep's changes).
-            let firstRead =
-                sweep == nil
-                ? nil
-                : hint.flatMap {
-                    PostgresSession.sendFirstRead($0, catalog: catalog, channel: channel)
-                }
+            // What the operations read first travels with them (each read sees the sweep's changes).
+            let readsAhead =
+                sweep == nil ? [:] : PostgresSession.sendReadsAhead(hints, catalog: catalog, channel: channel)
             // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
             let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
             try channel.finish(begin)
@@ -502,17 +499,17 @@ public final class PostgresBackend: StorageBackend {
                 let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
                 session = PostgresSession(
                     channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog,
-                    firstRead: firstRead)
+                    readsAhead: readsAhead)
             } else {
                 session = PostgresSession(channel: channel, transactionTime: nil, catalog: catalog)
             }
             try body(session)
-            session.dropFirstRead()
-            if firstRead != nil {
-                let used = session.firstReadUsed
+            session.dropReadsAhead()
+            if !readsAhead.isEmpty {
+                let used = session.readsAheadUsed
                 batchCounts.withLock {
-                    $0.readsAhead += 1
-                    if used { $0.readsAheadUsed += 1 }
+                    $0.readsAhead += readsAhead.count
+                    $0.readsAheadUsed += used
                 }
             }
             if mode == .write {

@@ -36,12 +36,12 @@ final class PostgresSession: StorageSession {
     /// - Parameter sweepRows: the answer of ``sweepWithClockSQL`` run at the start of this transaction (only when
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
     ///   - catalog: namespace and spec rows kept across transactions, or nil to read them every time.
-    ///   - firstRead: a read sent ahead for the first operation (``sendFirstRead(_:catalog:channel:)``).
+    ///   - readsAhead: reads sent ahead for the operations (``sendReadsAhead(_:catalog:channel:)``).
     init(
         channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil,
-        firstRead: FirstRead? = nil
+        readsAhead: [Int: ReadAhead] = [:]
     ) {
-        self.firstRead = firstRead
+        self.readsAhead = readsAhead
         self.channel = channel
         self.transactionTime = transactionTime
         self.sweepRows = sweepRows
@@ -167,8 +167,9 @@ final class PostgresSession: StorageSession {
         return (time, sweep)
     }
 
-    /// A read sent with the start of the transaction (``StorageReadHint``), by the ids it was sent for.
-    struct FirstRead {
+    /// A read sent with the start of the transaction for one operation (``StorageReadHint``), by the ids it was
+    /// sent for.
+    struct ReadAhead {
         enum Target: Equatable {
             case specs(Int64)
             case unit(Int64, [UInt8])
@@ -177,48 +178,84 @@ final class PostgresSession: StorageSession {
         let answer: SQLChannel.Pending
     }
 
-    /// Sends the read `hint` names, for ids as the catalog cache knows them, right behind BEGIN and the sweep:
-    /// it shares their round trip, and sees what the sweep changed (it runs after it, in the same transaction).
-    /// Nil when the cache does not know the names (the operation then reads as usual). The ids may be out of date
-    /// (the sweep has not validated them yet): the read is used only if the operation asks for the same ids.
-    static func sendFirstRead(_ hint: StorageReadHint, catalog: CatalogCache, channel: SQLChannel) -> FirstRead? {
-        switch hint {
-        case .specs(let name):
-            guard let namespace = catalog.namespace(named: name)?.record else { return nil }
-            return FirstRead(
-                target: .specs(namespace.id), answer: channel.send(namespaceSpecsSQL, [.int(namespace.id)]))
-        case .unit(let namespaceName, let specName, let key):
-            guard let (namespace, generation) = catalog.namespace(named: namespaceName),
-                let spec = catalog.spec(namespace: namespace.id, named: specName, generation: generation)
-            else { return nil }
-            return FirstRead(
-                target: .unit(spec.id, key.octets),
-                answer: channel.send(unitWithLatestAttemptSQL, [.int(spec.id), .bytes(key.octets)]))
+    /// Sends the reads `hints` name (one per operation of the transaction, in order), for ids as the catalog cache
+    /// knows them, right behind BEGIN and the sweep: they share their round trip, and see what the sweep changed
+    /// (they run after it, in the same transaction). A hint the cache cannot resolve sends nothing (its operation
+    /// reads as usual). The ids may be out of date (the sweep has not validated them yet): a read is used only if
+    /// its operation asks for the same ids. Only the first operation's spec list is read ahead: the operations
+    /// before a later one change it; a later operation's unit is used only if no operation before it wrote it
+    /// (see ``takeReadAhead(_:)``).
+    static func sendReadsAhead(
+        _ hints: [StorageReadHint?], catalog: CatalogCache, channel: SQLChannel
+    )
+        -> [Int: ReadAhead]
+    {
+        var reads: [Int: ReadAhead] = [:]
+        for (index, hint) in hints.enumerated() {
+            switch hint {
+            case nil:
+                continue
+            case .specs(let name):
+                guard index == 0, let namespace = catalog.namespace(named: name)?.record else { continue }
+                reads[index] = ReadAhead(
+                    target: .specs(namespace.id), answer: channel.send(namespaceSpecsSQL, [.int(namespace.id)]))
+            case .unit(let namespaceName, let specName, let key):
+                guard let (namespace, generation) = catalog.namespace(named: namespaceName),
+                    let spec = catalog.spec(namespace: namespace.id, named: specName, generation: generation)
+                else { continue }
+                reads[index] = ReadAhead(
+                    target: .unit(spec.id, key.octets),
+                    answer: channel.send(unitWithLatestAttemptSQL, [.int(spec.id), .bytes(key.octets)]))
+            }
         }
+        return reads
     }
 
-    /// The read sent ahead, until the first operation makes it or the next one starts.
-    private var firstRead: FirstRead?
-    /// Whether an operation made the read sent ahead.
-    private(set) var firstReadUsed = false
+    /// Reads sent ahead, by the index of the operation they are for, until it makes them or the next one starts.
+    private var readsAhead: [Int: ReadAhead]
+    /// How many reads sent ahead an operation used.
+    private(set) var readsAheadUsed = 0
     /// Operations begun in this session (``materialize(now:)``).
     private var operationsStarted = 0
 
-    /// Hands a read sent ahead and never made to the channel, which checks its answer with the others deferred.
-    func dropFirstRead() {
-        if let unused = firstRead {
-            firstRead = nil
+    /// What this transaction's operations wrote, by which a unit read ahead for a later operation is known to
+    /// be out of date: units updated or deleted or whose attempts were written, keys inserted, and whether units
+    /// were written wholesale (a spec's or namespace's deletion, a sweep after the first).
+    private var unitsWritten: Set<Int64> = []
+    private var keysInserted: Set<UnitKeyRef> = []
+    private var unitsWrittenWholesale = false
+
+    private struct UnitKeyRef: Hashable {
+        let spec: Int64
+        let key: [UInt8]
+    }
+
+    /// Hands the reads sent ahead for operations up to `index` and never made to the channel, which checks their
+    /// answers with the other deferred statements.
+    func dropReadsAhead(before index: Int = .max) {
+        for (operation, unused) in readsAhead where operation < index {
+            readsAhead[operation] = nil
             channel.finishLater(unused.answer)
         }
     }
 
-    /// The rows of the read sent ahead when it is `target`; nil when none was sent for it. The read is offered to
-    /// the operation's first read of that kind only: after that it would be stale.
-    private func takeFirstRead(_ target: FirstRead.Target) throws -> [SQLRow]? {
-        guard let ahead = firstRead, ahead.target == target else { return nil }
-        firstRead = nil
-        firstReadUsed = true
-        return try channel.finish(ahead.answer)
+    /// The rows of the read sent ahead for the current operation when it is `target`, and still what a read now
+    /// would answer; nil otherwise (the caller then reads). Offered to the operation's first read of that kind only.
+    private func takeReadAhead(_ target: ReadAhead.Target) throws -> [SQLRow]? {
+        let operation = operationsStarted - 1
+        guard let ahead = readsAhead[operation], ahead.target == target else { return nil }
+        readsAhead[operation] = nil
+        let rows = try channel.finish(ahead.answer)
+        if case .unit(let spec, let key) = target {
+            if unitsWrittenWholesale { return nil }
+            if let row = rows.first {
+                if unitsWritten.contains(try row.int64(0)) { return nil }
+            } else if keysInserted.contains(UnitKeyRef(spec: spec, key: key)) {
+                return nil
+            }
+        }
+        readsAheadUsed += 1
+        return rows
     }
 
     /// The sweep's answer at the transaction time, until ``materialize(now:)`` takes it.
@@ -232,8 +269,8 @@ final class PostgresSession: StorageSession {
     /// same transaction (a batch, see ``PostgresBackend``) read that writes since may have changed: the spec
     /// list with its ready-unit priorities, and units read ahead. Spec and namespace rows stay known.
     func materialize(now: Timestamp) throws -> [Int64: Int] {
-        // A read sent for the previous operation, which did not make it, is not this one's.
-        if operationsStarted > 0 { dropFirstRead() }
+        // Reads sent for earlier operations, which did not make them, are not this one's.
+        dropReadsAhead(before: operationsStarted)
         operationsStarted += 1
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
@@ -249,6 +286,7 @@ final class PostgresSession: StorageSession {
             rows = answered
         }
         if now != transactionTime {
+            unitsWrittenWholesale = true
             rows += try channel.query(Self.sweepSQL, [.int(now), Self.keptNamespaces(catalog)])
         }
         var expired: [Int64: Int] = [:]
@@ -310,6 +348,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
+        unitsWrittenWholesale = true
         writeCount += 1
         latestAttempts.removeAll()
         catalog?.forget(namespace: namespace.id)
@@ -374,7 +413,7 @@ final class PostgresSession: StorageSession {
 
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
-        let rows = try takeFirstRead(.specs(namespace)) ?? channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
+        let rows = try takeReadAhead(.specs(namespace)) ?? channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
@@ -515,6 +554,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteSpec(_ spec: SpecRecord) throws {
+        unitsWrittenWholesale = true
         writeCount += 1
         latestAttempts.removeAll()
         try channel.query("DELETE FROM work_spec WHERE id = $1", [.int(spec.id)])
@@ -557,7 +597,7 @@ final class PostgresSession: StorageSession {
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
         let rows =
-            try takeFirstRead(.unit(spec, key.octets))
+            try takeReadAhead(.unit(spec, key.octets))
             ?? channel.query(Self.unitWithLatestAttemptSQL, [.int(spec), .bytes(key.octets)])
         guard let row = rows.first else { return nil }
         let unit = try readUnit(row)
@@ -587,6 +627,7 @@ final class PostgresSession: StorageSession {
     /// Inserting first and reading only the keys that were taken is what makes a bulk add of new units one
     /// pass over the index instead of two: reading every key first cost as much as the insert itself.
     func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
+        for unit in units { keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets)) }
         guard let spec = units.first?.specID else { return [] }
         writeCount += 1
         readyTops.removeAll()
@@ -669,6 +710,7 @@ final class PostgresSession: StorageSession {
     }
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
+        keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
         writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
@@ -688,6 +730,7 @@ final class PostgresSession: StorageSession {
     }
 
     func updateUnit(_ newUnit: UnitRecord) throws {
+        unitsWritten.insert(newUnit.id)
         writeCount += 1
         readyTops.removeAll()
         var unit = newUnit
@@ -726,6 +769,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnit(_ unit: UnitRecord) throws {
+        unitsWritten.insert(unit.id)
         writeCount += 1
         latestAttempts.removeAll()
         readyTops.removeAll()
@@ -829,6 +873,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
+        unitsWrittenWholesale = true
         writeCount += 1
         latestAttempts.removeAll()
         readyTops.removeAll()
@@ -882,6 +927,7 @@ final class PostgresSession: StorageSession {
     }
 
     func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord {
+        unitsWritten.insert(unit.id)
         writeCount += 1
         let values: [SQLValue] = [
             .int(unit.id), .int(attempt.specID), .int(attempt.namespaceID), .bytes(attempt.worker.octets),
@@ -909,6 +955,7 @@ final class PostgresSession: StorageSession {
     static let attemptValueList = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 
     func updateAttempt(_ attempt: AttemptRecord) throws {
+        unitsWritten.insert(attempt.unitID)
         writeCount += 1
         if latestAttempts[attempt.id] != nil { latestAttempts[attempt.id] = attempt }
         try channel.sendDeferred(

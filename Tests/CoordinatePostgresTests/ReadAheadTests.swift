@@ -1,6 +1,7 @@
 import CBOR
 import CoordinateEngine
 import Logging
+import Synchronization
 import TestSupport
 import Testing
 
@@ -107,5 +108,72 @@ struct ReadAheadTests {
         #expect(try await getWork(engine) == ["b"])
         await first.close()
         await second.close()
+    }
+
+    /// Submits every operation at once (no awaiting between them) and returns each one's result in order.
+    private func submitTogether(
+        _ engine: Engine, _ operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)]
+    ) async -> [Result<Void, any Error>] {
+        await withCheckedContinuation { continuation in
+            let results = Mutex<[Int: Result<Void, any Error>]>([:])
+            for (index, (hint, body)) in operations.enumerated() {
+                engine.perform(.write, readingFirst: hint, body) { result in
+                    let done = results.withLock { collected -> [Result<Void, any Error>]? in
+                        collected[index] = result
+                        guard collected.count == operations.count else { return nil }
+                        return (0..<operations.count).map { collected[$0]! }
+                    }
+                    if let done { continuation.resume(returning: done) }
+                }
+            }
+        }
+    }
+
+    @Test("in a batch, each operation's unit is read ahead; one an earlier operation wrote is read again")
+    func batchReadsAhead() async throws {
+        let backend = try await backend(schema: TestPostgres.freshSchema())
+        #expect(backend.writeRunners == 1, "writes submitted together queue behind the one runner")
+        let engine = Engine(backend: backend)
+        try await setSpec(engine)
+        #expect(try await getWork(engine) == ["a"])
+        let (namespace, spec) = (self.namespace, self.specName)
+        func update(
+            _ key: String, _ update: UnitUpdate
+        ) -> (
+            StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void
+        ) {
+            let unitKey = Identifier(bytes: key)
+            return (
+                .unit(namespace: namespace, spec: spec, key: unitKey),
+                { tx in
+                    let outcome = try tx.updateWorkUnit(namespace: namespace, spec: spec, key: unitKey, update)
+                    guard outcome == .applied else { throw StorageError.corrupt("\(key): \(outcome)") }
+                }
+            )
+        }
+        let before = backend.batchStatistics
+        // The first runs alone; the other three queue behind it and share one transaction. In that batch, a is
+        // finished, then made pending for its worker: the second operation must see a finished and grant it anew (a
+        // second attempt), not the pending a read ahead before the first wrote it (which it would merely renew).
+        let results = await submitTogether(
+            engine,
+            [
+                update("c", UnitUpdate(status: 4)), update("a", UnitUpdate(status: 4)),
+                update("a", UnitUpdate(leaseSeconds: 100, status: 3, worker: Identifier(bytes: "w"))),
+                update("b", UnitUpdate(status: 4)),
+            ])
+        for result in results { #expect(throws: Never.self) { try result.get() } }
+        let after = backend.batchStatistics
+        #expect(after.batches == before.batches + 1, "the last three shared a transaction")
+        #expect(after.readsAhead == before.readsAhead + 4)
+        #expect(after.readsAheadUsed == before.readsAheadUsed + 3, "a's second read was made again")
+        let attempts = try await engine.perform(.read) { tx -> [String] in
+            guard let record = try tx.spec(namespace: namespace, named: spec),
+                let unit = try tx.session.unit(spec: record.id, key: Identifier(bytes: "a"))
+            else { return [] }
+            return try tx.session.attempts(of: unit).map { String(decoding: $0.worker.octets, as: UTF8.self) }
+        }
+        #expect(attempts == ["w", "w"], "a was granted again, not renewed")
+        await backend.close()
     }
 }
