@@ -180,6 +180,9 @@ final class WireHandler: ChannelInboundHandler {
     private var preparedNames: [String: (name: String, confirmed: Bool)] = [:]
     private var statementNumber = 0
 
+    /// The longest message accepted from the server.
+    static let maxMessageLength: Int32 = 1 << 30
+
     init(configuration: WireConfiguration, ready: EventLoopPromise<WireConnection>) {
         self.configuration = configuration
         self.ready = ready
@@ -250,7 +253,10 @@ final class WireHandler: ChannelInboundHandler {
             guard let type = bytes.getInteger(at: start, as: UInt8.self),
                 let length = bytes.getInteger(at: start + 1, as: Int32.self)
             else { break }
-            guard length >= 4 else { return fail(WireConnectionError.protocolViolation("message length \(length)")) }
+            // The server never sends a message above 1 GiB (its allocation limit): a larger length is garbage.
+            guard length >= 4, length <= Self.maxMessageLength else {
+                return fail(WireConnectionError.protocolViolation("message length \(length)"))
+            }
             guard bytes.readableBytes >= 1 + Int(length) else { break }
             bytes.moveReaderIndex(forwardBy: 5)
             guard var body = bytes.readSlice(length: Int(length) - 4) else { break }
@@ -271,7 +277,7 @@ final class WireHandler: ChannelInboundHandler {
             // (the read buffer is shared with the rows sliced from it) nor grows the buffer step by step, and
             // the rows already answered do not keep this message's bytes alive, nor it theirs.
             let length = bytes.getInteger(at: bytes.readerIndex + 1, as: Int32.self).map { Int($0) + 1 } ?? 5
-            var own = context.channel.allocator.buffer(capacity: max(length, bytes.readableBytes))
+            var own = context.channel.allocator.buffer(capacity: max(min(length, 64 << 20), bytes.readableBytes))
             own.writeBuffer(&bytes)
             inbound = own
         }
