@@ -162,7 +162,7 @@ final class SQLChannel: @unchecked Sendable {
     /// The one row a deferred write changes: writes of distinct rows may share a statement.
     struct RowKey: Hashable {
         enum Table: UInt8 {
-            case unit, attempt, counter
+            case unit, attempt
         }
         let table: Table
         let id: Int64
