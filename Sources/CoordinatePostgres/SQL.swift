@@ -40,25 +40,13 @@ enum SQLValue {
         if case .array(let values, _) = self {
             let element = scalarType
             var buffer = ByteBuffer()
-            buffer.writeWireArray(
-                elementType: element, count: values.count, hasNulls: values.contains(where: \.isNull)
-            ) { buffer, index in values[index].write(into: &buffer) }
+            buffer.writeWireArray(elementType: element, count: values.count) { buffer, index in
+                values[index].write(into: &buffer)
+            }
             return WireParameter(type: WireType.array(of: element)!, value: buffer)
         }
         var buffer = ByteBuffer()
         return WireParameter(type: scalarType, value: write(into: &buffer) ? buffer : nil)
-    }
-
-    private var isNull: Bool {
-        switch self {
-        case .int(let number): return number == nil
-        case .int16(let number): return number == nil
-        case .double(let number): return number == nil
-        case .bool(let flag): return flag == nil
-        case .bytes(let octets): return octets == nil
-        case .text(let string): return string == nil
-        case .array: return false
-        }
     }
 
     /// Appends a scalar value in the server's binary format; false (nothing written) for NULL.

@@ -45,8 +45,7 @@ extension ByteBuffer {
     /// Appends a one-dimensional array in the binary array format (`array_recv`): dimensions, a null flag, the
     /// element type, then each element as a length (-1 for NULL) and its bytes.
     public mutating func writeWireArray(elementType: UInt32, _ elements: [ByteBuffer?]) {
-        writeWireArray(elementType: elementType, count: elements.count, hasNulls: elements.contains { $0 == nil }) {
-            buffer, index in
+        writeWireArray(elementType: elementType, count: elements.count) { buffer, index in
             guard var element = elements[index] else { return false }
             buffer.writeBuffer(&element)
             return true
@@ -55,12 +54,11 @@ extension ByteBuffer {
 
     /// Appends a one-dimensional array whose elements `element` writes straight into this buffer (no buffer per
     /// element): it appends element `index`'s bytes and returns true, or writes nothing and returns false for
-    /// NULL. `hasNulls` must say whether any element is NULL.
-    public mutating func writeWireArray(
-        elementType: UInt32, count: Int, hasNulls: Bool, element: (inout ByteBuffer, Int) -> Bool
-    ) {
+    /// NULL.
+    public mutating func writeWireArray(elementType: UInt32, count: Int, element: (inout ByteBuffer, Int) -> Bool) {
         writeInteger(Int32(count == 0 ? 0 : 1))
-        writeInteger(Int32(hasNulls ? 1 : 0))
+        let nullFlagIndex = writerIndex
+        writeInteger(Int32(0))
         writeInteger(elementType)
         guard count > 0 else { return }
         writeInteger(Int32(count))
@@ -70,6 +68,8 @@ extension ByteBuffer {
             writeInteger(Int32(-1))
             if element(&self, index) {
                 setInteger(Int32(writerIndex - lengthIndex - 4), at: lengthIndex)
+            } else {
+                setInteger(Int32(1), at: nullFlagIndex)
             }
         }
     }
