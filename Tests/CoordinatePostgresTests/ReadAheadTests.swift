@@ -1,7 +1,5 @@
 import CBOR
 import CoordinateEngine
-import Logging
-import Synchronization
 import TestSupport
 import Testing
 
@@ -13,15 +11,6 @@ import Testing
 struct ReadAheadTests {
     let namespace = Identifier(text: "")
     let specName = Identifier(bytes: "ahead")
-
-    private func backend(schema: String) async throws -> PostgresBackend {
-        var logger = Logger(label: "read-ahead-test")
-        logger.logLevel = .critical
-        let backend = PostgresBackend(
-            url: try PostgresURL(try TestPostgres.url()), schema: schema, poolSize: 2, logger: logger)
-        try await backend.initialize(now: { 0 })
-        return backend
-    }
 
     private func setSpec(_ engine: Engine, priority: Int = 0) async throws {
         let (namespace, name) = (self.namespace, self.specName)
@@ -59,7 +48,7 @@ struct ReadAheadTests {
 
     @Test("once the names are known, the first read travels with BEGIN and answers as a read of its own would")
     func firstReadIsUsed() async throws {
-        let backend = try await backend(schema: TestPostgres.freshSchema())
+        let backend = try await makeTestBackend(label: "read-ahead-test")
         let engine = Engine(backend: backend)
         try await setSpec(engine)
         var granted: [String] = []
@@ -85,8 +74,8 @@ struct ReadAheadTests {
     @Test("a read sent for ids another daemon has since replaced is not used: the operation sees the new spec")
     func staleIdsAreNotUsed() async throws {
         let schema = TestPostgres.freshSchema()
-        let first = try await backend(schema: schema)
-        let second = try await backend(schema: schema)
+        let first = try await makeTestBackend(schema: schema, label: "read-ahead-test")
+        let second = try await makeTestBackend(schema: schema, label: "read-ahead-test")
         let engine = Engine(backend: first)
         let other = Engine(backend: second)
         try await setSpec(engine)
@@ -110,28 +99,9 @@ struct ReadAheadTests {
         await second.close()
     }
 
-    /// Submits every operation at once (no awaiting between them) and returns each one's result in order.
-    private func submitTogether(
-        _ engine: Engine, _ operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)]
-    ) async -> [Result<Void, any Error>] {
-        await withCheckedContinuation { continuation in
-            let results = Mutex<[Int: Result<Void, any Error>]>([:])
-            for (index, (hint, body)) in operations.enumerated() {
-                engine.perform(.write, readingFirst: hint, body) { result in
-                    let done = results.withLock { collected -> [Result<Void, any Error>]? in
-                        collected[index] = result
-                        guard collected.count == operations.count else { return nil }
-                        return (0..<operations.count).map { collected[$0]! }
-                    }
-                    if let done { continuation.resume(returning: done) }
-                }
-            }
-        }
-    }
-
     @Test("in a batch, each operation's unit is read ahead; one an earlier operation wrote is read again")
     func batchReadsAhead() async throws {
-        let backend = try await backend(schema: TestPostgres.freshSchema())
+        let backend = try await makeTestBackend(label: "read-ahead-test")
         #expect(backend.writeRunners == 1, "writes submitted together queue behind the one runner")
         let engine = Engine(backend: backend)
         try await setSpec(engine)

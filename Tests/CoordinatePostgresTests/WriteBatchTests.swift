@@ -1,9 +1,7 @@
 import CBOR
 import CoordinateEngine
-import Logging
 import NIOPosix
 import PostgresWire
-import Synchronization
 import TestSupport
 import Testing
 
@@ -23,12 +21,7 @@ struct WriteBatchTests {
     /// An engine over a fresh schema with a pool of two connections: one runs writes, so writes submitted
     /// together queue up behind it and form batches.
     private func makeEngine() async throws -> (Engine, PostgresBackend) {
-        var logger = Logger(label: "write-batch-test")
-        logger.logLevel = .critical
-        let backend = PostgresBackend(
-            url: try PostgresURL(try TestPostgres.url()), schema: TestPostgres.freshSchema(), poolSize: 2,
-            logger: logger)
-        try await backend.initialize(now: { 0 })
+        let backend = try await makeTestBackend(label: "write-batch-test")
         let engine = Engine(backend: backend)
         let namespace = self.namespace
         try await engine.perform(.write) { tx in
@@ -42,19 +35,7 @@ struct WriteBatchTests {
     private func submitTogether(
         _ engine: Engine, _ bodies: [@Sendable (inout EngineTransaction) throws -> Void]
     ) async -> [Result<Void, any Error>] {
-        await withCheckedContinuation { continuation in
-            let results = Mutex<[Int: Result<Void, any Error>]>([:])
-            for (index, body) in bodies.enumerated() {
-                engine.perform(.write, body) { result in
-                    let done = results.withLock { collected -> [Result<Void, any Error>]? in
-                        collected[index] = result
-                        guard collected.count == bodies.count else { return nil }
-                        return (0..<bodies.count).map { collected[$0]! }
-                    }
-                    if let done { continuation.resume(returning: done) }
-                }
-            }
-        }
+        await CoordinatePostgresTests.submitTogether(engine, bodies.map { (nil, $0) })
     }
 
     /// Expects the request at each index `refused` picks to have failed with its own ``Refused`` and every other
@@ -131,14 +112,9 @@ struct CatalogCacheTests {
     let spec = Identifier(bytes: "s")
 
     private func backends() async throws -> (Engine, PostgresBackend, Engine) {
-        var logger = Logger(label: "catalog-cache-test")
-        logger.logLevel = .critical
-        let url = try PostgresURL(try TestPostgres.url())
         let schema = TestPostgres.freshSchema()
-        let first = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
-        try await first.initialize(now: { 0 })
-        let second = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
-        try await second.initialize(now: { 0 })
+        let first = try await makeTestBackend(schema: schema, label: "catalog-cache-test")
+        let second = try await makeTestBackend(schema: schema, label: "catalog-cache-test")
         return (Engine(backend: first), first, Engine(backend: second))
     }
 
@@ -195,12 +171,9 @@ struct CatalogCacheTests {
 struct ConflictRetryTests {
     @Test("a spec another transaction created first is found on the retry and replaced, not reported as an error")
     func uniqueKeyRaceIsRetried() async throws {
-        var logger = Logger(label: "conflict-retry-test")
-        logger.logLevel = .critical
         let url = try PostgresURL(try TestPostgres.url())
         let schema = TestPostgres.freshSchema()
-        let backend = PostgresBackend(url: url, schema: schema, poolSize: 2, logger: logger)
-        try await backend.initialize(now: { 0 })
+        let backend = try await makeTestBackend(schema: schema, label: "conflict-retry-test")
         let engine = Engine(backend: backend)
         let namespace = Identifier(text: "")
         try await engine.perform(.write) { tx in
