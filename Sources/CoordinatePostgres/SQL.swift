@@ -86,22 +86,9 @@ final class SQLChannel: @unchecked Sendable {
     // itself thread-safe.
     let connection: WireConnection
     let logger: Logger
-    /// Whether the connection has closed, and how to fail the statement waiting on it at that moment. One
-    /// callback on the close future serves every statement (a callback per statement would pile up there for
-    /// the connection's lifetime).
-    private let closing = NIOLockedValueBox<(closed: Bool, failWaiter: (@Sendable () -> Void)?)>((false, nil))
-
     init(connection: WireConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
-        let closing = closing
-        connection.closeFuture.whenComplete { _ in
-            let waiter = closing.withLockedValue { state in
-                defer { state = (true, nil) }
-                return state.failWaiter
-            }
-            waiter?()
-        }
     }
 
     /// Runs a statement with `$n` parameters and returns every row.
@@ -320,23 +307,14 @@ final class SQLChannel: @unchecked Sendable {
     /// How long one statement may take before the connection is declared dead. Statements take milliseconds,
     /// but one may legitimately wait that long and more for a row lock behind other writers of the same keys;
     /// this bounds only the case where the server vanished without closing the socket: a pool thread must
-    /// never wait forever. (A connection the server terminates ends its waits at once, see `closing`.)
+    /// never wait forever. (A connection that closes ends its waits at once: the connection fails every statement
+    /// in flight as it closes, and any handed to it afterwards.)
     static let statementTimeoutSeconds = 300.0
 
     private func wait<T: Sendable>(for outcome: Outcome<T>) throws -> T {
         flush()
         // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
         // cancelling a timer from this thread would wake the event loop twice more for every statement.
-        // Once the connection is closed no answer can come, so the wait ends there (the connection fails what it
-        // has in flight as it closes; this covers a statement handed over after that).
-        let failOnClose: @Sendable () -> Void = { outcome.settle(.failure(SQLChannelError.connectionClosed)) }
-        let alreadyClosed = closing.withLockedValue { state -> Bool in
-            if state.closed { return true }
-            state.failWaiter = failOnClose
-            return false
-        }
-        if alreadyClosed { failOnClose() }
-        defer { closing.withLockedValue { $0.failWaiter = nil } }
         guard let result = outcome.wait(seconds: Self.statementTimeoutSeconds) else {
             close()
             throw SQLChannelError.timedOut
@@ -347,7 +325,7 @@ final class SQLChannel: @unchecked Sendable {
 }
 
 /// The result of one statement, handed from the event loop to the worker thread waiting for it. The first
-/// settlement wins (an answer, or the connection closing).
+/// settlement wins.
 final class Outcome<T: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: `result` is read and written only while holding `condition`.
     private let condition = ConditionLock(value: 0)
@@ -371,7 +349,6 @@ final class Outcome<T: Sendable>: @unchecked Sendable {
 /// Failures of a channel that are not errors reported by the server.
 enum SQLChannelError: Error, CustomStringConvertible {
     case timedOut
-    case connectionClosed
     /// The statement was dropped before it reached the server (its transaction was rolled back).
     case notSent
 
@@ -379,7 +356,6 @@ enum SQLChannelError: Error, CustomStringConvertible {
         switch self {
         case .timedOut:
             return "no answer from the server within \(Int(SQLChannel.statementTimeoutSeconds)) s"
-        case .connectionClosed: return "connection closed"
         case .notSent: return "statement dropped before it was sent"
         }
     }
