@@ -119,6 +119,13 @@ final class PostgresSession: StorageSession {
 
     /// The sweep of ``materialize(now:)``: `$1` is the instant, `$2` the ids of the namespaces whose rows the
     /// daemon keeps (``CatalogCache``), whose current generations it answers as rows of kind 4.
+    ///
+    /// It runs in every transaction and almost always finds nothing, so the update of the expired units' attempts
+    /// is gated on there being any (`EXISTS`, a one-time filter evaluated before its join runs). Without the gate
+    /// the join ran anyway whenever the cached generic plan was a hash join — the plan PostgreSQL picks for a
+    /// connection that first prepared the sweep while `attempt` was small — and a hash join reads its outer side
+    /// up to the first row before it looks at the (empty) inner one: a scan of every finished attempt up to the
+    /// first active one, in every transaction (half of PostgreSQL's time per cycle at 8×1, growing with the table).
     static let sweepSQL = """
         WITH expired AS (
             SELECT id, spec_id, time, latest_attempt_id FROM work_unit
@@ -128,7 +135,8 @@ final class PostgresSession: StorageSession {
             RETURNING e.spec_id, e.time, e.latest_attempt_id
         ), expired_attempts AS (
             UPDATE attempt a SET status = 2, end_time = greatest(a.start_time, x.time)
-            FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 RETURNING a.id
+            FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 AND EXISTS (SELECT FROM expired_units)
+            RETURNING a.id
         ), due AS (
             SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
         ), promoted AS (
