@@ -294,6 +294,8 @@ public final class PostgresBackend: StorageBackend {
         /// them the operation used.
         public var readsAhead = 0
         public var readsAheadUsed = 0
+        /// Grants that took their spec lock and units from what an earlier grant of the same transaction read.
+        public var grantsFromReserve = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
@@ -323,6 +325,10 @@ public final class PostgresBackend: StorageBackend {
             StorageCounter(
                 name: "reads_ahead_used", help: "Reads sent ahead that the operation then used.",
                 value: statistics.readsAheadUsed),
+            StorageCounter(
+                name: "grants_from_reserve",
+                help: "Grants served by the units an earlier grant of the same transaction read for them.",
+                value: statistics.grantsFromReserve),
         ]
     }
 
@@ -499,17 +505,18 @@ public final class PostgresBackend: StorageBackend {
                 let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
                 session = PostgresSession(
                     channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog,
-                    readsAhead: readsAhead)
+                    readsAhead: readsAhead, hints: hints)
             } else {
                 session = PostgresSession(channel: channel, transactionTime: nil, catalog: catalog)
             }
             try body(session)
             session.dropReadsAhead()
-            if !readsAhead.isEmpty {
-                let used = session.readsAheadUsed
+            if !readsAhead.isEmpty || session.grantsFromReserve > 0 {
+                let (used, fromReserve) = (session.readsAheadUsed, session.grantsFromReserve)
                 batchCounts.withLock {
                     $0.readsAhead += readsAhead.count
                     $0.readsAheadUsed += used
+                    $0.grantsFromReserve += fromReserve
                 }
             }
             if mode == .write {

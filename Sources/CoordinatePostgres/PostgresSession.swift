@@ -37,11 +37,13 @@ final class PostgresSession: StorageSession {
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
     ///   - catalog: namespace and spec rows kept across transactions, or nil to read them every time.
     ///   - readsAhead: reads sent ahead for the operations (``sendReadsAhead(_:catalog:channel:)``).
+    ///   - hints: what each operation of the transaction reads first, in order (``grantsAhead``).
     init(
         channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil,
-        readsAhead: [Int: ReadAhead] = [:]
+        readsAhead: [Int: ReadAhead] = [:], hints: [StorageReadHint?] = []
     ) {
         self.readsAhead = readsAhead
+        self.grantHints = hints.map { if case .specs = $0 { true } else { false } }
         self.channel = channel
         self.transactionTime = transactionTime
         self.sweepRows = sweepRows
@@ -294,8 +296,6 @@ final class PostgresSession: StorageSession {
         readyTops.removeAll()
         readGenerations.removeAll()
         latestAttempts.removeAll()
-        reservedAttemptIDs.removeAll()
-        readAhead = nil
         var rows: [SQLRow] = []
         if let answered = sweepRows {
             sweepRows = nil
@@ -303,6 +303,7 @@ final class PostgresSession: StorageSession {
         }
         if now != transactionTime {
             unitsWrittenWholesale = true
+            dropGrantReserves()
             rows += try channel.query(Self.sweepSQL, [.int(now), Self.keptNamespaces(catalog)])
         }
         var expired: [Int64: Int] = [:]
@@ -365,6 +366,7 @@ final class PostgresSession: StorageSession {
 
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
         unitsWrittenWholesale = true
+        dropGrantReserves()
         writeCount += 1
         latestAttempts.removeAll()
         catalog?.forget(namespace: namespace.id)
@@ -497,23 +499,35 @@ final class PostgresSession: StorageSession {
     ///
     /// The shared lock travels with the read of the ready units the grant will take (`count`, capped by
     /// `max_getwork`), which ``readyUnits(spec:limit:)`` then answers: lock and units in one wait.
+    ///
+    /// A later operation of the same transaction granting from a spec whose row it already holds shared, with
+    /// enough units left in its ``GrantReserve``, needs no round trip at all: nobody else can have changed the
+    /// row since.
     func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)? {
         var exclusive = Self.grantNeedsExclusiveLock(spec)
+        if specsSharedForGrants.contains(spec.id), let held = specRows[spec.id]?.spec,
+            !Self.grantNeedsExclusiveLock(held), grantReserves[spec.id]?.covers(Self.grantLimit(held, count)) == true
+        {
+            grantsFromReserve += 1
+            return (held, try unitCounts(spec: spec.id))
+        }
         if !exclusive {
             // One round trip: the counters this reads may predate the lock, which is fine because a spec without
             // `max_running` is not limited by them.
             let lock = channel.send("\(Self.specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)])
-            var limit = count
-            if let maxGetwork = spec.effective.maxGetwork { limit = min(limit, Int(clamping: maxGetwork)) }
-            let ready = limit > 0 ? channel.send(Self.readyUnitsSQL(limit: limit), [.int(spec.id)]) : nil
+            let limit = Self.grantLimit(spec, count)
+            let ready = limit > 0 ? sendReserveRead(spec: spec.id, limit: limit) : nil
             // The units' answer comes after the lock's: waiting for it first is one wake-up for both.
-            let readyRows = ready.map { ready in Result { try channel.finish(ready) } }
+            let readyRows = ready.map { ready in Result { try channel.finish(ready.answer) } }
             let rows = try channel.finishAfterDeferred(lock)
-            if let readyRows { readAhead = (spec.id, limit, try readyUnits(from: readyRows.get())) }
+            if let ready, let readyRows { try keepReserve(spec: spec.id, asked: ready.asked, rows: readyRows.get()) }
             guard let row = rows.first else { return nil }
             let (fresh, counts) = try readSpec(row)
             specRows[fresh.id] = (fresh, counts)
-            if !Self.grantNeedsExclusiveLock(fresh) { return (fresh, try unitCounts(spec: fresh.id)) }
+            if !Self.grantNeedsExclusiveLock(fresh) {
+                specsSharedForGrants.insert(fresh.id)
+                return (fresh, try unitCounts(spec: fresh.id))
+            }
             exclusive = true
         }
         while true {
@@ -531,6 +545,72 @@ final class PostgresSession: StorageSession {
     private static func grantNeedsExclusiveLock(_ spec: SpecRecord) -> Bool {
         let fields = spec.effective
         return fields.maxRunning != nil || fields.continuous
+    }
+
+    /// How many units a grant of `count` may take from `spec` at most, as far as the spec row alone says.
+    private static func grantLimit(_ spec: SpecRecord, _ count: Int) -> Int {
+        guard let maxGetwork = spec.effective.maxGetwork else { return count }
+        return min(count, Int(clamping: maxGetwork))
+    }
+
+    // MARK: - Grant reserves
+
+    /// Ready units a grant read and locked for itself and for the grants of the operations after it in the same
+    /// transaction (a write batch), in grant order. A batch of `get_work`s on one spec reads its units once:
+    /// each grant after the first takes the next ones without a round trip (``lockSpecForGrant(_:expecting:)``).
+    ///
+    /// The order is the one the read found, as if every grant of the batch had read at the first one's moment
+    /// (milliseconds earlier); a unit another daemon makes ready meanwhile waits for the next read, as it would
+    /// for a grant that started a moment sooner. What this transaction itself does to the spec's ready units is
+    /// never missed: any write that could put a unit before the reserve's next one (a unit inserted, made
+    /// ready, or one of the reserve's own units changed, units deleted wholesale, a second sweep) drops the
+    /// spec's reserve (``reserveMayBeStale(_:)``), and the next grant reads again.
+    private struct GrantReserve {
+        var units: ArraySlice<UnitRecord>
+        /// The read found fewer units than it asked for: no other unit was ready.
+        let complete: Bool
+
+        func covers(_ limit: Int) -> Bool { complete || units.count >= limit }
+    }
+
+    private var grantReserves: [Int64: GrantReserve] = [:]
+    /// Specs whose row this transaction holds a share lock on, taken for a grant.
+    private var specsSharedForGrants: Set<Int64> = []
+    /// Per operation of the transaction, in order: whether it is a grant (its hint is the namespace's specs).
+    private let grantHints: [Bool]
+    /// Grants of this transaction that took their lock and units from what an earlier grant had read.
+    private(set) var grantsFromReserve = 0
+
+    /// The most units one reserve read asks for, whatever the batch.
+    static let maxReserve = 256
+
+    /// Sends the read of `limit` ready units of `spec` for the current grant and as many for each grant after it
+    /// in this transaction.
+    private func sendReserveRead(spec: Int64, limit: Int) -> (answer: SQLChannel.Pending, asked: Int) {
+        let current = max(operationsStarted - 1, 0)
+        let grants = max(1, grantHints.dropFirst(current).lazy.filter { $0 }.count)
+        // Rounded up to a power of two: the limit is part of the statement's text (``readyUnitsSQL(limit:)``), and
+        // each distinct text is a statement the connection prepares.
+        let asked = grants == 1 ? limit : max(limit, min((limit * grants).roundedUpToPowerOfTwo, Self.maxReserve))
+        return (channel.send(Self.readyUnitsSQL(limit: asked), [.int(spec)]), asked)
+    }
+
+    private func keepReserve(spec: Int64, asked: Int, rows: [SQLRow]) throws {
+        let units = try readyUnits(from: rows)
+        grantReserves[spec] = GrantReserve(units: units[...], complete: units.count < asked)
+    }
+
+    /// A write of `unit` (moved to `bucket`, or deleted when nil) that may change which ready units of its spec
+    /// come first drops the spec's reserve.
+    private func reserveMayBeStale(_ unit: UnitRecord, movedTo bucket: UnitBucket?) {
+        guard let reserve = grantReserves[unit.specID] else { return }
+        if bucket == .ready || reserve.units.contains(where: { $0.id == unit.id }) {
+            grantReserves[unit.specID] = nil
+        }
+    }
+
+    private func dropGrantReserves() {
+        grantReserves.removeAll()
     }
 
     func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {
@@ -571,6 +651,7 @@ final class PostgresSession: StorageSession {
 
     func deleteSpec(_ spec: SpecRecord) throws {
         unitsWrittenWholesale = true
+        dropGrantReserves()
         writeCount += 1
         latestAttempts.removeAll()
         try channel.query("DELETE FROM work_spec WHERE id = $1", [.int(spec.id)])
@@ -643,7 +724,10 @@ final class PostgresSession: StorageSession {
     /// Inserting first and reading only the keys that were taken is what makes a bulk add of new units one
     /// pass over the index instead of two: reading every key first cost as much as the insert itself.
     func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
-        for unit in units { keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets)) }
+        for unit in units {
+            keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
+            grantReserves[unit.specID] = nil
+        }
         guard let spec = units.first?.specID else { return [] }
         writeCount += 1
         readyTops.removeAll()
@@ -727,6 +811,7 @@ final class PostgresSession: StorageSession {
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
         keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
+        grantReserves[unit.specID] = nil
         writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)
@@ -763,6 +848,7 @@ final class PostgresSession: StorageSession {
         }
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
+        reserveMayBeStale(unit, movedTo: bucket)
         let data = StoredData.bytesToWrite(for: unit)
         // Nothing waits for the update: the next statement travels behind it (and reports its failure).
         try channel.sendDeferred(
@@ -786,6 +872,7 @@ final class PostgresSession: StorageSession {
 
     func deleteUnit(_ unit: UnitRecord) throws {
         unitsWritten.insert(unit.id)
+        reserveMayBeStale(unit, movedTo: nil)
         writeCount += 1
         latestAttempts.removeAll()
         readyTops.removeAll()
@@ -803,15 +890,15 @@ final class PostgresSession: StorageSession {
         return counts
     }
 
-    /// Ready units read with the grant lock (``lockSpecForGrant(_:expecting:)``): the spec, how many were asked
-    /// for, and those found.
-    private var readAhead: (spec: Int64, limit: Int, units: [UnitRecord])?
-
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
-        if let ahead = readAhead, ahead.spec == spec {
-            readAhead = nil
-            // Fewer found than asked for means no more were ready: the answer holds for any larger limit too.
-            if limit <= ahead.units.count || ahead.units.count < ahead.limit { return Array(ahead.units.prefix(limit)) }
+        if var reserve = grantReserves[spec] {
+            grantReserves[spec] = nil
+            if reserve.covers(limit) {
+                let taken = reserve.units.prefix(limit)
+                reserve.units = reserve.units.dropFirst(taken.count)
+                grantReserves[spec] = reserve
+                return Array(taken)
+            }
         }
         // Rows a concurrent grant holds are skipped rather than waited for: they are about to be granted. The
         // limit is written into the statement: a generic plan assumes a `LIMIT $n` keeps a tenth of the rows, and
@@ -821,7 +908,9 @@ final class PostgresSession: StorageSession {
         // Each row also reserves the id of the attempt that will grant it, so that the attempt's insert need not
         // wait for an answer (``insertAttempt(_:for:)``): a grant waits once less. A reserved id that is
         // not used (the unit is not granted after all) leaves a gap; ids only ever need to increase.
-        return try readyUnits(from: channel.query(Self.readyUnitsSQL(limit: limit), [.int(spec)]))
+        let read = sendReserveRead(spec: spec, limit: limit)
+        try keepReserve(spec: spec, asked: read.asked, rows: channel.finishAfterDeferred(read.answer))
+        return try readyUnits(spec: spec, limit: limit)
     }
 
     /// The best `limit` ready units of spec `$1`, locked, each with the id reserved for the attempt that will
@@ -890,6 +979,7 @@ final class PostgresSession: StorageSession {
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
         unitsWrittenWholesale = true
+        dropGrantReserves()
         writeCount += 1
         latestAttempts.removeAll()
         readyTops.removeAll()
@@ -1133,4 +1223,10 @@ final class PostgresSession: StorageSession {
 struct PrefetchKey: Hashable {
     let octets: [UInt8]
     init(_ key: Identifier) { octets = key.octets }
+}
+
+extension Int {
+    fileprivate var roundedUpToPowerOfTwo: Int {
+        self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount)
+    }
 }

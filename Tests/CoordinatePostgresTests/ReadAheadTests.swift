@@ -1,5 +1,6 @@
 import CBOR
 import CoordinateEngine
+import Synchronization
 import TestSupport
 import Testing
 
@@ -144,6 +145,96 @@ struct ReadAheadTests {
             return try tx.session.attempts(of: unit).map { String(decoding: $0.worker.octets, as: UTF8.self) }
         }
         #expect(attempts == ["w", "w"], "a was granted again, not renewed")
+        await backend.close()
+    }
+
+    /// A spec "reserve" with units `keys`, all of priority 0.
+    private func setReserveSpec(_ engine: Engine, keys: [String]) async throws {
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("reserve"))]))
+            _ = try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: "reserve"),
+                items: .success(keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }),
+                itemCount: keys.count)
+        }
+    }
+
+    /// The keys each operation of a test was granted, by its index.
+    final class GrantLog: Sendable {
+        let keys = Mutex<[Int: String]>([:])
+    }
+
+    /// A `get_work` of one unit that records the key it was granted at `index` of `granted`.
+    private func grant(
+        into granted: GrantLog, at index: Int
+    ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+        let namespace = self.namespace
+        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
+        return (
+            .specs(namespace: namespace),
+            { tx in
+                let units = try tx.getWork(namespace: namespace, request)
+                let keys = units.map { String(decoding: $0.unit.key.octets, as: UTF8.self) }
+                granted.keys.withLock { $0[index] = keys.joined(separator: ",") }
+            }
+        )
+    }
+
+    @Test("the grants of one batch take their units from one read, in order; units left over are free after it")
+    func batchGrantsShareOneRead() async throws {
+        let backend = try await makeTestBackend(label: "grant-reserve-test")
+        let engine = Engine(backend: backend)
+        try await setReserveSpec(engine, keys: ["a", "b", "c", "d", "e", "f", "g", "h"])
+        let granted = GrantLog()
+        let before = backend.batchStatistics
+        // The first runs alone; the other three share a transaction, whose first grant reads for all three.
+        let results = await submitTogether(engine, (0..<4).map { grant(into: granted, at: $0) })
+        for result in results { #expect(throws: Never.self) { try result.get() } }
+        #expect(granted.keys.withLock { $0 } == [0: "a", 1: "b", 2: "c", 3: "d"])
+        let after = backend.batchStatistics
+        #expect(after.batches == before.batches + 1)
+        #expect(after.grantsFromReserve == before.grantsFromReserve + 2, "two grants took what the first one read")
+        // The read locked one unit more than the batch took (sizes are powers of two); the commit released it.
+        let next = await submitTogether(engine, [grant(into: granted, at: 4)])
+        #expect(throws: Never.self) { try next[0].get() }
+        #expect(granted.keys.withLock { $0[4] } == "e")
+        await backend.close()
+    }
+
+    @Test("a unit a batch adds or makes ready ahead of the units its first grant read is granted first")
+    func batchGrantsSeeTheirOwnWrites() async throws {
+        let backend = try await makeTestBackend(label: "grant-reserve-test")
+        let engine = Engine(backend: backend)
+        try await setReserveSpec(engine, keys: ["b", "c", "d", "e", "f", "g", "h", "i"])
+        let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
+        let granted = GrantLog()
+        let add: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
+            nil,
+            { tx in
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: spec,
+                    items: .success([UnitItem(key: Identifier(bytes: "a"), data: .emptyMap)]), itemCount: 1)
+            }
+        )
+        let retry: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
+            .unit(namespace: namespace, spec: spec, key: Identifier(bytes: "b")),
+            { tx in
+                let outcome = try tx.updateWorkUnit(
+                    namespace: namespace, spec: spec, key: Identifier(bytes: "b"), UnitUpdate(status: 1))
+                guard outcome == .applied else { throw StorageError.corrupt("b: \(outcome)") }
+            }
+        )
+        // The first runs alone (b); in the batch after it, the first grant reads c and d for both grants, then a
+        // is added and b made available again: the second grant takes a, the third b, each before c.
+        let results = await submitTogether(
+            engine,
+            [
+                grant(into: granted, at: 0), grant(into: granted, at: 1), add, grant(into: granted, at: 3), retry,
+                grant(into: granted, at: 5),
+            ])
+        for result in results { #expect(throws: Never.self) { try result.get() } }
+        #expect(granted.keys.withLock { $0 } == [0: "b", 1: "c", 3: "a", 5: "b"])
         await backend.close()
     }
 }
