@@ -79,8 +79,10 @@ public protocol StorageBackend: Sendable {
 /// and one that reads ahead uses what it read only if the operation then makes exactly that read (the names
 /// are resolved again inside the transaction, where they may have changed).
 public enum StorageReadHint: Sendable {
-    /// The specs of a namespace, as scheduling reads them (``StorageSession/specs(namespace:)``).
-    case specs(namespace: Identifier)
+    /// A grant (`get_work`): the specs of a namespace, as scheduling reads them
+    /// (``StorageSession/specs(namespace:)``), then up to `count` ready units of the spec it picks
+    /// (``StorageSession/lockSpecForGrant(_:expecting:)``, ``StorageSession/readyUnits(spec:limit:)``).
+    case grant(namespace: Identifier, count: Int)
     /// One unit by its spec and key (``StorageSession/unit(spec:key:)``).
     case unit(namespace: Identifier, spec: Identifier, key: Identifier)
 }

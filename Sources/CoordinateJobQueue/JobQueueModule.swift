@@ -397,7 +397,7 @@ public struct JobQueueModule: RPCModule {
             worker: worker, count: count, lease: Time.duration(seconds: leaseSeconds), filter: filter)
         let namespace = self.namespace
         return try bridge.run(
-            call, .write, readingFirst: .specs(namespace: namespace),
+            call, .write, readingFirst: .grant(namespace: namespace, count: count),
             { tx in try tx.getWork(namespace: namespace, request) }
         ) { granted in
             let triples = granted.map {

@@ -14,6 +14,8 @@ final class CatalogCache: Sendable {
     private struct Entries {
         var namespaces: [PrefetchKey: (record: NamespaceRecord, generation: Int64)] = [:]
         var specs: [Int64: (generation: Int64, byName: [PrefetchKey: SpecRecord])] = [:]
+        /// By namespace id: the spec of the latest grant there, with the generation it was read under.
+        var lastGrants: [Int64: (generation: Int64, spec: SpecRecord)] = [:]
     }
 
     private let entries = Locked(Entries())
@@ -60,10 +62,27 @@ final class CatalogCache: Sendable {
         }
     }
 
+    /// The spec the latest grant in the namespace took units from, if it was read under `generation`: the
+    /// spec the next grant there most likely picks too.
+    func lastGrant(namespace: Int64, generation: Int64) -> SpecRecord? {
+        entries.withLock { entries in
+            guard let last = entries.lastGrants[namespace], last.generation == generation else { return nil }
+            return last.spec
+        }
+    }
+
+    func rememberGrant(from spec: SpecRecord, generation: Int64) {
+        entries.withLock { entries in
+            guard entries.specs[spec.namespaceID] != nil else { return }
+            entries.lastGrants[spec.namespaceID] = (generation, spec)
+        }
+    }
+
     /// Forgets the namespace and its specs (a transaction changed them, which moves its generation).
     func forget(namespace: Int64) {
         entries.withLock { entries in
             entries.specs[namespace] = nil
+            entries.lastGrants[namespace] = nil
             entries.namespaces = entries.namespaces.filter { $0.value.record.id != namespace }
         }
     }

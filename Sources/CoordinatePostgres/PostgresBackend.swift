@@ -496,7 +496,9 @@ public final class PostgresBackend: StorageBackend {
                 ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
             // What the operations read first travels with them (each read sees the sweep's changes).
             let readsAhead =
-                sweep == nil ? [:] : PostgresSession.sendReadsAhead(hints, catalog: catalog, channel: channel)
+                sweep == nil
+                ? PostgresSession.ReadsAhead()
+                : PostgresSession.sendReadsAhead(hints, catalog: catalog, channel: channel)
             // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
             let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
             try channel.finish(begin)
@@ -511,7 +513,7 @@ public final class PostgresBackend: StorageBackend {
             }
             try body(session)
             session.dropReadsAhead()
-            if !readsAhead.isEmpty || session.grantsFromReserve > 0 {
+            if readsAhead.count > 0 || session.grantsFromReserve > 0 {
                 let (used, fromReserve) = (session.readsAheadUsed, session.grantsFromReserve)
                 batchCounts.withLock {
                     $0.readsAhead += readsAhead.count

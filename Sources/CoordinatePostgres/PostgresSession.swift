@@ -40,10 +40,11 @@ final class PostgresSession: StorageSession {
     ///   - hints: what each operation of the transaction reads first, in order (``grantsAhead``).
     init(
         channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil,
-        readsAhead: [Int: ReadAhead] = [:], hints: [StorageReadHint?] = []
+        readsAhead: ReadsAhead = ReadsAhead(), hints: [StorageReadHint?] = []
     ) {
-        self.readsAhead = readsAhead
-        self.grantHints = hints.map { if case .specs = $0 { true } else { false } }
+        self.readsAhead = readsAhead.byOperation
+        self.speculativeGrant = readsAhead.grant
+        self.hints = hints
         self.channel = channel
         self.transactionTime = transactionTime
         self.sweepRows = sweepRows
@@ -196,6 +197,25 @@ final class PostgresSession: StorageSession {
         let answer: SQLChannel.Pending
     }
 
+    /// The grant lock and ready units of the spec a batch's first grant most likely picks (the one the latest
+    /// grant in its namespace picked, ``CatalogCache/lastGrant(namespace:generation:)``), sent with BEGIN: when
+    /// the scheduler does pick it, a lone `get_work` needs no round trip between BEGIN and COMMIT.
+    struct SpeculativeGrant {
+        let spec: Int64
+        let lock: SQLChannel.Pending
+        let ready: SQLChannel.Pending
+        /// How many units the read asked for.
+        let asked: Int
+    }
+
+    /// Everything sent ahead for a transaction's operations.
+    struct ReadsAhead {
+        var byOperation: [Int: ReadAhead] = [:]
+        var grant: SpeculativeGrant?
+
+        var count: Int { byOperation.count + (grant == nil ? 0 : 1) }
+    }
+
     /// Sends the reads `hints` name (one per operation of the transaction, in order), for ids as the catalog cache
     /// knows them, right behind BEGIN and the sweep: they share their round trip, and see what the sweep changed
     /// (they run after it, in the same transaction). A hint the cache cannot resolve sends nothing (its operation
@@ -206,22 +226,35 @@ final class PostgresSession: StorageSession {
     static func sendReadsAhead(
         _ hints: [StorageReadHint?], catalog: CatalogCache, channel: SQLChannel
     )
-        -> [Int: ReadAhead]
+        -> ReadsAhead
     {
-        var reads: [Int: ReadAhead] = [:]
+        var reads = ReadsAhead()
         for (index, hint) in hints.enumerated() {
             switch hint {
             case nil:
                 continue
-            case .specs(let name):
-                guard index == 0, let namespace = catalog.namespace(named: name)?.record else { continue }
-                reads[index] = ReadAhead(
+            case .grant(let name, let count):
+                guard let (namespace, generation) = catalog.namespace(named: name) else { continue }
+                if reads.grant == nil,
+                    !hints[..<index].contains(where: { if case .grant = $0 { true } else { false } }),
+                    let spec = catalog.lastGrant(namespace: namespace.id, generation: generation),
+                    !grantNeedsExclusiveLock(spec)
+                {
+                    // The lock and the read go first: the spec list after them then sees the units taken.
+                    let asked = reserveSize(grantLimit(spec, count), grants: grantCounts(hints, from: index + 1))
+                    reads.grant = SpeculativeGrant(
+                        spec: spec.id,
+                        lock: channel.send("\(specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)]),
+                        ready: channel.send(readyUnitsSQL(limit: asked), [.int(spec.id)]), asked: asked)
+                }
+                guard index == 0 else { continue }
+                reads.byOperation[index] = ReadAhead(
                     target: .specs(namespace.id), answer: channel.send(namespaceSpecsSQL, [.int(namespace.id)]))
             case .unit(let namespaceName, let specName, let key):
                 guard let (namespace, generation) = catalog.namespace(named: namespaceName),
                     let spec = catalog.spec(namespace: namespace.id, named: specName, generation: generation)
                 else { continue }
-                reads[index] = ReadAhead(
+                reads.byOperation[index] = ReadAhead(
                     target: .unit(spec.id, key.octets),
                     answer: channel.send(unitWithLatestAttemptSQL, [.int(spec.id), .bytes(key.octets)]))
             }
@@ -231,6 +264,8 @@ final class PostgresSession: StorageSession {
 
     /// Reads sent ahead, by the index of the operation they are for, until it makes them or the next one starts.
     private var readsAhead: [Int: ReadAhead]
+    /// The speculative grant sent ahead, until the transaction's first grant takes it or picks another spec.
+    private var speculativeGrant: SpeculativeGrant?
     /// How many reads sent ahead an operation used.
     private(set) var readsAheadUsed = 0
     /// Operations begun in this session (``materialize(now:)``).
@@ -255,6 +290,34 @@ final class PostgresSession: StorageSession {
             readsAhead[operation] = nil
             channel.finishLater(unused.answer)
         }
+        if index == .max { dropSpeculativeGrant() }
+    }
+
+    private func dropSpeculativeGrant() {
+        guard let unused = speculativeGrant else { return }
+        speculativeGrant = nil
+        channel.finishLater(unused.lock)
+        channel.finishLater(unused.ready)
+    }
+
+    /// Makes the speculative grant's lock and units this transaction's, if it was sent for `spec` and nothing
+    /// this transaction wrote since could have changed which units come first: then the spec's row is held
+    /// shared and its units are the spec's ``GrantReserve`` (as after a grant's own lock and read). Otherwise
+    /// they go unused and the grant reads as usual.
+    private func takeSpeculativeGrant(for spec: Int64) throws {
+        guard let speculative = speculativeGrant else { return }
+        guard speculative.spec == spec else { return dropSpeculativeGrant() }
+        speculativeGrant = nil
+        let lockRows = try channel.finish(speculative.lock)
+        let readyRows = try channel.finish(speculative.ready)
+        guard let row = lockRows.first, !unitsWrittenWholesale, !specsGivenReadyUnits.contains(spec) else { return }
+        let units = try readyUnits(from: readyRows)
+        guard !units.contains(where: { unitsWritten.contains($0.id) }) else { return }
+        // A row this transaction read after the lock is at least as new.
+        if specRows[spec] == nil { specRows[spec] = try readSpec(row) }
+        specsSharedForGrants.insert(spec)
+        grantReserves[spec] = GrantReserve(units: units[...], complete: units.count < speculative.asked)
+        readsAheadUsed += 1
     }
 
     /// The rows of the read sent ahead for the current operation when it is `target`, and still what a read now
@@ -504,6 +567,7 @@ final class PostgresSession: StorageSession {
     /// enough units left in its ``GrantReserve``, needs no round trip at all: nobody else can have changed the
     /// row since.
     func lockSpecForGrant(_ spec: SpecRecord, expecting count: Int) throws -> (SpecRecord, UnitCounts)? {
+        try takeSpeculativeGrant(for: spec.id)
         var exclusive = Self.grantNeedsExclusiveLock(spec)
         if specsSharedForGrants.contains(spec.id), let held = specRows[spec.id]?.spec,
             !Self.grantNeedsExclusiveLock(held), grantReserves[spec.id]?.covers(Self.grantLimit(held, count)) == true
@@ -526,6 +590,9 @@ final class PostgresSession: StorageSession {
             specRows[fresh.id] = (fresh, counts)
             if !Self.grantNeedsExclusiveLock(fresh) {
                 specsSharedForGrants.insert(fresh.id)
+                if let generation = generations[fresh.namespaceID] {
+                    catalog?.rememberGrant(from: fresh, generation: generation)
+                }
                 return (fresh, try unitCounts(spec: fresh.id))
             }
             exclusive = true
@@ -542,13 +609,13 @@ final class PostgresSession: StorageSession {
         }
     }
 
-    private static func grantNeedsExclusiveLock(_ spec: SpecRecord) -> Bool {
+    static func grantNeedsExclusiveLock(_ spec: SpecRecord) -> Bool {
         let fields = spec.effective
         return fields.maxRunning != nil || fields.continuous
     }
 
     /// How many units a grant of `count` may take from `spec` at most, as far as the spec row alone says.
-    private static func grantLimit(_ spec: SpecRecord, _ count: Int) -> Int {
+    static func grantLimit(_ spec: SpecRecord, _ count: Int) -> Int {
         guard let maxGetwork = spec.effective.maxGetwork else { return count }
         return min(count, Int(clamping: maxGetwork))
     }
@@ -576,23 +643,36 @@ final class PostgresSession: StorageSession {
     private var grantReserves: [Int64: GrantReserve] = [:]
     /// Specs whose row this transaction holds a share lock on, taken for a grant.
     private var specsSharedForGrants: Set<Int64> = []
-    /// Per operation of the transaction, in order: whether it is a grant (its hint is the namespace's specs).
-    private let grantHints: [Bool]
+    /// What each operation of the transaction said it reads first, in order.
+    private let hints: [StorageReadHint?]
+    /// Specs into which this transaction inserted units or made one ready.
+    private var specsGivenReadyUnits: Set<Int64> = []
     /// Grants of this transaction that took their lock and units from what an earlier grant had read.
     private(set) var grantsFromReserve = 0
 
     /// The most units one reserve read asks for, whatever the batch.
     static let maxReserve = 256
 
-    /// Sends the read of `limit` ready units of `spec` for the current grant and as many for each grant after it
-    /// in this transaction.
+    /// Sends the read of `limit` ready units of `spec` for the current grant and, for each grant after it in
+    /// this transaction, as many as it asks for.
     private func sendReserveRead(spec: Int64, limit: Int) -> (answer: SQLChannel.Pending, asked: Int) {
         let current = max(operationsStarted - 1, 0)
-        let grants = max(1, grantHints.dropFirst(current).lazy.filter { $0 }.count)
-        // Rounded up to a power of two: the limit is part of the statement's text (``readyUnitsSQL(limit:)``), and
-        // each distinct text is a statement the connection prepares.
-        let asked = grants == 1 ? limit : max(limit, min((limit * grants).roundedUpToPowerOfTwo, Self.maxReserve))
+        let asked = Self.reserveSize(limit, grants: Self.grantCounts(hints, from: current + 1))
         return (channel.send(Self.readyUnitsSQL(limit: asked), [.int(spec)]), asked)
+    }
+
+    /// The unit counts the grants of `hints` from `index` on ask for.
+    static func grantCounts(_ hints: [StorageReadHint?], from index: Int) -> [Int] {
+        hints.dropFirst(index).compactMap { if case .grant(_, let count) = $0 { count } else { nil } }
+    }
+
+    /// How many units to read for a grant of `limit` followed by grants of `grants` units each: rounded up to a
+    /// power of two, because the limit is part of the statement's text (``readyUnitsSQL(limit:)``) and each
+    /// distinct text is a statement the connection prepares.
+    static func reserveSize(_ limit: Int, grants: [Int]) -> Int {
+        guard !grants.isEmpty else { return limit }
+        let total = grants.reduce(limit, +)
+        return max(limit, min(total.roundedUpToPowerOfTwo, maxReserve))
     }
 
     private func keepReserve(spec: Int64, asked: Int, rows: [SQLRow]) throws {
@@ -603,6 +683,7 @@ final class PostgresSession: StorageSession {
     /// A write of `unit` (moved to `bucket`, or deleted when nil) that may change which ready units of its spec
     /// come first drops the spec's reserve.
     private func reserveMayBeStale(_ unit: UnitRecord, movedTo bucket: UnitBucket?) {
+        if bucket == .ready { specsGivenReadyUnits.insert(unit.specID) }
         guard let reserve = grantReserves[unit.specID] else { return }
         if bucket == .ready || reserve.units.contains(where: { $0.id == unit.id }) {
             grantReserves[unit.specID] = nil
@@ -727,6 +808,7 @@ final class PostgresSession: StorageSession {
         for unit in units {
             keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
             grantReserves[unit.specID] = nil
+            specsGivenReadyUnits.insert(unit.specID)
         }
         guard let spec = units.first?.specID else { return [] }
         writeCount += 1
@@ -812,6 +894,7 @@ final class PostgresSession: StorageSession {
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
         keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
         grantReserves[unit.specID] = nil
+        specsGivenReadyUnits.insert(unit.specID)
         writeCount += 1
         readyTops.removeAll()
         let (bucket, time) = placement(unit)

@@ -30,7 +30,7 @@ struct ReadAheadTests {
         let namespace = self.namespace
         let request = WorkRequest(
             worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: Scheduler.Filter())
-        return try await engine.perform(.write, readingFirst: .specs(namespace: namespace)) { tx in
+        return try await engine.perform(.write, readingFirst: .grant(namespace: namespace, count: 1)) { tx in
             try tx.getWork(namespace: namespace, request).map { String(decoding: $0.unit.key.octets, as: UTF8.self) }
         }
     }
@@ -60,15 +60,23 @@ struct ReadAheadTests {
             #expect(try await finish(engine, keys[0]) == .applied)
         }
         #expect(granted == ["a", "b", "c"], "units in order, each once")
+        let afterCycles = backend.batchStatistics
+        #expect(afterCycles.readsAhead >= 7, "every operation after the first had its names cached")
+        #expect(afterCycles.readsAheadUsed == afterCycles.readsAhead)
+        #expect(afterCycles.grantsFromReserve == 2, "the second and third grant's lock and unit came with BEGIN")
+
+        // With nothing left, the spec list read ahead is used; the grant sent for the spec of the last one finds
+        // nothing to take and goes unused.
         #expect(try await getWork(engine).isEmpty)
         let statistics = backend.batchStatistics
-        #expect(statistics.readsAhead >= 6, "every operation after the first had its names cached")
-        #expect(statistics.readsAheadUsed == statistics.readsAhead)
+        #expect(statistics.readsAhead == afterCycles.readsAhead + 2)
+        #expect(statistics.readsAheadUsed == afterCycles.readsAheadUsed + 1)
 
         // A read sent for another unit than the operation reads is not used, and changes nothing.
         #expect(try await finish(engine, "a", hinting: "b") == .applied)
         #expect(backend.batchStatistics.readsAhead == statistics.readsAhead + 1)
         #expect(backend.batchStatistics.readsAheadUsed == statistics.readsAheadUsed)
+        #expect(backend.batchStatistics.grantsFromReserve == 2)
         await backend.close()
     }
 
@@ -172,7 +180,7 @@ struct ReadAheadTests {
         let namespace = self.namespace
         let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
         return (
-            .specs(namespace: namespace),
+            .grant(namespace: namespace, count: 1),
             { tx in
                 let units = try tx.getWork(namespace: namespace, request)
                 let keys = units.map { String(decoding: $0.unit.key.octets, as: UTF8.self) }
@@ -188,13 +196,14 @@ struct ReadAheadTests {
         try await setReserveSpec(engine, keys: ["a", "b", "c", "d", "e", "f", "g", "h"])
         let granted = GrantLog()
         let before = backend.batchStatistics
-        // The first runs alone; the other three share a transaction, whose first grant reads for all three.
+        // The first runs alone; the other three share a transaction, which sends the lock and the units for all
+        // three with BEGIN, for the spec the grant before them picked.
         let results = await submitTogether(engine, (0..<4).map { grant(into: granted, at: $0) })
         for result in results { #expect(throws: Never.self) { try result.get() } }
         #expect(granted.keys.withLock { $0 } == [0: "a", 1: "b", 2: "c", 3: "d"])
         let after = backend.batchStatistics
         #expect(after.batches == before.batches + 1)
-        #expect(after.grantsFromReserve == before.grantsFromReserve + 2, "two grants took what the first one read")
+        #expect(after.grantsFromReserve == before.grantsFromReserve + 3, "no grant of the batch read for itself")
         // The read locked one unit more than the batch took (sizes are powers of two); the commit released it.
         let next = await submitTogether(engine, [grant(into: granted, at: 4)])
         #expect(throws: Never.self) { try next[0].get() }
@@ -235,6 +244,29 @@ struct ReadAheadTests {
             ])
         for result in results { #expect(throws: Never.self) { try result.get() } }
         #expect(granted.keys.withLock { $0 } == [0: "b", 1: "c", 3: "a", 5: "b"])
+        await backend.close()
+    }
+
+    @Test("the lock and units sent with BEGIN go unused when an operation before the grant adds a unit ahead of them")
+    func speculativeGrantAfterAnAdd() async throws {
+        let backend = try await makeTestBackend(label: "grant-reserve-test")
+        let engine = Engine(backend: backend)
+        try await setReserveSpec(engine, keys: ["b", "c", "d", "e"])
+        let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
+        let granted = GrantLog()
+        let add: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
+            nil,
+            { tx in
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: spec,
+                    items: .success([UnitItem(key: Identifier(bytes: "a"), data: .emptyMap)]), itemCount: 1)
+            }
+        )
+        // The first runs alone (b); the batch after it reads c with BEGIN for its grant, then adds a.
+        let results = await submitTogether(engine, [grant(into: granted, at: 0), add, grant(into: granted, at: 2)])
+        for result in results { #expect(throws: Never.self) { try result.get() } }
+        #expect(granted.keys.withLock { $0 } == [0: "b", 2: "a"])
+        #expect(backend.batchStatistics.grantsFromReserve == 0)
         await backend.close()
     }
 }
