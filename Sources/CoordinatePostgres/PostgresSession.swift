@@ -980,6 +980,8 @@ final class PostgresSession: StorageSession {
                 let taken = reserve.units.prefix(limit)
                 reserve.units = reserve.units.dropFirst(taken.count)
                 grantReserves[spec] = reserve
+                // Still ready: locked by this transaction since the read, and none of its writes touched them.
+                for unit in taken { knownBuckets[unit.id] = .ready }
                 return Array(taken)
             }
         }
