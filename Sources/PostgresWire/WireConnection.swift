@@ -159,7 +159,6 @@ final class WireHandler: ChannelInboundHandler {
     /// A statement sent and not yet answered (its `CommandComplete` or error not yet received).
     private struct InFlight {
         let completion: @Sendable (Result<[WireRow], any Error>) -> Void
-        var rows: [WireRow] = []
         /// The prepared-statement key this request parsed, forgotten again should it fail or be skipped.
         var parsedKey: String?
         /// Whether this is the last statement of its pipeline (the one the `Sync` follows).
@@ -174,6 +173,11 @@ final class WireHandler: ChannelInboundHandler {
     private var scram: SCRAMClient?
     private var timeout: Scheduled<Void>?
     private var inFlight = CircularBuffer<InFlight>(initialCapacity: 16)
+    /// The rows received so far for the statement at the head of `inFlight`. Kept here rather than in the
+    /// element: `CircularBuffer`'s subscript copies an element out and back, so appending to an array inside it
+    /// copied every row received before (quadratic in the rows of one answer; a bulk add's `RETURNING` spent
+    /// more than half the daemon's time there).
+    private var headRows: [WireRow] = []
     /// Named statements this connection has parsed, by parameter types and text; `confirmed` once the server
     /// acknowledged the `Parse` (until then a later pipeline parses the statement unnamed: should the `Parse` fail
     /// or be skipped, the name would not exist).
@@ -386,7 +390,7 @@ final class WireHandler: ChannelInboundHandler {
         switch type {
         case UInt8(ascii: "D"):
             guard !inFlight.isEmpty else { throw WireConnectionError.protocolViolation("row without a statement") }
-            inFlight[inFlight.startIndex].rows.append(try Self.row(&body))
+            headRows.append(try Self.row(&body))
         case UInt8(ascii: "Z"):
             if state == .authenticating {
                 state = .ready
@@ -401,11 +405,14 @@ final class WireHandler: ChannelInboundHandler {
             guard let answered = inFlight.popFirst() else {
                 throw WireConnectionError.protocolViolation("CommandComplete without a statement")
             }
-            answered.completion(.success(answered.rows))
+            let rows = headRows
+            headRows = []
+            answered.completion(.success(rows))
         case UInt8(ascii: "E"):
             let error = WireServerError(fields: Self.fields(&body))
             if state == .authenticating { throw error }
             guard let failed = inFlight.popFirst() else { throw error }
+            headRows = []
             if let key = failed.parsedKey { preparedNames[key] = nil }
             failed.completion(.failure(error))
             // The server skips the rest of the pipeline, up to its Sync.
@@ -522,6 +529,7 @@ final class WireHandler: ChannelInboundHandler {
         }
         let unanswered = inFlight
         inFlight.removeAll()
+        headRows = []
         let reported = error is WireServerError ? error : WireConnectionError.closed
         for statement in unanswered { statement.completion(.failure(reported)) }
         if wasOpen { context?.close(promise: nil) }
