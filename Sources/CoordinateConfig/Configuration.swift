@@ -80,6 +80,9 @@ public struct CoordinateConfiguration: Sendable, Equatable {
         public var postgresURL: String?
         public var postgresSchema = "public"
         public var postgresPoolSize = 10
+        /// Write transactions a daemon runs at once on PostgreSQL (at most half the pool): each takes every write
+        /// queued meanwhile, so fewer make larger batches (docs/operations.md, "Sizing the pool").
+        public var postgresWriteTransactions = 2
         public var maxMessageBytes = 64 << 20
         public var maxNestingDepth = 256
         public var maxConnections = 4096
@@ -236,6 +239,7 @@ public struct CoordinateConfiguration: Sendable, Equatable {
             ("postgres_url", string(redacted ? server.postgresURL.map(Self.redactPassword) : server.postgresURL)),
             ("postgres_schema", .string(server.postgresSchema)),
             ("postgres_pool_size", .int(Int64(server.postgresPoolSize))),
+            ("postgres_write_transactions", .int(Int64(server.postgresWriteTransactions))),
             ("max_message_bytes", .int(Int64(server.maxMessageBytes))),
             ("max_nesting_depth", .int(Int64(server.maxNestingDepth))),
             ("max_connections", .int(Int64(server.maxConnections))),

@@ -160,6 +160,7 @@ struct TreeReader {
             case "postgres_url": server.postgresURL = try optionalString(value, key)
             case "postgres_schema": server.postgresSchema = try string(value, key)
             case "postgres_pool_size": server.postgresPoolSize = try int(value, key, minimum: 1)
+            case "postgres_write_transactions": server.postgresWriteTransactions = try int(value, key, minimum: 1)
             case "max_message_bytes": server.maxMessageBytes = try int(value, key, minimum: 16)
             case "max_nesting_depth": server.maxNestingDepth = try int(value, key, minimum: 2)
             case "max_connections": server.maxConnections = try int(value, key, minimum: 1)

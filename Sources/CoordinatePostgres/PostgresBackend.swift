@@ -41,6 +41,7 @@ public final class PostgresBackend: StorageBackend {
     public let url: PostgresURL
     public let schema: String
     public let poolSize: Int
+    private let writeTransactions: Int
     private let logger: Logger
     private let observer: (any StorageObserver)?
     let threads: NIOThreadPool
@@ -72,14 +73,16 @@ public final class PostgresBackend: StorageBackend {
     /// Namespace and spec rows kept across this daemon's transactions.
     let catalog = CatalogCache()
 
+    /// - Parameter writeTransactions: write transactions under way at once, at most (``writeRunners``).
     public init(
-        url: PostgresURL, schema: String = "public", poolSize: Int = 10, logger: Logger,
+        url: PostgresURL, schema: String = "public", poolSize: Int = 10, writeTransactions: Int = 2, logger: Logger,
         observer: (any StorageObserver)? = nil, useDatabaseClock: Bool = true
     ) {
         self.useDatabaseClock = useDatabaseClock
         self.url = url
         self.schema = schema
         self.poolSize = max(1, poolSize)
+        self.writeTransactions = max(1, writeTransactions)
         self.logger = logger
         self.observer = observer
         threads = NIOThreadPool(numberOfThreads: max(1, poolSize))
@@ -336,10 +339,12 @@ public final class PostgresBackend: StorageBackend {
     /// millisecond rather than once per request, few enough that the row locks a batch holds are released soon.
     static let maxBatch = 64
 
-    /// Transactions of queued writes under way at once: half the pool, so that writes queue up into batches
-    /// as soon as a few arrive together (measured at 8 and 64 connections: a quarter, half and all of a pool of 8
-    /// against one runner, BENCHMARKS.md; half was best), leaving the other connections to reads.
-    var writeRunners: Int { max(1, poolSize / 2) }
+    /// Transactions of queued writes under way at once: `postgres_write_transactions` (default 2), and at most
+    /// half the pool, leaving the other connections to reads. Each takes every write queued meanwhile, so fewer
+    /// runners make larger batches — fewer commits, sweeps and WAL flushes, and fewer transactions contending
+    /// for the head of a ready queue — while two already keep a connection busy during the other's round trips
+    /// (BENCHMARKS.md: two against four and five, at 8 and 64 workers).
+    var writeRunners: Int { max(1, min(writeTransactions, poolSize / 2)) }
 
     public func execute(
         _ mode: AccessMode, _ body: @escaping @Sendable (any StorageSession) throws -> Void,

@@ -116,7 +116,8 @@ public final class Daemon: Sendable {
             }
             let created = PostgresBackend(
                 url: url, schema: configuration.server.postgresSchema, poolSize: configuration.server.postgresPoolSize,
-                logger: logger, observer: metrics, useDatabaseClock: !clockOverridesDatabase)
+                writeTransactions: configuration.server.postgresWriteTransactions, logger: logger, observer: metrics,
+                useDatabaseClock: !clockOverridesDatabase)
             postgres = created
             backend = created
         default:

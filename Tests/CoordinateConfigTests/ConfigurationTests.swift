@@ -23,6 +23,8 @@ struct ConfigurationTests {
         #expect(configuration.defaultLifetime == .int(900))
         #expect(configuration.jobQueue.archiveInterval == .int(60))
         #expect(configuration.server.modules == ["JobQueue", "LockService"])
+        #expect(configuration.server.postgresPoolSize == 10)
+        #expect(configuration.server.postgresWriteTransactions == 2)
     }
 
     @Test("keys are read, other top-level keys ignored, unknown coordinate keys warned about")
@@ -41,6 +43,8 @@ struct ConfigurationTests {
                 storage: memory
                 idle_timeout: 30
                 max_units_per_call: 100
+                postgres_pool_size: 6
+                postgres_write_transactions: 3
                 cborrpc_allow: ["127.0.0.1/32", "10.0.0.0/8"]
                 surprise: true
               job_queue:
@@ -54,6 +58,8 @@ struct ConfigurationTests {
         #expect(configuration.server.storage == .memory)
         #expect(configuration.server.idleTimeout == .int(30))
         #expect(configuration.server.maxUnitsPerCall == 100)
+        #expect(configuration.server.postgresPoolSize == 6)
+        #expect(configuration.server.postgresWriteTransactions == 3)
         #expect(configuration.server.cborrpcAllow == ["127.0.0.1/32", "10.0.0.0/8"])
         #expect(configuration.jobQueue.limitCompletedCount == 0)
         #expect(warnings.count == 2)
@@ -95,6 +101,10 @@ struct ConfigurationTests {
             (
                 "coordinate:\n  server:\n    tls_cert_file: /nonexistent\n",
                 "test.yaml: coordinate.server.tls_key_file: tls_cert_file and tls_key_file must be set together"
+            ),
+            (
+                "coordinate:\n  server:\n    postgres_write_transactions: 0\n",
+                "test.yaml: coordinate.server.postgres_write_transactions: must be at least 1"
             ),
             ("coordinate: [1, 2\n", nil),
         ])

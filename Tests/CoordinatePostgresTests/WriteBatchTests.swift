@@ -1,5 +1,6 @@
 import CBOR
 import CoordinateEngine
+import Logging
 import NIOPosix
 import PostgresWire
 import TestSupport
@@ -29,6 +30,18 @@ struct WriteBatchTests {
         }
         #expect(backend.writeRunners == 1)
         return (engine, backend)
+    }
+
+    @Test("write transactions under way at once: postgres_write_transactions, at most half the pool")
+    func writeRunnerCount() async throws {
+        let url = try PostgresURL("postgres://nobody@127.0.0.1:1/none")
+        var logger = Logger(label: "write-runners-test")
+        logger.logLevel = .critical
+        for (pool, configured, expected) in [(10, 2, 2), (10, 5, 5), (4, 5, 2), (2, 2, 1), (1, 3, 1)] {
+            let backend = PostgresBackend(url: url, poolSize: pool, writeTransactions: configured, logger: logger)
+            #expect(backend.writeRunners == expected, "pool \(pool), configured \(configured)")
+            await backend.close()
+        }
     }
 
     /// Submits every body at once (no awaiting between them) and returns each one's result in order.
