@@ -347,17 +347,18 @@ final class PostgresSession: StorageSession {
     /// stored deadlines too, so a skipped row is still observed correctly.
     ///
     /// Every operation starts here, so this is also where the session forgets what an earlier operation of the
-    /// same transaction (a batch, see ``PostgresBackend``) read that writes since may have changed: the spec
-    /// list with its ready-unit priorities, and units read ahead. Spec and namespace rows stay known.
+    /// same transaction (a batch, see ``PostgresBackend``) read that writes since may have changed: units read
+    /// ahead and the units' buckets. Spec and namespace rows stay known, and so does a namespace's spec list
+    /// with its generation and its specs' best ready priorities: this transaction's own writes update them or
+    /// drop what they change (a spec created, changed or deleted; a unit made ready or taken from ready), and
+    /// counters are the rows as read plus this transaction's deltas. A batch of grants thus reads the spec list
+    /// once; what other daemons commit meanwhile is seen by the next transaction, as for reads sent ahead.
     func materialize(now: Timestamp) throws -> [Int64: Int] {
         // Reads sent for earlier operations, which did not make them, are not this one's.
         dropReadsAhead(before: operationsStarted)
         operationsStarted += 1
         materializedAt = max(materializedAt, now)
         knownBuckets.removeAll(keepingCapacity: true)
-        namespaceSpecs.removeAll()
-        readyTops.removeAll()
-        readGenerations.removeAll()
         latestAttempts.removeAll()
         var rows: [SQLRow] = []
         if let answered = sweepRows {
@@ -367,6 +368,7 @@ final class PostgresSession: StorageSession {
         if now != transactionTime {
             unitsWrittenWholesale = true
             dropGrantReserves()
+            readyTops.removeAll()
             rows += try channel.query(Self.sweepSQL, [.int(now), Self.keptNamespaces(catalog)])
         }
         var expired: [Int64: Int] = [:]
@@ -511,7 +513,7 @@ final class PostgresSession: StorageSession {
     }
 
     func specGeneration(namespace: Int64) throws -> UInt64 {
-        if let generation = readGenerations.removeValue(forKey: namespace) { return generation }
+        if let generation = readGenerations[namespace] { return generation }
         let rows = try channel.query("SELECT generation FROM namespace WHERE id = $1", [.int(namespace)])
         return UInt64(bitPattern: try rows.first?.int64(0) ?? 0)
     }
@@ -520,6 +522,7 @@ final class PostgresSession: StorageSession {
         writeCount += 1
         catalog?.forget(namespace: namespace)
         generations[namespace] = nil
+        readGenerations[namespace] = nil
         try channel.query("UPDATE namespace SET generation = generation + 1 WHERE id = $1", [.int(namespace)])
     }
 
@@ -812,7 +815,7 @@ final class PostgresSession: StorageSession {
         }
         guard let spec = units.first?.specID else { return [] }
         writeCount += 1
-        readyTops.removeAll()
+        for spec in Set(units.map(\.specID)) { readyTops[spec] = nil }
         var buckets: [[UInt8]: UnitBucket] = [:]
         buckets.reserveCapacity(units.count)
         var sent: [SQLChannel.Pending] = []
@@ -896,7 +899,7 @@ final class PostgresSession: StorageSession {
         grantReserves[unit.specID] = nil
         specsGivenReadyUnits.insert(unit.specID)
         writeCount += 1
-        readyTops.removeAll()
+        readyTops[unit.specID] = nil
         let (bucket, time) = placement(unit)
         let rows = try channel.query(Self.insertUnitSQL, Self.insertValues(unit, bucket: bucket, time: time))
         var record = unit
@@ -916,7 +919,6 @@ final class PostgresSession: StorageSession {
     func updateUnit(_ newUnit: UnitRecord) throws {
         unitsWritten.insert(newUnit.id)
         writeCount += 1
-        readyTops.removeAll()
         var unit = newUnit
         if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
             // A renewal with a non-positive lease: the unit expires at once.
@@ -932,6 +934,8 @@ final class PostgresSession: StorageSession {
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
         reserveMayBeStale(unit, movedTo: bucket)
+        // Only a unit entering or leaving the ready bucket can change the spec's best ready priority.
+        if old == .ready || bucket == .ready { readyTops[unit.specID] = nil }
         let data = StoredData.bytesToWrite(for: unit)
         // Nothing waits for the update: the next statement travels behind it (and reports its failure).
         try channel.sendDeferred(
@@ -958,7 +962,7 @@ final class PostgresSession: StorageSession {
         reserveMayBeStale(unit, movedTo: nil)
         writeCount += 1
         latestAttempts.removeAll()
-        readyTops.removeAll()
+        readyTops[unit.specID] = nil
         let rows = try channel.query("DELETE FROM work_unit WHERE id = $1 RETURNING bucket", [.int(unit.id)])
         if let row = rows.first { adjust(unit.specID, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -1) }
         knownBuckets[unit.id] = nil
@@ -1019,6 +1023,11 @@ final class PostgresSession: StorageSession {
     private var reservedAttemptIDs: [Int64: Int64] = [:]
 
     func topReadyPriority(spec: Int64) throws -> Double? {
+        // A reserve's next unit is the best ready one (writes that could put another before it drop the reserve).
+        if let reserve = grantReserves[spec] {
+            if let next = reserve.units.first { return next.priority }
+            if reserve.complete { return nil }
+        }
         if let known = readyTops[spec] { return known }
         let rows = try channel.query(
             "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = 0 ORDER BY priority DESC, key LIMIT 1",

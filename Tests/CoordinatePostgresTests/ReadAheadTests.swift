@@ -269,4 +269,56 @@ struct ReadAheadTests {
         #expect(backend.batchStatistics.grantsFromReserve == 0)
         await backend.close()
     }
+
+    @Test("grants later in a batch see what earlier operations did to the specs and priorities they read once")
+    func laterGrantsSeeTheBatchesChanges() async throws {
+        let backend = try await makeTestBackend(label: "grant-reserve-test")
+        let engine = Engine(backend: backend)
+        try await setReserveSpec(engine, keys: ["b", "c", "d", "e", "f", "g", "h", "i"])
+        let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
+        let granted = GrantLog()
+        func operation(
+            _ body: @escaping @Sendable (inout EngineTransaction) throws -> Void
+        ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+            (nil, body)
+        }
+        let prioritize = operation { tx in
+            _ = try tx.prioritizeWorkUnits(
+                namespace: namespace, spec: spec, keys: [Identifier(bytes: "i")], priority: 5, adjustment: nil)
+        }
+        let other = Identifier(bytes: "urgent")
+        let addUrgentSpec = operation { tx in
+            _ = try tx.setWorkSpec(
+                namespace: namespace,
+                data: CBORMap([(.bytes("name"), .bytes(other.octets)), (.bytes("priority"), .int(10))]))
+            _ = try tx.addWorkUnits(
+                namespace: namespace, spec: other,
+                items: .success([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]), itemCount: 1)
+        }
+        let pause = {
+            var control = SpecControl()
+            control.paused = true
+            return control
+        }()
+        let pauseOther = operation { tx in
+            _ = try tx.controlWorkSpec(namespace: namespace, named: other, pause)
+        }
+        let pauseFirst = operation { tx in
+            _ = try tx.controlWorkSpec(namespace: namespace, named: spec, pause)
+        }
+        // The first runs alone (b). In the batch: c; then i is raised above the rest and taken next; a spec of
+        // higher priority appears and is taken from; once it is paused the first spec goes on (d); once that is
+        // paused too, nothing is granted.
+        let results = await submitTogether(
+            engine,
+            [
+                grant(into: granted, at: 0), grant(into: granted, at: 1), prioritize, grant(into: granted, at: 3),
+                addUrgentSpec, grant(into: granted, at: 5), pauseOther, grant(into: granted, at: 7), pauseFirst,
+                grant(into: granted, at: 9),
+            ])
+        for result in results { #expect(throws: Never.self) { try result.get() } }
+        #expect(granted.keys.withLock { $0 } == [0: "b", 1: "c", 3: "i", 5: "u", 7: "d", 9: ""])
+        #expect(backend.batchStatistics.batches == 1)
+        await backend.close()
+    }
 }
