@@ -37,7 +37,8 @@ final class PostgresSession: StorageSession {
     ///   `transactionTime` is the database's), without its clock row; ``materialize(now:)`` takes it.
     ///   - catalog: namespace and spec rows kept across transactions, or nil to read them every time.
     ///   - readsAhead: reads sent ahead for the operations (``sendReadsAhead(_:catalog:channel:)``).
-    ///   - hints: what each operation of the transaction reads first, in order (``grantsAhead``).
+    ///   - hints: what each operation of the transaction reads first, in order (how many units the grants after
+    ///     the current one ask for, ``grantCounts(_:from:)``).
     init(
         channel: SQLChannel, transactionTime: Int64?, sweepRows: [SQLRow]? = nil, catalog: CatalogCache? = nil,
         readsAhead: ReadsAhead = ReadsAhead(), hints: [StorageReadHint?] = []
@@ -697,6 +698,14 @@ final class PostgresSession: StorageSession {
         grantReserves.removeAll()
     }
 
+    /// Units inserted into `spec` may come before any it had ready: what this transaction knows of its ready
+    /// units (reserve, best priority, a speculative grant's read) no longer holds.
+    private func unitsInserted(into spec: Int64) {
+        grantReserves[spec] = nil
+        specsGivenReadyUnits.insert(spec)
+        readyTops[spec] = nil
+    }
+
     func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {
         writeCount += 1
         let rows = try channel.query(
@@ -808,14 +817,10 @@ final class PostgresSession: StorageSession {
     /// Inserting first and reading only the keys that were taken is what makes a bulk add of new units one
     /// pass over the index instead of two: reading every key first cost as much as the insert itself.
     func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
-        for unit in units {
-            keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
-            grantReserves[unit.specID] = nil
-            specsGivenReadyUnits.insert(unit.specID)
-        }
+        for unit in units { keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets)) }
+        for spec in Set(units.map(\.specID)) { unitsInserted(into: spec) }
         guard let spec = units.first?.specID else { return [] }
         writeCount += 1
-        for spec in Set(units.map(\.specID)) { readyTops[spec] = nil }
         var buckets: [[UInt8]: UnitBucket] = [:]
         buckets.reserveCapacity(units.count)
         var sent: [SQLChannel.Pending] = []
@@ -896,10 +901,8 @@ final class PostgresSession: StorageSession {
 
     func insertUnit(_ unit: UnitRecord) throws -> UnitRecord {
         keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets))
-        grantReserves[unit.specID] = nil
-        specsGivenReadyUnits.insert(unit.specID)
+        unitsInserted(into: unit.specID)
         writeCount += 1
-        readyTops[unit.specID] = nil
         let (bucket, time) = placement(unit)
         let rows = try channel.query(Self.insertUnitSQL, Self.insertValues(unit, bucket: bucket, time: time))
         var record = unit
