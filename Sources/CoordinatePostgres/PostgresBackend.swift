@@ -26,9 +26,9 @@ public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
 ///   read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled connection,
 ///   on a thread of the backend's pool, which blocks on the connection's futures (the engine's storage API is
 ///   synchronous). The pool has as many threads as connections (`postgres_pool_size`).
-/// * Writes that queue up while every write runner is busy (``writeRunners``) share a transaction, in arrival order, each
-///   seeing the ones before it; each is answered after the commit, and one that fails makes the whole batch run
-///   again one write per transaction (``runBatch(_:)``).
+/// * Writes that queue up while every write runner is busy (``writeRunners``) share a transaction, in arrival
+///   order, each seeing the ones before it; each is answered after the commit, and one that fails makes the
+///   whole batch run again one write per transaction (``runBatch(_:)``).
 /// * The operation's `now` is the database's transaction timestamp at `BEGIN` (§4.4); the operations of a batch
 ///   share it.
 /// * Serialization failures, deadlocks and unique-key races with another daemon are retried after a jittered
