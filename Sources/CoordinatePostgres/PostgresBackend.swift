@@ -23,12 +23,13 @@ public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
 ///
 /// Invariants:
 /// * Writes run in `READ COMMITTED` transactions (their reads after a row lock see the latest commits), each
-///   read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled connection,
-///   on a thread of the backend's pool, which blocks on the connection's futures (the engine's storage API is
-///   synchronous). The pool has as many threads as connections (`postgres_pool_size`).
+///   read in one `REPEATABLE READ` transaction (one snapshot for all its statements), on one pooled connection.
+///   The operations themselves run on a thread of the backend's pool (the engine's storage API is synchronous),
+///   which waits for any round trip they make; a write batch's BEGIN and COMMIT are waited for by nobody
+///   (``runWrites(on:)``). The pool has as many threads as connections (`postgres_pool_size`).
 /// * Writes that queue up while every write runner is busy (``writeRunners``) share a transaction, in arrival
 ///   order, each seeing the ones before it; each is answered after the commit, and one that fails makes the
-///   whole batch run again one write per transaction (``runBatch(_:)``).
+///   whole batch run again one write per transaction (``runBatch(_:started:)``).
 /// * The operation's `now` is the database's transaction timestamp at `BEGIN` (§4.4); the operations of a batch
 ///   share it.
 /// * Serialization failures, deadlocks and unique-key races with another daemon are retried after a jittered
@@ -376,70 +377,155 @@ public final class PostgresBackend: StorageBackend {
             queue.runners += 1
             return true
         }
-        if startRunner { threads.submit { _ in self.drainWrites() } }
+        if startRunner { threads.submit { _ in self.runWrites(on: nil) } }
     }
 
-    /// Runs queued writes, a batch per transaction, until none is left.
-    private func drainWrites() {
-        while true {
-            let batch = writes.withLock { queue -> [QueuedWrite] in
-                guard !queue.waiting.isEmpty else {
-                    queue.runners -= 1
-                    return []
-                }
-                let count = min(queue.waiting.count, Self.maxBatch)
-                defer { queue.waiting.removeFirst(count) }
-                return Array(queue.waiting.prefix(count))
+    /// Takes up to ``maxBatch`` queued writes, in arrival order; with none waiting, the caller stops being a
+    /// runner.
+    private func takeWrites() -> [QueuedWrite] {
+        writes.withLock { queue -> [QueuedWrite] in
+            guard !queue.waiting.isEmpty else {
+                queue.runners -= 1
+                return []
             }
-            if batch.isEmpty { return }
-            if batch.count == 1 {
-                run(.write, batch[0].hint, batch[0].body, completion: batch[0].completion)
-                continue
-            }
-            runBatch(batch)
+            let count = min(queue.waiting.count, Self.maxBatch)
+            defer { queue.waiting.removeFirst(count) }
+            return Array(queue.waiting.prefix(count))
         }
     }
 
-    /// Runs several writes in one transaction, each seeing the ones before it, and completes each with its error
-    /// or nil. An operation's own refusal (an error that is not the database's) is its answer alone, provided it
-    /// wrote nothing before refusing. Anything else — a refusal after a write, a failed statement, a conflict
-    /// with another daemon — undoes the whole batch, which then runs one operation per transaction, so a bad
-    /// request never fails its neighbours and each gets exactly the answer it would get alone.
-    private func runBatch(_ batch: [QueuedWrite]) {
-        let refusals = Locked([(any Error)?](repeating: nil, count: batch.count))
-        let outcome = transaction(
-            .write, batch.map(\.hint),
-            { session in
-                for (index, operation) in batch.enumerated() {
-                    let writesBefore = session.writeCount
-                    do {
-                        try operation.body(session)
-                    } catch {
-                        guard !isDatabaseFailure(error), session.writeCount == writesBefore else { throw error }
-                        refusals.withLock { $0[index] = error }
+    /// A runner: runs queued writes, a batch per transaction, until none is left, on one connection kept from
+    /// batch to batch (`channel`; nil for a new runner, or after a failure released it).
+    ///
+    /// No thread waits for a runner's BEGIN or COMMIT. The statements that begin a transaction are sent and the
+    /// runner returns; their answers bring the batch to a pool thread, which runs its operations and sends their
+    /// writes with the COMMIT; the COMMIT's answer completes the batch on the connection's event loop, which
+    /// begins the next batch there. A pool thread waits only for a read an operation could not have sent ahead.
+    private func runWrites(on channel: SQLChannel?) {
+        var batch = takeWrites()
+        guard !batch.isEmpty else {
+            if let channel { checkin(channel) }
+            return
+        }
+        if state.withLock({ $0.phase == .closed }) { return abandon(batch, channel) }
+        if let channel { return beginBatch(batch, on: channel) }
+        // Checking a connection out may mean connecting: this is a pool thread.
+        while true {
+            do {
+                return beginBatch(batch, on: try checkout())
+            } catch {
+                let detail = "cannot connect to \(where_): \(describe(error))"
+                lost(detail)
+                for write in batch { write.completion(StorageError.unavailable(detail)) }
+            }
+            batch = takeWrites()
+            if batch.isEmpty { return }
+        }
+    }
+
+    /// Sends what begins the batch's transaction; its answers go on in ``runBatch(_:started:)``.
+    private func beginBatch(_ batch: [QueuedWrite], on channel: SQLChannel) {
+        let started = begin(.write, batch.map(\.hint), on: channel)
+        channel.whenAnswered {
+            self.threads.submit { state in
+                guard state == .active else { return self.abandon(batch, channel) }
+                self.runBatch(batch, started: started)
+            }
+        }
+    }
+
+    /// The backend closed under a runner: its writes fail, as do the writes still queued, and it stops.
+    private func abandon(_ batch: [QueuedWrite], _ channel: SQLChannel?) {
+        if let channel { discard(channel) }
+        var batch = batch
+        repeat {
+            for write in batch { write.completion(StorageError.unavailable("closed")) }
+            batch = takeWrites()
+        } while !batch.isEmpty
+    }
+
+    /// Runs the operations of a batch, each seeing the ones before it, and sends the COMMIT, whose answer
+    /// completes each with its error or nil. An operation's own refusal (an error that is not the database's) is
+    /// its answer alone, provided it wrote nothing before refusing. Anything else — a refusal after a write, a
+    /// failed statement, a conflict with another daemon — undoes the whole batch, which then runs one operation
+    /// per transaction, so a bad request never fails its neighbours and each gets exactly the answer it would
+    /// get alone.
+    private func runBatch(_ batch: [QueuedWrite], started: StartedTransaction) {
+        let channel = started.channel
+        var refusals = [(any Error)?](repeating: nil, count: batch.count)
+        do {
+            let session = try openSession(started, batch.map(\.hint))
+            for (index, operation) in batch.enumerated() {
+                let writesBefore = session.writeCount
+                do {
+                    try operation.body(session)
+                } catch {
+                    guard !isDatabaseFailure(error), session.writeCount == writesBefore else { throw error }
+                    refusals[index] = error
+                }
+            }
+            record(session, readsAhead: started.readsAhead)
+            // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one fail, the
+            // server answers the COMMIT of the aborted transaction with a rollback, and the failure below
+            // reports it.
+            try session.sendCounts()
+        } catch {
+            return batchFailed(batch, error, reported: release(channel, after: error))
+        }
+        let commit = channel.send("COMMIT")
+        let sent = ContinuousClock.now
+        let answers = refusals
+        channel.whenAnswered {
+            // On the connection's event loop, with every answer in: nothing here waits.
+            do {
+                _ = try channel.finishAfterDeferred(commit)
+            } catch {
+                if isConnectionFailure(error) {
+                    // Only a connection lost meanwhile leaves the COMMIT's fate unknown.
+                    channel.discardUnsent()
+                    self.discard(channel)
+                    for operation in batch { operation.completion(StorageError.unavailable("commit outcome unknown")) }
+                    return self.threads.submit { state in
+                        guard state == .active else { return self.abandon([], nil) }
+                        self.runWrites(on: nil)
                     }
                 }
-            })
-        switch outcome {
-        case .committed:
-            batchCounts.withLock {
-                $0.batches += 1
-                $0.batchedWrites += batch.count
+                return self.threads.submit { state in
+                    guard state == .active else { return self.abandon(batch, channel) }
+                    self.batchFailed(batch, error, reported: self.release(channel, after: error))
+                }
             }
-            for (operation, error) in zip(batch, refusals.withLock { $0 }) { operation.completion(error) }
-        case .commitUnknown(let error):
-            for operation in batch { operation.completion(error) }
-        case .failed:
+            self.observer?.storageOperation("commit", seconds: Engine.seconds(since: sent))
+            if batch.count > 1 {
+                self.batchCounts.withLock {
+                    $0.batches += 1
+                    $0.batchedWrites += batch.count
+                }
+            }
+            for (operation, error) in zip(batch, answers) { operation.completion(error) }
+            self.runWrites(on: channel)
+        }
+    }
+
+    /// After a batch's transaction failed and was rolled back (on a pool thread): a lone operation gets its error,
+    /// or is tried again after a conflict; a batch runs again one operation per transaction. Then the runner goes
+    /// on, on a new connection.
+    private func batchFailed(_ batch: [QueuedWrite], _ error: any Error, reported: any Error) {
+        if batch.count == 1, let operation = batch.first {
+            if sqlState(error).map(Self.conflictStates.contains) ?? false {
+                retryLater(.write, operation.hint, operation.body, after: 0, completion: operation.completion)
+            } else {
+                operation.completion(reported)
+            }
+        } else {
             batchCounts.withLock { $0.isolatedBatches += 1 }
             for operation in batch { run(.write, operation.hint, operation.body, completion: operation.completion) }
         }
+        runWrites(on: nil)
     }
 
-    /// One operation with its retries; completes with the error to report, or nil.
-    ///
-    /// A conflict with another daemon is retried after a jittered pause from about 1 ms, doubling each time. The
-    /// pause is a timer, not a sleeping thread: the pool thread goes on with other work meanwhile, and the retry
-    /// comes back to the pool when the timer fires.
+    /// One operation in a transaction of its own, on a pool thread, with its retries; completes with the error to
+    /// report, or nil. Reads run so, and the writes of a failed batch again one by one.
     private func run(
         _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
         attempt: Int = 0, completion: @escaping @Sendable ((any Error)?) -> Void
@@ -449,16 +535,26 @@ public final class PostgresBackend: StorageBackend {
         case .commitUnknown(let error): completion(error)
         case .failed(let error, let retry):
             guard retry else { return completion(error) }
-            guard attempt < Self.maxRetries else { return completion(StorageError.contention) }
-            batchCounts.withLock { $0.conflictRetries += 1 }
-            let base = min(Double(1 << min(attempt + 1, 8)), 256) * 0.0005
-            let pause = TimeAmount.nanoseconds(Int64(base * Double.random(in: 0.5...1.5) * 1e9))
-            MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: pause) {
-                self.threads.submit { state in
-                    // The backend closed during the pause.
-                    guard state == .active else { return completion(StorageError.unavailable("closed")) }
-                    self.run(mode, hint, body, attempt: attempt + 1, completion: completion)
-                }
+            retryLater(mode, hint, body, after: attempt, completion: completion)
+        }
+    }
+
+    /// Tries an operation again after a conflict with another daemon, after a jittered pause from about 1 ms,
+    /// doubling with each attempt. The pause is a timer, not a sleeping thread: the pool thread goes on with other
+    /// work meanwhile, and the retry comes back to the pool when the timer fires.
+    private func retryLater(
+        _ mode: AccessMode, _ hint: StorageReadHint?, _ body: @escaping @Sendable (any StorageSession) throws -> Void,
+        after attempt: Int, completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        guard attempt < Self.maxRetries else { return completion(StorageError.contention) }
+        batchCounts.withLock { $0.conflictRetries += 1 }
+        let base = min(Double(1 << min(attempt + 1, 8)), 256) * 0.0005
+        let pause = TimeAmount.nanoseconds(Int64(base * Double.random(in: 0.5...1.5) * 1e9))
+        MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: pause) {
+            self.threads.submit { state in
+                // The backend closed during the pause.
+                guard state == .active else { return completion(StorageError.unavailable("closed")) }
+                self.run(mode, hint, body, attempt: attempt + 1, completion: completion)
             }
         }
     }
@@ -473,8 +569,59 @@ public final class PostgresBackend: StorageBackend {
         case failed(any Error, retry: Bool)
     }
 
-    /// Runs `body` in one transaction on a pooled connection; `hints` name what each of its operations reads
-    /// first, in order.
+    /// A transaction whose BEGIN, sweep and reads ahead were sent on `channel` and not yet awaited.
+    private struct StartedTransaction {
+        let channel: SQLChannel
+        let begin: SQLChannel.Pending
+        let sweep: SQLChannel.Pending?
+        let readsAhead: PostgresSession.ReadsAhead
+    }
+
+    /// Sends BEGIN and, on the database clock, the sweep every operation starts with, and what the operations
+    /// read first (each read sees the sweep's changes), without waiting. The sweep also answers the clock, one
+    /// statement less (each is a round trip, BENCHMARKS.md): the operation's `now` is the transaction's start
+    /// time on the database clock (storage.md §4.4). A read sees one snapshot: under READ COMMITTED each of its
+    /// statements would see the commits made since the previous one, and an answer assembled from several (a
+    /// worker's held units: its attempts, then each unit, then each unit's history) could mix two states.
+    private func begin(_ mode: AccessMode, _ hints: [StorageReadHint?], on channel: SQLChannel) -> StartedTransaction {
+        let begin = channel.send(
+            mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
+        let sweep =
+            useDatabaseClock
+            ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
+        let readsAhead =
+            sweep == nil
+            ? PostgresSession.ReadsAhead() : PostgresSession.sendReadsAhead(hints, catalog: catalog, channel: channel)
+        return StartedTransaction(channel: channel, begin: begin, sweep: sweep, readsAhead: readsAhead)
+    }
+
+    /// The session of a begun transaction, once BEGIN and the sweep are answered.
+    private func openSession(_ started: StartedTransaction, _ hints: [StorageReadHint?]) throws -> PostgresSession {
+        let channel = started.channel
+        // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
+        let swept = started.sweep.map { sweep in Result { try channel.finish(sweep) } }
+        try channel.finish(started.begin)
+        guard let swept else { return PostgresSession(channel: channel, transactionTime: nil, catalog: catalog) }
+        let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
+        return PostgresSession(
+            channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog,
+            readsAhead: started.readsAhead, hints: hints)
+    }
+
+    /// Counts what the session's operations used of what was sent ahead for them.
+    private func record(_ session: PostgresSession, readsAhead: PostgresSession.ReadsAhead) {
+        session.dropReadsAhead()
+        guard readsAhead.count > 0 || session.grantsFromReserve > 0 else { return }
+        let (used, fromReserve) = (session.readsAheadUsed, session.grantsFromReserve)
+        batchCounts.withLock {
+            $0.readsAhead += readsAhead.count
+            $0.readsAheadUsed += used
+            $0.grantsFromReserve += fromReserve
+        }
+    }
+
+    /// Runs `body` in one transaction on a pooled connection, this thread waiting for each round trip; `hints`
+    /// name what each of its operations reads first, in order.
     private func transaction(
         _ mode: AccessMode, _ hints: [StorageReadHint?], _ body: @Sendable (PostgresSession) throws -> Void
     ) -> TransactionOutcome {
@@ -488,54 +635,18 @@ public final class PostgresBackend: StorageBackend {
         }
         var committing = false
         do {
-            // BEGIN and (on the database clock) the sweep every operation starts with, waited for together; the
-            // sweep also answers the clock, one statement less (each is a round trip, BENCHMARKS.md). The
-            // operation's `now` is the transaction's start time on the database clock (storage.md §4.4). A read
-            // sees one snapshot: under READ COMMITTED each of its statements would see the commits made since the
-            // previous one, and an answer assembled from several (a worker's held units: its attempts, then each
-            // unit, then each unit's history) could mix two states.
-            let begin = channel.send(
-                mode == .write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ")
-            let sweep =
-                useDatabaseClock
-                ? channel.send(PostgresSession.sweepWithClockSQL, [PostgresSession.keptNamespaces(catalog)]) : nil
-            // What the operations read first travels with them (each read sees the sweep's changes).
-            let readsAhead =
-                sweep == nil
-                ? PostgresSession.ReadsAhead()
-                : PostgresSession.sendReadsAhead(hints, catalog: catalog, channel: channel)
-            // The sweep's answer comes after BEGIN's: waiting for it first is one wake-up for both.
-            let swept = sweep.map { sweep in Result { try channel.finish(sweep) } }
-            try channel.finish(begin)
-            let session: PostgresSession
-            if let swept {
-                let (time, sweepRows) = try PostgresSession.splitClock(try swept.get())
-                session = PostgresSession(
-                    channel: channel, transactionTime: time, sweepRows: sweepRows, catalog: catalog,
-                    readsAhead: readsAhead, hints: hints)
-            } else {
-                session = PostgresSession(channel: channel, transactionTime: nil, catalog: catalog)
-            }
+            let started = begin(mode, hints, on: channel)
+            let session = try openSession(started, hints)
             try body(session)
-            session.dropReadsAhead()
-            if readsAhead.count > 0 || session.grantsFromReserve > 0 {
-                let (used, fromReserve) = (session.readsAheadUsed, session.grantsFromReserve)
-                batchCounts.withLock {
-                    $0.readsAhead += readsAhead.count
-                    $0.readsAheadUsed += used
-                    $0.grantsFromReserve += fromReserve
-                }
-            }
+            record(session, readsAhead: started.readsAhead)
             if mode == .write {
-                // The counter writes travel with the COMMIT, behind any writes not yet awaited. Should one fail, the
-                // server answers the COMMIT of the aborted transaction with a rollback, and the failure below
-                // reports it.
+                // As in a batch (``runBatch(_:started:)``), the counter writes travel with the COMMIT.
                 try session.sendCounts()
                 committing = true
-                let started = ContinuousClock.now
+                let sent = ContinuousClock.now
                 // Only a connection lost meanwhile leaves the COMMIT's fate unknown (below).
                 _ = try channel.finishAfterDeferred(channel.send("COMMIT"))
-                observer?.storageOperation("commit", seconds: Engine.seconds(since: started))
+                observer?.storageOperation("commit", seconds: Engine.seconds(since: sent))
             } else {
                 try channel.finishDeferred()
                 try channel.simple("ROLLBACK")

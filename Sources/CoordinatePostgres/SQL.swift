@@ -261,8 +261,23 @@ final class SQLChannel: @unchecked Sendable {
         return answer
     }
 
+    /// Hands every collected statement to the connection and calls `callback` on the connection's event loop,
+    /// once the last of them is answered (after the event that answered it), without a thread waiting for it.
+    /// Their answers are then taken with ``finish(_:)`` and the like, which no longer wait.
+    func whenAnswered(_ callback: @escaping @Sendable () -> Void) {
+        flush()
+        guard let last = lastSent else { return callback() }
+        let eventLoop = connection.eventLoop
+        // Not from inside the connection's handling of the answer: the callback may send more.
+        last.whenSettled { _ in eventLoop.execute(callback) }
+    }
+
+    /// The answer of the statement handed over last.
+    private var lastSent: Pending?
+
     /// Makes a statement ready to send; its answer settles every one of `answers`.
     private func enqueue(_ sql: String, _ values: [SQLValue], answers: [Pending], prepared: Bool = true) {
+        lastSent = answers.last
         unsubmitted.append(
             WireRequest(sql: sql, parameters: values.map(\.parameter), prepared: prepared) { result in
                 for answer in answers { answer.settle(result) }
@@ -324,18 +339,33 @@ final class SQLChannel: @unchecked Sendable {
 
 }
 
-/// The result of one statement, handed from the event loop to the worker thread waiting for it. The first
-/// settlement wins.
+/// The result of one statement, handed from the event loop to the worker thread waiting for it, or to
+/// callbacks. The first settlement wins.
 final class Outcome<T: Sendable>: @unchecked Sendable {
-    // @unchecked Sendable: `result` is read and written only while holding `condition`.
+    // @unchecked Sendable: `result` and `callbacks` are read and written only while holding `condition`.
     private let condition = ConditionLock(value: 0)
     private var result: Result<T, any Error>?
+    private var callbacks: [@Sendable (Result<T, any Error>) -> Void] = []
 
     func settle(_ result: Result<T, any Error>) {
         condition.lock()
         guard self.result == nil else { return condition.unlock() }
         self.result = result
+        let waiting = callbacks
+        callbacks = []
         condition.unlock(withValue: 1)
+        for callback in waiting { callback(result) }
+    }
+
+    /// Calls `callback` with the result once there is one: at once, on this thread, if there is already.
+    func whenSettled(_ callback: @escaping @Sendable (Result<T, any Error>) -> Void) {
+        condition.lock()
+        if let result {
+            condition.unlock()
+            return callback(result)
+        }
+        callbacks.append(callback)
+        condition.unlock()
     }
 
     /// The result, or nil when none arrived within `seconds`.

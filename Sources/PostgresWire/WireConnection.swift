@@ -18,6 +18,10 @@ public struct WireConfiguration: Sendable {
     public var tls: TLS
     /// Time allowed for TCP connect, TLS and authentication together.
     public var connectTimeout: TimeAmount
+    /// How long statements may be outstanding with nothing received from the server before the connection is
+    /// declared dead and closed, failing them: only a server gone silent without closing the socket runs into it
+    /// (a statement waiting for a row lock legitimately takes long, so the default is generous).
+    public var answerTimeout: TimeAmount = .seconds(300)
     public var applicationName: String
 
     public init(
@@ -173,6 +177,10 @@ final class WireHandler: ChannelInboundHandler {
     private var scram: SCRAMClient?
     private var timeout: Scheduled<Void>?
     private var inFlight = CircularBuffer<InFlight>(initialCapacity: 16)
+    /// When the server last sent anything, or statements were last handed over to an idle connection.
+    private var lastHeard = NIODeadline.now()
+    /// The timer that checks for ``WireConfiguration/answerTimeout`` while statements are outstanding.
+    private var answerWatch: Scheduled<Void>?
     /// The rows received so far for the statement at the head of `inFlight`. Kept here rather than in the
     /// element: `CircularBuffer`'s subscript copies an element out and back, so appending to an array inside it
     /// copied every row received before (quadratic in the rows of one answer; a bulk add's `RETURNING` spent
@@ -227,6 +235,7 @@ final class WireHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastHeard = .now()
         var bytes = unwrapInboundIn(data)
         if state == .tlsRequested {
             guard let answer = bytes.readInteger(as: UInt8.self) else { return }
@@ -295,6 +304,7 @@ final class WireHandler: ChannelInboundHandler {
             for request in requests { request.completion(.failure(error)) }
             return
         }
+        if inFlight.isEmpty { lastHeard = .now() }
         var buffer = context.channel.allocator.buffer(capacity: 256 * requests.count)
         for request in requests {
             var entry = InFlight(completion: request.completion)
@@ -350,6 +360,7 @@ final class WireHandler: ChannelInboundHandler {
         inFlight[inFlight.index(before: inFlight.endIndex)].endsPipeline = true
         Self.message(UInt8(ascii: "S"), into: &buffer) { _ in }
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if answerWatch == nil { watchAnswers(on: context.eventLoop) }
     }
 
     /// Appends one frontend message: its type, its length, then what `body` writes.
@@ -518,11 +529,28 @@ final class WireHandler: ChannelInboundHandler {
     }
 
     /// Ends the connection after a failure: the connection attempt and every unanswered statement fail.
+    /// Checks, ``WireConfiguration/answerTimeout`` after the server was last heard from, that it has been heard
+    /// from since or that nothing is outstanding; one timer per connection, rescheduled only when it fires.
+    private func watchAnswers(on eventLoop: any EventLoop) {
+        answerWatch = eventLoop.assumeIsolated().scheduleTask(deadline: lastHeard + configuration.answerTimeout) {
+            [self] in
+            answerWatch = nil
+            guard state != .closed, !inFlight.isEmpty else { return }
+            if NIODeadline.now() - lastHeard >= configuration.answerTimeout {
+                fail(WireConnectionError.answerTimeout)
+            } else {
+                watchAnswers(on: eventLoop)
+            }
+        }
+    }
+
     private func fail(_ error: any Error) {
         let wasOpen = state != .closed
         state = .closed
         timeout?.cancel()
         timeout = nil
+        answerWatch?.cancel()
+        answerWatch = nil
         if let ready {
             self.ready = nil
             ready.fail(error)
@@ -530,7 +558,9 @@ final class WireHandler: ChannelInboundHandler {
         let unanswered = inFlight
         inFlight.removeAll()
         headRows = []
-        let reported = error is WireServerError ? error : WireConnectionError.closed
+        let reported =
+            error is WireServerError || error as? WireConnectionError == .answerTimeout
+            ? error : WireConnectionError.closed
         for statement in unanswered { statement.completion(.failure(reported)) }
         if wasOpen { context?.close(promise: nil) }
     }

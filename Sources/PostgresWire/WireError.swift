@@ -28,6 +28,8 @@ public enum WireConnectionError: Error, Sendable, CustomStringConvertible, Equat
     case tlsUnavailable
     /// The connection was not established in time.
     case connectTimeout
+    /// Statements were outstanding and the server sent nothing for ``WireConfiguration/answerTimeout``.
+    case answerTimeout
 
     public var description: String {
         switch self {
@@ -36,6 +38,7 @@ public enum WireConnectionError: Error, Sendable, CustomStringConvertible, Equat
         case .authentication(let detail): return "authentication failed: \(detail)"
         case .tlsUnavailable: return "the server does not offer TLS"
         case .connectTimeout: return "connection timed out"
+        case .answerTimeout: return "no answer from the server in time"
         }
     }
 }

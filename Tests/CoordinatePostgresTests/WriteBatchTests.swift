@@ -3,10 +3,18 @@ import CoordinateEngine
 import Logging
 import NIOPosix
 import PostgresWire
+import Synchronization
 import TestSupport
 import Testing
 
 @testable import CoordinatePostgres
+
+/// A flag one task sets and another polls.
+private final class Flag: Sendable {
+    private let value = Atomic(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}
 
 /// Writes that arrive together share one transaction (``PostgresBackend`` batches), and each still gets the
 /// answer it would get alone.
@@ -42,6 +50,71 @@ struct WriteBatchTests {
             #expect(backend.writeRunners == expected, "pool \(pool), configured \(configured)")
             await backend.close()
         }
+    }
+
+    @Test("no thread waits for a write batch's BEGIN: with a pool of one, a read runs while a grant waits for a lock")
+    func runnerWaitsWithoutAThread() async throws {
+        var logger = Logger(label: "write-runner-test")
+        logger.logLevel = .critical
+        let schema = TestPostgres.freshSchema()
+        let backend = PostgresBackend(
+            url: try PostgresURL(try TestPostgres.url()), schema: schema, poolSize: 1, logger: logger)
+        try await backend.initialize(now: { 0 })
+        let engine = Engine(backend: backend)
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("batch"))]))
+            _ = try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: "batch"),
+                items: .success(["a", "b"].map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }),
+                itemCount: 2)
+        }
+        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
+        func grant() async throws -> [String] {
+            try await engine.perform(.write, readingFirst: .grant(namespace: namespace, count: 1)) { tx in
+                try tx.getWork(namespace: namespace, request).map {
+                    String(decoding: $0.unit.key.octets, as: UTF8.self)
+                }
+            }
+        }
+        #expect(try await grant() == ["a"])
+
+        // Another transaction holds the spec's row exclusively: the next grant's lock, sent with its BEGIN for the
+        // spec the first grant took from, waits for it.
+        let other = try await WireConnection.connect(
+            to: try PostgresURL(try TestPostgres.url()).configuration(),
+            on: MultiThreadedEventLoopGroup.singleton.next()
+        ).get()
+        try await withCleanup {
+            _ = try await other.query("SET search_path TO \"\(schema)\"")
+            _ = try await other.query("BEGIN")
+            _ = try await other.query("SELECT 1 FROM work_spec FOR UPDATE")
+            let waiting = Task { try await grant() }
+            let blocked = try await eventually {
+                let rows = try await other.query(
+                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
+            }
+            #expect(blocked, "the grant waits for the row")
+            // The pool's one thread is free meanwhile: a read runs (on a connection of its own) and answers. (Were
+            // the thread waiting for the grant's BEGIN, the read would wait for the lock's release below.)
+            let answered = Flag()
+            let read = Task {
+                let count = try await engine.perform(.read) { tx in
+                    try tx.listWorkSpecs(namespace: namespace, start: nil, limit: nil).specs.count
+                }
+                answered.set()
+                return count
+            }
+            let readAnswered = await eventually(.seconds(20)) { answered.isSet }
+            #expect(readAnswered, "the read answered while the grant waited")
+            _ = try await other.query("COMMIT")
+            #expect(try await read.value == 1)
+            #expect(try await waiting.value == ["b"])
+        } cleanup: {
+            try? await other.close().get()
+        }
+        await backend.close()
     }
 
     /// Submits every body at once (no awaiting between them) and returns each one's result in order.

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 @testable import PostgresWire
@@ -14,6 +15,23 @@ private final class CannedAnswer: ChannelInboundHandler, Sendable {
     init(_ answer: [UInt8]) { self.answer = answer }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: answer)), promise: nil)
+    }
+}
+
+/// Completes the startup without asking for a password, then answers nothing: a server gone silent with its
+/// socket open.
+private final class SilentAfterStartup: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let started = Atomic(false)
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
+        // AuthenticationOk, then ReadyForQuery (idle).
+        let answer: [UInt8] = [
+            UInt8(ascii: "R"), 0, 0, 0, 8, 0, 0, 0, 0, UInt8(ascii: "Z"), 0, 0, 0, 5, UInt8(ascii: "I"),
+        ]
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: answer)), promise: nil)
     }
 }
@@ -76,5 +94,30 @@ struct MisbehavingServerTests {
         // connect, which a loaded test process once took longer than 300 ms to see completed: two seconds.
         let error = try await connectionError(Self.message("R", length: 100, [0, 0]), timeout: .seconds(2))
         #expect(error as? WireConnectionError == .connectTimeout)
+    }
+
+    @Test(
+        "statements a silent server leaves unanswered fail after the answer timeout, and the connection closes",
+        .timeLimit(.minutes(1)))
+    func silentServer() async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SilentAfterStartup())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        var configuration = WireConfiguration(
+            host: "127.0.0.1", port: server.localAddress?.port ?? 0, user: "u", password: nil, database: nil)
+        configuration.answerTimeout = .milliseconds(500)
+        let connection = try await WireConnection.connect(
+            to: configuration, on: MultiThreadedEventLoopGroup.singleton.next()
+        ).get()
+        // Idle for longer than the timeout first: only time with a statement outstanding counts.
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(!connection.isClosed)
+        await #expect(throws: WireConnectionError.answerTimeout) { try await connection.query("SELECT 1") }
+        try await connection.closeFuture.get()
+        try await server.close()
     }
 }
