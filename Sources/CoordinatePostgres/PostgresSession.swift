@@ -61,6 +61,8 @@ final class PostgresSession: StorageSession {
 
     var databaseTime: Timestamp? { transactionTime }
 
+    /// The position of `priority` in ``unitColumns``.
+    static let unitPriorityColumn = 5
     static let unitColumns =
         "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
     static let attemptColumns = "id, " + attemptValueColumns
@@ -196,6 +198,8 @@ final class PostgresSession: StorageSession {
         }
         let target: Target
         let answer: SQLChannel.Pending
+        /// For a spec list: the spec whose best ready priority it leaves out (``namespaceSpecsSQL``), 0 for none.
+        var topLeftOut: Int64 = 0
     }
 
     /// The grant lock and ready units of the spec a batch's first grant most likely picks (the one the latest
@@ -249,8 +253,11 @@ final class PostgresSession: StorageSession {
                         ready: channel.send(readyUnitsSQL(limit: asked), [.int(spec.id)]), asked: asked)
                 }
                 guard index == 0 else { continue }
+                // The grant's read answers its spec's best ready priority: the list need not look for it.
+                let leftOut = reads.grant?.spec ?? 0
                 reads.byOperation[index] = ReadAhead(
-                    target: .specs(namespace.id), answer: channel.send(namespaceSpecsSQL, [.int(namespace.id)]))
+                    target: .specs(namespace.id),
+                    answer: channel.send(namespaceSpecsSQL, [.int(namespace.id), .int(leftOut)]), topLeftOut: leftOut)
             case .unit(let namespaceName, let specName, let key):
                 guard let (namespace, generation) = catalog.namespace(named: namespaceName),
                     let spec = catalog.spec(namespace: namespace.id, named: specName, generation: generation)
@@ -483,8 +490,8 @@ final class PostgresSession: StorageSession {
     /// ``specGeneration(namespace:)``), one query per spec before.
     static let namespaceSpecsSQL = """
         SELECT \(specColumns),
-            (SELECT u.priority FROM work_unit u WHERE u.spec_id = s.id AND u.bucket = 0
-                ORDER BY u.priority DESC, u.key LIMIT 1),
+            CASE WHEN s.id = $2 THEN NULL ELSE (SELECT u.priority FROM work_unit u WHERE u.spec_id = s.id
+                AND u.bucket = 0 ORDER BY u.priority DESC, u.key LIMIT 1) END,
             (SELECT n.generation FROM namespace n WHERE n.id = s.namespace_id)
         \(specSource) WHERE s.namespace_id = $1 ORDER BY s.name
         """
@@ -497,14 +504,20 @@ final class PostgresSession: StorageSession {
 
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
-        let rows = try takeReadAhead(.specs(namespace)) ?? channel.query(Self.namespaceSpecsSQL, [.int(namespace)])
+        var leftOut: Int64 = 0
+        let rows: [SQLRow]
+        if let ahead = readsAhead[operationsStarted - 1], let read = try takeReadAhead(.specs(namespace)) {
+            (rows, leftOut) = (read, ahead.topLeftOut)
+        } else {
+            rows = try channel.query(Self.namespaceSpecsSQL, [.int(namespace), .int(0)])
+        }
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
             specRows[spec.id] = (spec, counts)
             specNames[namespace, default: [:]][PrefetchKey(spec.name)] = spec.id
             ids.append(spec.id)
-            readyTops[spec.id] = .some(try row.optionalDouble(14))
+            if spec.id != leftOut { readyTops[spec.id] = .some(try row.optionalDouble(14)) }
             let generation = try row.int64(15)
             readGenerations[namespace] = UInt64(bitPattern: generation)
             if generations[namespace] == generation { catalog?.remember(spec, generation: generation) }
@@ -771,7 +784,7 @@ final class PostgresSession: StorageSession {
         let (data, damaged) = damage.unitData(try row.bytes(4), checksum: try row.optionalInt64(13), unit: id)
         var unit = UnitRecord(
             id: id, specID: try row.int64(1), key: try row.identifier(2, kind: 3),
-            data: data, priority: try row.double(5),
+            data: data, priority: try row.double(Self.unitPriorityColumn),
             notBefore: try row.optionalInt64(6), state: state, leaseDeadline: state == .pending ? time : nil,
             completionTime: state == .finished || state == .failed ? time : nil,
             latestAttemptID: try row.optionalInt64(10), attemptCount: try row.int64(11),
@@ -1032,6 +1045,16 @@ final class PostgresSession: StorageSession {
             if reserve.complete { return nil }
         }
         if let known = readyTops[spec] { return known }
+        // The ready units read with BEGIN for the grant answer it, unless this transaction has since written to
+        // the spec's units or to those units.
+        if let speculative = speculativeGrant, speculative.spec == spec, !unitsWrittenWholesale,
+            !specsGivenReadyUnits.contains(spec)
+        {
+            let ready = try channel.finish(speculative.ready)
+            if try !ready.contains(where: { unitsWritten.contains(try $0.int64(0)) }) {
+                return try ready.first?.double(Self.unitPriorityColumn)
+            }
+        }
         let rows = try channel.query(
             "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = 0 ORDER BY priority DESC, key LIMIT 1",
             [.int(spec)])

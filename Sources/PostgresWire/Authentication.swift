@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: no channel binding, and the user
 /// name left empty (PostgreSQL takes it from the startup message, as libpq relies on).
@@ -73,17 +74,46 @@ struct SCRAMClient {
         Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key)))
     }
 
-    /// `Hi(password, salt, i)`: PBKDF2 with HMAC-SHA-256, one block.
-    private static func saltedPassword(_ password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
-        let key = SymmetricKey(data: password)
-        var block = Array(HMAC<SHA256>.authenticationCode(for: salt + [0, 0, 0, 1], using: key))
+    /// `Hi(password, salt, i)`: PBKDF2 with HMAC-SHA-256, one block; remembered (``SaltedPasswords``).
+    static func saltedPassword(_ password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
+        let key = SaltedPasswords.Key(password: password, salt: salt, iterations: iterations)
+        if let known = SaltedPasswords.known.withLock({ $0[key] }) { return known }
+        // The key's pads are hashed once, not once per iteration.
+        let keyed = HMAC<SHA256>(key: SymmetricKey(data: password))
+        func mac(_ message: [UInt8]) -> [UInt8] {
+            var hmac = keyed
+            hmac.update(data: message)
+            return Array(hmac.finalize())
+        }
+        var block = mac(salt + [0, 0, 0, 1])
         var result = block
         for _ in 1..<iterations {
-            block = Array(HMAC<SHA256>.authenticationCode(for: block, using: key))
+            block = mac(block)
             for index in result.indices { result[index] ^= block[index] }
+        }
+        SaltedPasswords.known.withLock { known in
+            if known.count >= SaltedPasswords.limit { known.removeAll() }
+            known[key] = result
         }
         return result
     }
+}
+
+/// Salted passwords already derived. PostgreSQL keeps one salt and iteration count per user, so every connection
+/// a pool opens derives the same key — 4 096 HMACs, on the connection's event loop, where a pool connecting at
+/// once (at start, or after the database came back) stalled everything else the loop serves: in a loaded debug
+/// test run, long enough for other connections' startups to time out. The salted password is derived from the
+/// password, which the process holds anyway.
+enum SaltedPasswords {
+    struct Key: Hashable {
+        let password: [UInt8]
+        let salt: [UInt8]
+        let iterations: Int
+    }
+
+    /// Entries kept at most (one per user and server a process connects as, in practice).
+    static let limit = 16
+    static let known = Mutex<[Key: [UInt8]]>([:])
 }
 
 /// The `md5` method's answer: `"md5" + md5hex(md5hex(password + user) + salt)`.

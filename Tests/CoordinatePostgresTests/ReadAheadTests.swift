@@ -321,4 +321,31 @@ struct ReadAheadTests {
         #expect(backend.batchStatistics.batches == 1)
         await backend.close()
     }
+
+    @Test("the best ready priority of the spec a grant's read was sent for comes from that read, and decides")
+    func speculatedSpecsPriorityDecides() async throws {
+        let backend = try await makeTestBackend(label: "grant-reserve-test")
+        let engine = Engine(backend: backend)
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            for (name, keys, priority) in [("a", ["a1", "a2"], 5.0), ("b", ["b1", "b2"], 10.0)] {
+                _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes(name))]))
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: Identifier(bytes: name),
+                    items: .success(
+                        keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap, priority: priority) }),
+                    itemCount: keys.count)
+            }
+        }
+        let granted = GrantLog()
+        // b's units come first by priority. The second grant's spec list leaves b's best priority to the read sent
+        // with its BEGIN for b (the spec of the first grant); read there as 10, b wins again over a's 5.
+        for index in 0..<4 {
+            let results = await submitTogether(engine, [grant(into: granted, at: index)])
+            #expect(throws: Never.self) { try results[0].get() }
+        }
+        #expect(granted.keys.withLock { $0 } == [0: "b1", 1: "b2", 2: "a1", 3: "a2"])
+        #expect(backend.batchStatistics.grantsFromReserve >= 1)
+        await backend.close()
+    }
 }
