@@ -234,15 +234,15 @@ final class PostgresSession: StorageSession {
         -> ReadsAhead
     {
         var reads = ReadsAhead()
+        // Only the batch's first grant is sent ahead: the later ones take from the units it reads for all.
+        let firstGrant = hints.firstIndex { if case .grant = $0 { true } else { false } }
         for (index, hint) in hints.enumerated() {
             switch hint {
             case nil:
                 continue
             case .grant(let name, let count):
                 guard let (namespace, generation) = catalog.namespace(named: name) else { continue }
-                if reads.grant == nil,
-                    !hints[..<index].contains(where: { if case .grant = $0 { true } else { false } }),
-                    let spec = catalog.lastGrant(namespace: namespace.id, generation: generation),
+                if index == firstGrant, let spec = catalog.lastGrant(namespace: namespace.id, generation: generation),
                     !grantNeedsExclusiveLock(spec)
                 {
                     // The lock and the read go first: the spec list after them then sees the units taken.

@@ -1,5 +1,7 @@
 import CoordinateEngine
 import Logging
+import NIOPosix
+import PostgresWire
 import Synchronization
 import TestSupport
 
@@ -33,5 +35,29 @@ func submitTogether(
                 if let done { continuation.resume(returning: done) }
             }
         }
+    }
+}
+
+/// Runs `body` with a connection of its own to `schema` of the test server — a transaction beside the
+/// backend's — and closes it afterwards, whatever `body` did.
+func withSchemaConnection<R>(_ schema: String, _ body: (WireConnection) async throws -> R) async throws -> R {
+    let connection = try await WireConnection.connect(
+        to: try PostgresURL(try TestPostgres.url()).configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
+    ).get()
+    return try await withCleanup {
+        _ = try await connection.query("SET search_path TO \"\(schema)\"")
+        return try await body(connection)
+    } cleanup: {
+        try? await connection.close().get()
+    }
+}
+
+/// Whether, within the usual deadline, some other backend comes to wait for a lock `connection`'s transaction
+/// holds.
+func eventuallyBlocksAnother(_ connection: WireConnection) async throws -> Bool {
+    try await eventually {
+        let rows = try await connection.query(
+            "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+        return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
     }
 }

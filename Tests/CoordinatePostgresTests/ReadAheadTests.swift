@@ -189,6 +189,21 @@ struct ReadAheadTests {
         )
     }
 
+    /// An operation of a batch adding unit `key` to the spec "reserve".
+    private func addReserveUnit(
+        _ key: String
+    ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+        let namespace = self.namespace
+        return (
+            nil,
+            { tx in
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: Identifier(bytes: "reserve"),
+                    items: .success([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]), itemCount: 1)
+            }
+        )
+    }
+
     @Test("the grants of one batch take their units from one read, in order; units left over are free after it")
     func batchGrantsShareOneRead() async throws {
         let backend = try await makeTestBackend(label: "grant-reserve-test")
@@ -218,14 +233,7 @@ struct ReadAheadTests {
         try await setReserveSpec(engine, keys: ["b", "c", "d", "e", "f", "g", "h", "i"])
         let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
         let granted = GrantLog()
-        let add: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
-            nil,
-            { tx in
-                _ = try tx.addWorkUnits(
-                    namespace: namespace, spec: spec,
-                    items: .success([UnitItem(key: Identifier(bytes: "a"), data: .emptyMap)]), itemCount: 1)
-            }
-        )
+        let add = addReserveUnit("a")
         let retry: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
             .unit(namespace: namespace, spec: spec, key: Identifier(bytes: "b")),
             { tx in
@@ -252,16 +260,8 @@ struct ReadAheadTests {
         let backend = try await makeTestBackend(label: "grant-reserve-test")
         let engine = Engine(backend: backend)
         try await setReserveSpec(engine, keys: ["b", "c", "d", "e"])
-        let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
         let granted = GrantLog()
-        let add: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
-            nil,
-            { tx in
-                _ = try tx.addWorkUnits(
-                    namespace: namespace, spec: spec,
-                    items: .success([UnitItem(key: Identifier(bytes: "a"), data: .emptyMap)]), itemCount: 1)
-            }
-        )
+        let add = addReserveUnit("a")
         // The first runs alone (b); the batch after it reads c with BEGIN for its grant, then adds a.
         let results = await submitTogether(engine, [grant(into: granted, at: 0), add, grant(into: granted, at: 2)])
         for result in results { #expect(throws: Never.self) { try result.get() } }

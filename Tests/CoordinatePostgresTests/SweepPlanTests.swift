@@ -40,12 +40,7 @@ struct SweepPlanTests {
         }
         await backend.close()
 
-        let connection = try await WireConnection.connect(
-            to: try PostgresURL(try TestPostgres.url()).configuration(),
-            on: MultiThreadedEventLoopGroup.singleton.next()
-        ).get()
-        try await withCleanup {
-            _ = try await connection.query("SET search_path TO \"\(schema)\"")
+        try await withSchemaConnection(schema) { connection in
             // The join shapes a connection may have cached from a plan made while `attempt` was nearly empty.
             _ = try await connection.query("SET enable_nestloop = off")
             _ = try await connection.query("SET enable_mergejoin = off")
@@ -65,8 +60,6 @@ struct SweepPlanTests {
             for node in attemptReads {
                 #expect(node["Actual Loops"] as? Int == 0, "\(node["Node Type"] ?? "?") on attempt ran: \(json)")
             }
-        } cleanup: {
-            try? await connection.close().get()
         }
     }
 

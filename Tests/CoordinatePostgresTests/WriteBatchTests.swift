@@ -81,21 +81,11 @@ struct WriteBatchTests {
 
         // Another transaction holds the spec's row exclusively: the next grant's lock, sent with its BEGIN for the
         // spec the first grant took from, waits for it.
-        let other = try await WireConnection.connect(
-            to: try PostgresURL(try TestPostgres.url()).configuration(),
-            on: MultiThreadedEventLoopGroup.singleton.next()
-        ).get()
-        try await withCleanup {
-            _ = try await other.query("SET search_path TO \"\(schema)\"")
+        try await withSchemaConnection(schema) { other in
             _ = try await other.query("BEGIN")
             _ = try await other.query("SELECT 1 FROM work_spec FOR UPDATE")
             let waiting = Task { try await grant() }
-            let blocked = try await eventually {
-                let rows = try await other.query(
-                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-                return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
-            }
-            #expect(blocked, "the grant waits for the row")
+            #expect(try await eventuallyBlocksAnother(other), "the grant waits for the row")
             // The pool's one thread is free meanwhile: a read runs (on a connection of its own) and answers. (Were
             // the thread waiting for the grant's BEGIN, the read would wait for the lock's release below.)
             let answered = Flag()
@@ -111,8 +101,6 @@ struct WriteBatchTests {
             _ = try await other.query("COMMIT")
             #expect(try await read.value == 1)
             #expect(try await waiting.value == ["b"])
-        } cleanup: {
-            try? await other.close().get()
         }
         await backend.close()
     }
@@ -257,7 +245,6 @@ struct CatalogCacheTests {
 struct ConflictRetryTests {
     @Test("a spec another transaction created first is found on the retry and replaced, not reported as an error")
     func uniqueKeyRaceIsRetried() async throws {
-        let url = try PostgresURL(try TestPostgres.url())
         let schema = TestPostgres.freshSchema()
         let backend = try await makeTestBackend(schema: schema, label: "conflict-retry-test")
         let engine = Engine(backend: backend)
@@ -268,11 +255,7 @@ struct ConflictRetryTests {
 
         // Another transaction creates the spec and stays open: the engine's insert of the same name waits for it,
         // then fails on the unique key when it commits, and the retry finds the spec and replaces its data.
-        let other = try await WireConnection.connect(
-            to: try url.configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
-        ).get()
-        try await withCleanup {
-            _ = try await other.query("SET search_path TO \"\(schema)\"")
+        try await withSchemaConnection(schema) { other in
             _ = try await other.query("BEGIN")
             _ = try await other.query(
                 """
@@ -283,12 +266,7 @@ struct ConflictRetryTests {
             let setting = Task {
                 try await engine.perform(.write) { tx in try tx.setWorkSpec(namespace: namespace, data: data) }
             }
-            let waited = try await eventually {
-                let rows = try await other.query(
-                    "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-                return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
-            }
-            #expect(waited, "the engine's insert waits for the open transaction")
+            #expect(try await eventuallyBlocksAnother(other), "the engine's insert waits for the open transaction")
             _ = try await other.query("COMMIT")
             #expect(try await setting.value == false, "the spec was there by then: replaced, not created")
             #expect(backend.batchStatistics.conflictRetries >= 1)
@@ -296,8 +274,6 @@ struct ConflictRetryTests {
                 try tx.spec(namespace: namespace, named: Identifier(bytes: "race"))?.data.decoded()
             }
             #expect(stored == .map(data))
-        } cleanup: {
-            try? await other.close().get()
         }
         await backend.close()
     }
