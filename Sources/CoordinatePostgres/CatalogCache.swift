@@ -87,6 +87,15 @@ final class CatalogCache: Sendable {
         }
     }
 
+    /// Forgets the namespace of a spec found deleted although its namespace's generation said otherwise (a row
+    /// deleted by hand), so that the next transaction reads the namespace's specs again.
+    func forget(specID: Int64) {
+        let namespace = entries.withLock { entries in
+            entries.specs.first { $0.value.byName.values.contains { $0.id == specID } }?.key
+        }
+        if let namespace { forget(namespace: namespace) }
+    }
+
     /// The ids of the kept namespaces.
     func namespaceIDs() -> [Int64] {
         entries.withLock { $0.namespaces.values.map(\.record.id) }

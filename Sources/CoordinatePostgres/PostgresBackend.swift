@@ -71,6 +71,14 @@ public final class PostgresBackend: StorageBackend {
     /// unique key another daemon took first, a row lock not available.
     static let conflictStates: Set<String> = ["40001", "40P01", "23505", "55P03"]
 
+    /// Whether `error` is a conflict with another transaction (``conflictStates``, ``PostgresConflict``), also when
+    /// it is the cause of a statement skipped after it.
+    static func isConflict(_ error: any Error) -> Bool {
+        if error is PostgresConflict { return true }
+        let code = sqlState(error) ?? (error as? WireStatementSkipped)?.cause.sqlState
+        return code.map(conflictStates.contains) ?? false
+    }
+
     /// Namespace and spec rows kept across this daemon's transactions.
     let catalog = CatalogCache()
 
@@ -300,6 +308,8 @@ public final class PostgresBackend: StorageBackend {
         public var readsAheadUsed = 0
         /// Grants that took their spec lock and units from what an earlier grant of the same transaction read.
         public var grantsFromReserve = 0
+        /// Units inserted by COPY (adds of many units whose keys were all new).
+        public var unitsCopied = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
@@ -333,6 +343,9 @@ public final class PostgresBackend: StorageBackend {
                 name: "grants_from_reserve",
                 help: "Grants served by the units an earlier grant of the same transaction read for them.",
                 value: statistics.grantsFromReserve),
+            StorageCounter(
+                name: "units_copied", help: "Units inserted by COPY (adds of many units whose keys were all new).",
+                value: statistics.unitsCopied),
         ]
     }
 
@@ -512,7 +525,7 @@ public final class PostgresBackend: StorageBackend {
     /// on, on a new connection.
     private func batchFailed(_ batch: [QueuedWrite], _ error: any Error, reported: any Error) {
         if batch.count == 1, let operation = batch.first {
-            if sqlState(error).map(Self.conflictStates.contains) ?? false {
+            if Self.isConflict(error) {
                 retryLater(.write, operation.hint, operation.body, after: 0, completion: operation.completion)
             } else {
                 operation.completion(reported)
@@ -611,12 +624,13 @@ public final class PostgresBackend: StorageBackend {
     /// Counts what the session's operations used of what was sent ahead for them.
     private func record(_ session: PostgresSession, readsAhead: PostgresSession.ReadsAhead) {
         session.dropReadsAhead()
-        guard readsAhead.count > 0 || session.grantsFromReserve > 0 else { return }
-        let (used, fromReserve) = (session.readsAheadUsed, session.grantsFromReserve)
+        guard readsAhead.count > 0 || session.grantsFromReserve > 0 || session.unitsCopied > 0 else { return }
+        let (used, fromReserve, copied) = (session.readsAheadUsed, session.grantsFromReserve, session.unitsCopied)
         batchCounts.withLock {
             $0.readsAhead += readsAhead.count
             $0.readsAheadUsed += used
             $0.grantsFromReserve += fromReserve
+            $0.unitsCopied += copied
         }
     }
 
@@ -660,7 +674,7 @@ public final class PostgresBackend: StorageBackend {
                 return .commitUnknown(StorageError.unavailable("commit outcome unknown"))
             }
             let reported = release(channel, after: error)
-            return .failed(reported, retry: sqlState(error).map(Self.conflictStates.contains) ?? false)
+            return .failed(reported, retry: Self.isConflict(error))
         }
     }
 

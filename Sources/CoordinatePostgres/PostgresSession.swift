@@ -448,10 +448,18 @@ final class PostgresSession: StorageSession {
         // operation of the batch, the expiry sweep) must not be written back to rows that no longer exist.
         let goneSpecs = try channel.query(
             "DELETE FROM work_spec WHERE namespace_id = $1 RETURNING id", [.int(namespace.id)])
+        var goneIDs: [SQLValue] = []
         for row in goneSpecs {
             let id = try row.int64(0)
+            goneIDs.append(.int(id))
             specRows[id] = nil
             deltas[id] = nil
+            specInsertLocks[id] = nil
+        }
+        // As in ``deleteSpec(_:)``: the units in a statement of their own, after the spec rows.
+        if !goneIDs.isEmpty {
+            try channel.sendDeferred(
+                "DELETE FROM work_unit WHERE spec_id = ANY($1)", [.array(goneIDs, element: .int(nil))])
         }
         if keepRecord {
             try channel.query("DELETE FROM worker WHERE namespace_id = $1", [.int(namespace.id)])
@@ -760,7 +768,11 @@ final class PostgresSession: StorageSession {
         dropGrantReserves()
         writeCount += 1
         latestAttempts.removeAll()
+        // The spec row first: its lock waits for every transaction inserting units into it
+        // (``lockSpecForInserts(_:)``), whose units the next statement's snapshot then sees.
         try channel.query("DELETE FROM work_spec WHERE id = $1", [.int(spec.id)])
+        try channel.sendDeferred("DELETE FROM work_unit WHERE spec_id = $1", [.int(spec.id)])
+        specInsertLocks[spec.id] = nil
         specRows[spec.id] = nil
         deltas[spec.id] = nil
         namespaceSpecs[spec.namespaceID] = nil
@@ -823,17 +835,84 @@ final class PostgresSession: StorageSession {
     /// this session's attempt writes and forgotten when units are deleted.
     private var latestAttempts: [Int64: AttemptRecord] = [:]
 
+    /// Inserts the units, of one spec, and returns those whose keys were taken.
+    ///
+    /// Many units go in with COPY first, betting that no key is taken (a bulk add of new units): COPY costs the
+    /// server about half of an `INSERT` of the same rows, which also checks each key for a conflict, unpacks the
+    /// arrays it gets the rows in and answers the keys it inserted. COPY cannot skip a taken key; one fails it,
+    /// a savepoint undoes it, and the units then go the statement way (``insertUnitsSkippingTaken(_:spec:)``).
+    func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
+        guard let spec = units.first?.specID else { return [] }
+        for unit in units { keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets)) }
+        unitsInserted(into: spec)
+        writeCount += 1
+        let specLock = lockSpecForInserts(spec)
+        let existing: [UnitRecord]
+        if units.count >= Self.copyThreshold, try copyNewUnits(units, spec: spec) {
+            existing = []
+        } else {
+            existing = try insertUnitsSkippingTaken(units, spec: spec)
+        }
+        try checkSpecLock(specLock, spec: spec)
+        return existing
+    }
+
+    /// Units from which an insert goes through COPY: below it, the savepoint and the COPY cost more round trips
+    /// and statements than one `INSERT … ON CONFLICT` saves.
+    static let copyThreshold = 64
+    /// Rows per COPY statement: each goes out as soon as it is built, so the server copies one while the next is
+    /// built.
+    static let copyRowsPerStatement = 4_096
+
+    /// Copies `units` into `spec` under a savepoint; false (and nothing inserted) if a key was taken.
+    private func copyNewUnits(_ units: [UnitRecord], spec: Int64) throws -> Bool {
+        try channel.sendDeferred("SAVEPOINT insert_units")
+        var added = UnitCounts()
+        var sent: [SQLChannel.Pending] = []
+        for start in stride(from: 0, to: units.count, by: Self.copyRowsPerStatement) {
+            var rows = SQLCopyRows()
+            for unit in units[start..<min(start + Self.copyRowsPerStatement, units.count)] {
+                let (bucket, time) = placement(unit)
+                added[bucket] += 1
+                rows.append(Self.insertValues(unit, bucket: bucket, time: time))
+            }
+            sent.append(channel.sendCopy(Self.copyUnitsSQL, rows))
+            channel.flush()
+        }
+        var failure: (any Error)?
+        for (index, pending) in sent.enumerated() {
+            do {
+                _ = index == 0 ? try channel.finishAfterDeferred(pending) : try channel.finish(pending)
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure {
+            guard sqlState(failure) == Self.uniqueViolation else { throw failure }
+            try channel.query("ROLLBACK TO SAVEPOINT insert_units")
+            try channel.sendDeferred("RELEASE SAVEPOINT insert_units")
+            return false
+        }
+        try channel.sendDeferred("RELEASE SAVEPOINT insert_units")
+        for bucket in UnitBucket.allCases where added[bucket] != 0 { adjust(spec, bucket, by: added[bucket]) }
+        unitsCopied += units.count
+        return true
+    }
+
+    /// Units this session inserted by COPY (``BatchStatistics/unitsCopied``).
+    private(set) var unitsCopied = 0
+
+    static let uniqueViolation = "23505"
+
+    static let copyUnitsSQL = "COPY \(unitInsertColumns) FROM STDIN (FORMAT binary)"
+
     /// Inserts the units in statements of up to ``SQLChannel/maxRowsPerStatement`` rows that skip taken keys and
     /// answer the keys they inserted; the others are then read in statements of as many keys. Each statement
     /// goes out as soon as it is built, so the server works on one while the next is built.
     ///
-    /// Inserting first and reading only the keys that were taken is what makes a bulk add of new units one
-    /// pass over the index instead of two: reading every key first cost as much as the insert itself.
-    func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord] {
-        for unit in units { keysInserted.insert(UnitKeyRef(spec: unit.specID, key: unit.key.octets)) }
-        for spec in Set(units.map(\.specID)) { unitsInserted(into: spec) }
-        guard let spec = units.first?.specID else { return [] }
-        writeCount += 1
+    /// Inserting first and reading only the keys that were taken is what makes an add of new units one pass over
+    /// the index instead of two: reading every key first cost as much as the insert itself.
+    private func insertUnitsSkippingTaken(_ units: [UnitRecord], spec: Int64) throws -> [UnitRecord] {
         var buckets: [[UInt8]: UnitBucket] = [:]
         buckets.reserveCapacity(units.count)
         var sent: [SQLChannel.Pending] = []
@@ -866,6 +945,33 @@ final class PostgresSession: StorageSession {
                 Self.unitsByKeySQL, [.int(spec), .array(slice.map { .bytes($0) }, element: .bytes(nil))])
         }
         return existing
+    }
+
+    /// Specs this transaction has locked against deletion before inserting units into them, with the answer of
+    /// the lock (``lockSpecForInserts(_:)``).
+    private var specInsertLocks: [Int64: SQLChannel.Pending] = [:]
+
+    /// Locks `spec`'s row against deletion until this transaction ends, once per transaction, before units are
+    /// inserted into it: this is what keeps a unit from outliving its spec (`work_unit.spec_id` has no foreign
+    /// key, whose check costs the server a query per inserted row). A deletion of the spec locks the row first
+    /// and deletes its units after, in a statement of their own whose snapshot sees the units of every inserter
+    /// that held the lock (``deleteSpec(_:)``). The lock goes out with the insert, whose answer comes after it:
+    /// ``checkSpecLock(_:spec:)`` then reads it without waiting.
+    private func lockSpecForInserts(_ spec: Int64) -> SQLChannel.Pending? {
+        guard specInsertLocks[spec] == nil else { return nil }
+        let pending = channel.send("SELECT 1 FROM work_spec WHERE id = $1 FOR KEY SHARE", [.int(spec)])
+        specInsertLocks[spec] = pending
+        return pending
+    }
+
+    /// Fails the transaction, as a conflict another try resolves, if `spec` was gone when it was locked for
+    /// inserts (deleted by another transaction since this one read it). A deletion through a daemon moved the
+    /// namespace's generation, so the next try reads the specs again; one by other means did not, so the kept
+    /// rows are dropped here.
+    private func checkSpecLock(_ lock: SQLChannel.Pending?, spec: Int64) throws {
+        guard let lock, try channel.finish(lock).isEmpty else { return }
+        catalog?.forget(specID: spec)
+        throw PostgresConflict.specDeleted(spec)
     }
 
     /// The units of a spec with the keys in the array `$2`, one unique-index lookup per key.
@@ -917,7 +1023,9 @@ final class PostgresSession: StorageSession {
         unitsInserted(into: unit.specID)
         writeCount += 1
         let (bucket, time) = placement(unit)
+        let specLock = lockSpecForInserts(unit.specID)
         let rows = try channel.query(Self.insertUnitSQL, Self.insertValues(unit, bucket: bucket, time: time))
+        try checkSpecLock(specLock, spec: unit.specID)
         var record = unit
         record.id = try rows.first?.int64(0) ?? 0
         adjust(unit.specID, bucket, by: 1)
@@ -1083,18 +1191,22 @@ final class PostgresSession: StorageSession {
         return try units(sql, values)
     }
 
+    // The bucket is written into the text: `work_unit_completed` indexes only the completed buckets, and a
+    // generic plan cannot tell that a `$n` is one of them.
     func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         try units(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = $2 ORDER BY time, key LIMIT $3",
-            [.int(spec), .int16(Int16(bucket.rawValue)), .int(Int64(min(limit, Int(Int64.max))))])
+            """
+            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
+            ORDER BY time, key LIMIT $2
+            """, [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
     }
 
     func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         try units(
             """
-            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = $2
-            ORDER BY time DESC, key DESC LIMIT $3
-            """, [.int(spec), .int16(Int16(bucket.rawValue)), .int(Int64(min(limit, Int(Int64.max))))])
+            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
+            ORDER BY time DESC, key DESC LIMIT $2
+            """, [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
     }
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {

@@ -50,7 +50,7 @@ enum SQLValue {
     }
 
     /// Appends a scalar value in the server's binary format; false (nothing written) for NULL.
-    private func write(into buffer: inout ByteBuffer) -> Bool {
+    fileprivate func write(into buffer: inout ByteBuffer) -> Bool {
         switch self {
         case .int(let number):
             guard let number else { return false }
@@ -74,6 +74,40 @@ enum SQLValue {
             preconditionFailure("arrays of arrays are not statement parameters")
         }
         return true
+    }
+}
+
+/// Rows for `COPY … FROM STDIN (FORMAT binary)`: the format's header, then each row as its number of fields and
+/// each field as a length (-1 for NULL) and its value in the binary format of its column's type (the same bytes
+/// as a parameter of that type), then the trailer (``data``).
+struct SQLCopyRows {
+    private var buffer = ByteBuffer()
+    private(set) var count = 0
+
+    init() {
+        buffer.writeBytes(Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00])
+        buffer.writeInteger(Int32(0))  // flags: no OIDs
+        buffer.writeInteger(Int32(0))  // no header extension
+    }
+
+    /// Appends one row, whose values are in the order of the statement's column list.
+    mutating func append(_ row: [SQLValue]) {
+        buffer.writeInteger(Int16(row.count))
+        for value in row {
+            let lengthIndex = buffer.writerIndex
+            buffer.writeInteger(Int32(-1))
+            if value.write(into: &buffer) {
+                buffer.setInteger(Int32(buffer.writerIndex - lengthIndex - 4), at: lengthIndex)
+            }
+        }
+        count += 1
+    }
+
+    /// The whole copy data, trailer included.
+    var data: ByteBuffer {
+        var data = buffer
+        data.writeInteger(Int16(-1))
+        return data
     }
 }
 
@@ -261,6 +295,15 @@ final class SQLChannel: @unchecked Sendable {
         return answer
     }
 
+    /// Sends a `COPY … FROM STDIN (FORMAT binary)` statement with its rows, like ``send(_:_:)``: the rows travel
+    /// in the same write, so the copy shares the round trip of the statements around it.
+    func sendCopy(_ sql: String, _ rows: SQLCopyRows) -> Pending {
+        sealCombined()
+        let answer = Pending()
+        enqueue(sql, [], answers: [answer], copyData: rows.data)
+        return answer
+    }
+
     /// Hands every collected statement to the connection and calls `callback` on the connection's event loop,
     /// once the last of them is answered (after the event that answered it), without a thread waiting for it.
     /// Their answers are then taken with ``finish(_:)`` and the like, which no longer wait.
@@ -276,10 +319,13 @@ final class SQLChannel: @unchecked Sendable {
     private var lastSent: Pending?
 
     /// Makes a statement ready to send; its answer settles every one of `answers`.
-    private func enqueue(_ sql: String, _ values: [SQLValue], answers: [Pending], prepared: Bool = true) {
+    private func enqueue(
+        _ sql: String, _ values: [SQLValue], answers: [Pending], prepared: Bool = true, copyData: ByteBuffer? = nil
+    ) {
         lastSent = answers.last
         unsubmitted.append(
-            WireRequest(sql: sql, parameters: values.map(\.parameter), prepared: prepared) { result in
+            WireRequest(sql: sql, parameters: values.map(\.parameter), prepared: prepared, copyData: copyData) {
+                result in
                 for answer in answers { answer.settle(result) }
             })
     }
@@ -405,8 +451,21 @@ func isConnectionFailure(_ error: any Error) -> Bool {
 /// the backend cannot read) rather than from the operation refusing a request. After such a failure the
 /// transaction cannot go on.
 func isDatabaseFailure(_ error: any Error) -> Bool {
-    error is StorageError || error is SQLRowError || error is WireStatementSkipped || sqlState(error) != nil
-        || isConnectionFailure(error)
+    error is StorageError || error is SQLRowError || error is WireStatementSkipped || error is PostgresConflict
+        || sqlState(error) != nil || isConnectionFailure(error)
+}
+
+/// A conflict with another transaction found by the backend rather than reported by the server: the transaction
+/// is rolled back and tried again (``PostgresBackend/isConflict(_:)``).
+enum PostgresConflict: Error, CustomStringConvertible {
+    /// Units were to go into a spec another transaction deleted since this one read it.
+    case specDeleted(Int64)
+
+    var description: String {
+        switch self {
+        case .specDeleted(let id): return "work spec \(id) was deleted by another transaction"
+        }
+    }
 }
 
 /// Typed access to one result row. Every statement asks for binary results, so cells are read in

@@ -46,17 +46,22 @@ public struct WireRequest: Sendable {
     /// Run as a named statement, parsed once per connection and reused (for the fixed statements an
     /// application runs over and over); otherwise parsed and planned on every execution.
     public var prepared: Bool
+    /// The data of a `COPY … FROM STDIN` statement, sent right behind it in the same write: the server reads it
+    /// once the statement has started, so the statement costs no round trip of its own (nil for any other
+    /// statement; a `COPY … FROM STDIN` without it fails, see ``WireHandler``).
+    public var copyData: ByteBuffer?
     /// Called on the connection's event loop with the rows, or with the server's error (``WireServerError``)
     /// or the connection's (``WireConnectionError``).
     public var completion: @Sendable (Result<[WireRow], any Error>) -> Void
 
     public init(
-        sql: String, parameters: [WireParameter] = [], prepared: Bool = true,
+        sql: String, parameters: [WireParameter] = [], prepared: Bool = true, copyData: ByteBuffer? = nil,
         completion: @escaping @Sendable (Result<[WireRow], any Error>) -> Void
     ) {
         self.sql = sql
         self.parameters = parameters
         self.prepared = prepared
+        self.copyData = copyData
         self.completion = completion
     }
 }
@@ -73,7 +78,8 @@ public struct WireRequest: Sendable {
 /// skips the rest of the pipeline, which fail with ``WireStatementSkipped``.
 ///
 /// The protocol subset: startup with cleartext, MD5 or SCRAM-SHA-256 passwords, optional TLS; `Parse`/`Bind`/
-/// `Execute`/`Sync` with binary parameters and binary results. No `COPY`, no notifications, no cancellation.
+/// `Execute`/`Sync` with binary parameters and binary results; `COPY … FROM STDIN` with its data sent along
+/// (``WireRequest/copyData``). No `COPY … TO STDOUT`, no notifications, no cancellation.
 public final class WireConnection: Sendable {
     public let channel: any Channel
     private let handler: NIOLoopBound<WireHandler>
@@ -167,6 +173,8 @@ final class WireHandler: ChannelInboundHandler {
         var parsedKey: String?
         /// Whether this is the last statement of its pipeline (the one the `Sync` follows).
         var endsPipeline = false
+        /// Whether its `COPY … FROM STDIN` data went out behind it.
+        var sentCopyData = false
     }
 
     private let configuration: WireConfiguration
@@ -354,6 +362,15 @@ final class WireHandler: ChannelInboundHandler {
                 body.writeNullTerminatedString("")
                 body.writeInteger(Int32(0))
             }
+            if var data = request.copyData {
+                // The server reads this once the statement runs. Should the statement fail first, the server
+                // ignores copy messages outside a copy, as the protocol asks of it.
+                while data.readableBytes > 0, var piece = data.readSlice(length: min(data.readableBytes, 1 << 20)) {
+                    Self.message(UInt8(ascii: "d"), into: &buffer) { $0.writeBuffer(&piece) }
+                }
+                Self.message(UInt8(ascii: "c"), into: &buffer) { _ in }
+                entry.sentCopyData = true
+            }
             inFlight.append(entry)
         }
         guard !requests.isEmpty else { return }
@@ -438,6 +455,18 @@ final class WireHandler: ChannelInboundHandler {
         case UInt8(ascii: "1"):
             // ParseComplete of the statement at the head: its name exists now.
             if let key = inFlight.first?.parsedKey { preparedNames[key]?.confirmed = true }
+        case UInt8(ascii: "G"):
+            // CopyInResponse. A `COPY … FROM STDIN` sent without its data (a caller's mistake) would wait for
+            // data forever: the server passes over the pipeline's Sync during a copy. It is told the copy failed,
+            // which fails the statement, and sent the Sync it then waits for. (Were other statements behind it,
+            // the server has read them as copy messages already, and ends the connection.)
+            guard inFlight.first?.sentCopyData == false else { break }
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            Self.message(UInt8(ascii: "f"), into: &buffer) {
+                $0.writeNullTerminatedString("COPY FROM STDIN without data (WireRequest.copyData)")
+            }
+            Self.message(UInt8(ascii: "S"), into: &buffer) { _ in }
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         case UInt8(ascii: "2"), UInt8(ascii: "3"), UInt8(ascii: "n"), UInt8(ascii: "t"), UInt8(ascii: "T"),
             UInt8(ascii: "s"),
             // Notices, run-time parameter reports, the cancellation key and notifications concern no statement.

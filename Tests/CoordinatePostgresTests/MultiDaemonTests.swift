@@ -249,7 +249,17 @@ struct MultiDaemonTests {
             try await fleet.start()
             #expect(
                 try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
-                    == "1,2,3")
+                    == "1,2,3,4")
+            // Version 4: units have no foreign key to their spec, and the completed-units index is partial.
+            #expect(
+                try await fleet.psql(
+                    """
+                    SELECT count(*) FROM pg_constraint
+                    WHERE conrelid = 'work_unit'::regclass AND contype = 'f'
+                    """) == "0")
+            #expect(
+                try await fleet.psql(
+                    "SELECT pg_get_indexdef('work_unit_completed'::regclass) LIKE '%WHERE%'") == "t")
             // Rows from before checksums were kept have none, and are served (checked for well-formed CBOR).
             #expect(try await fleet.psql("SELECT count(*) FROM work_unit WHERE data_crc IS NOT NULL") == "0")
             let client = fleet.client(0)
@@ -271,6 +281,11 @@ struct MultiDaemonTests {
             // A unit written since has its checksum.
             #expect(
                 try await fleet.psql("SELECT data_crc IS NOT NULL FROM work_unit WHERE key = 'unit-04'::bytea") == "t")
+            // Deleting a spec deletes its units, without the foreign key's cascade.
+            try await client.deleteWorkSpec("other")
+            #expect(
+                try await fleet.psql("SELECT count(*) FROM work_unit WHERE spec_id NOT IN (SELECT id FROM work_spec)")
+                    == "0")
         }
     }
 

@@ -324,10 +324,12 @@ struct ProtocolTests {
     func backPressure() async throws {
         try await withTestDaemon(configure: { $0.server.maxPendingResponseBytes = 1 << 20 }) { daemon, port in
             let connection = try await RawConnection(port: port)
-            // Each request carries and echoes 64 KiB; the client sends 1000 of them (64 MiB each way) and reads
-            // nothing. Once kernel buffers and the 1 MiB of pending responses are full the server stops reading,
-            // so sending stalls long before the end.
-            let count = 1000
+            // Each request carries and echoes 64 KiB; the client sends twice as many as the kernel's socket
+            // buffers of both directions and the 1 MiB of pending responses can hold, and reads nothing. Once those
+            // are full the server stops reading, so sending stalls before half of them went out. (Receive buffers
+            // grow up to `tcp_rmem`'s maximum, 32 MiB on these machines: a fixed 1000 requests could all fit.)
+            let buffered = 2 * (Self.socketBufferMaximum("tcp_rmem") + Self.socketBufferMaximum("tcp_wmem")) + (1 << 20)
+            let count = max(1000, 2 * buffered / 65536 + 64)
             let payload = CBORValue.bytes([UInt8](repeating: 0x61, count: 65536))
             let request = connection.request("echo", [payload])
             let sent = Atomic<Int>(0)
@@ -354,6 +356,13 @@ struct ProtocolTests {
                 #expect(response["result"] == payload)
             }
         }
+    }
+
+    /// The largest size a TCP socket buffer grows to by itself (the last of the three numbers in
+    /// `/proc/sys/net/ipv4/<name>`), or 8 MiB where that cannot be read.
+    private static func socketBufferMaximum(_ name: String) -> Int {
+        let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/\(name)", encoding: .utf8)
+        return text?.split(whereSeparator: \.isWhitespace).last.flatMap { Int($0) } ?? 8 << 20
     }
 
     @Test("two modules defining one method name refuse to start")

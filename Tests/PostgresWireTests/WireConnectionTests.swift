@@ -36,6 +36,15 @@ struct WireConnectionTests {
     ) async throws
         -> [[Result<[WireRow], any Error>]]
     {
+        try await self.pipelines(connection, copying: pipelines.map { $0.map { ($0.0, $0.1, nil) } })
+    }
+
+    /// ``pipelines(_:_:)`` whose statements may carry `COPY … FROM STDIN` data.
+    private func pipelines(
+        _ connection: WireConnection, copying pipelines: [[(String, [WireParameter], ByteBuffer?)]]
+    ) async throws
+        -> [[Result<[WireRow], any Error>]]
+    {
         let count = pipelines.map(\.count).reduce(0, +)
         let answers = NIOLockedValueBox<[Int: Result<[WireRow], any Error>]>([:])
         let order = NIOLockedValueBox<[Int]>([])
@@ -46,7 +55,7 @@ struct WireConnectionTests {
                 statements.map { statement in
                     let index = next
                     next += 1
-                    return WireRequest(sql: statement.0, parameters: statement.1) { result in
+                    return WireRequest(sql: statement.0, parameters: statement.1, copyData: statement.2) { result in
                         answers.withLockedValue { $0[index] = result }
                         let answered = order.withLockedValue { order -> Int in
                             order.append(index)
@@ -130,6 +139,51 @@ struct WireConnectionTests {
                 #expect(again[0].map(Self.failure) == ["42P01", "skipped"])
                 #expect(try again[1][0].get().first.flatMap { Self.int64($0, 0) } == 7)
             }
+        }
+    }
+
+    @Test(
+        "COPY FROM STDIN travels with its data inside a pipeline; a failed copy skips the rest; no data fails it",
+        .enabled(if: TestPostgres.available), .timeLimit(.minutes(1)))
+    func copyFromStdin() async throws {
+        try await withConnection { connection in
+            _ = try await connection.query("CREATE TEMP TABLE wire_copy (n int8, b bytea)")
+            let count = (
+                "SELECT count(*), coalesce(sum(n), 0)::int8 FROM wire_copy", [WireParameter](), ByteBuffer?.none
+            )
+            let answers = try await pipelines(
+                connection,
+                copying: [
+                    [
+                        ("SELECT 1::int8", [], nil),
+                        ("COPY wire_copy FROM STDIN", [], ByteBuffer(string: "1\t\\\\x01\n2\t\\N\n")),
+                        count,
+                    ],
+                    // More data than one CopyData message takes (1 MiB).
+                    [
+                        (
+                            "COPY wire_copy (n) FROM STDIN", [],
+                            ByteBuffer(string: String(repeating: "1\n", count: 600_000))
+                        )
+                    ],
+                    [count],
+                    // Bad data fails the copy, and the statements behind it are skipped.
+                    [("COPY wire_copy (n) FROM STDIN", [], ByteBuffer(string: "x\n")), count],
+                ])
+            #expect(answers[0].map(Self.failure) == [nil, nil, nil])
+            #expect(try answers[0][2].get().first.flatMap { Self.int64($0, 1) } == 3)
+            let copied = try await connection.query("SELECT b FROM wire_copy WHERE n = 1")
+            #expect(copied.first?[0].map { Array($0.readableBytesView) } == [0x01])
+            _ = try answers[1][0].get()
+            #expect(try answers[2][0].get().first.flatMap { Self.int64($0, 0) } == 600_002)
+            #expect(answers[3].map(Self.failure) == ["22P02", "skipped"])
+            // A copy sent without its data, with nothing behind it, fails instead of waiting forever, and the
+            // connection goes on.
+            let noData = try await pipelines(
+                connection, copying: [[count, ("COPY wire_copy (n) FROM STDIN", [], nil)]])
+            #expect(noData[0].map(Self.failure) == [nil, "57014"])
+            let after = try await pipelines(connection, copying: [[count]])
+            #expect(try after[0][0].get().first.flatMap { Self.int64($0, 0) } == 600_002)
         }
     }
 
