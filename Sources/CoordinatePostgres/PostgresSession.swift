@@ -61,6 +61,13 @@ final class PostgresSession: StorageSession {
 
     var databaseTime: Timestamp? { transactionTime }
 
+    /// The buckets `work_unit_completed` indexes, as a SQL list; `work_unit_order` indexes the others
+    /// (``liveBuckets``). A statement reading through one names its buckets in its text, since a generic plan cannot
+    /// prove that a `$n` matches an index's predicate.
+    static let completedBuckets = "\(UnitBucket.finished.rawValue), \(UnitBucket.failed.rawValue)"
+    static let liveBuckets =
+        "\(UnitBucket.ready.rawValue), \(UnitBucket.delayed.rawValue), \(UnitBucket.pending.rawValue)"
+
     /// The position of `priority` in ``unitColumns``.
     static let unitPriorityColumn = 5
     static let unitColumns =
@@ -1169,6 +1176,9 @@ final class PostgresSession: StorageSession {
         return try rows.first?.double(0)
     }
 
+    /// Units of live buckets in priority order walk `work_unit_order`; completed ones in priority order are
+    /// sorted (the index leaves them out, so that a finish writes one index entry fewer — such listings are
+    /// administrative and rare, finishes are not).
     func units(
         spec: Int64, buckets: Set<UnitBucket>?, startKey: Identifier?, order: UnitOrder, limit: Int
     ) throws
@@ -1191,22 +1201,23 @@ final class PostgresSession: StorageSession {
         return try units(sql, values)
     }
 
-    // The bucket is written into the text: `work_unit_completed` indexes only the completed buckets, and a
-    // generic plan cannot tell that a `$n` is one of them.
     func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         try units(
-            """
-            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
-            ORDER BY time, key LIMIT $2
-            """, [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
+            Self.completedUnitsSQL(bucket, newestFirst: false), [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
     }
 
     func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         try units(
-            """
-            SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
-            ORDER BY time DESC, key DESC LIMIT $2
-            """, [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
+            Self.completedUnitsSQL(bucket, newestFirst: true), [.int(spec), .int(Int64(min(limit, Int(Int64.max))))])
+    }
+
+    /// Up to `$2` units of spec `$1` in a completed `bucket`, by completion time. The bucket is written into the
+    /// text: `work_unit_completed` indexes only the completed buckets (``completedBuckets``).
+    static func completedUnitsSQL(_ bucket: UnitBucket, newestFirst: Bool) -> String {
+        """
+        SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
+        ORDER BY \(newestFirst ? "time DESC, key DESC" : "time, key") LIMIT $2
+        """
     }
 
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {

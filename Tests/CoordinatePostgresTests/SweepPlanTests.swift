@@ -67,3 +67,33 @@ struct SweepPlanTests {
         [plan] + ((plan["Plans"] as? [[String: Any]]) ?? []).flatMap { nodes(of: $0) }
     }
 }
+
+/// Each unit index covers only the buckets it is read for (schema version 4), so a statement reads through it
+/// only if its plan — made once per connection, generic — can prove the bucket it asks for is covered.
+@Suite("PostgreSQL unit index plans", .enabled(if: TestPostgres.available))
+struct UnitIndexPlanTests {
+    @Test("the ready read and the completed-unit reads walk their partial indexes under a generic plan")
+    func readsWalkPartialIndexes() async throws {
+        let schema = TestPostgres.freshSchema()
+        let backend = try await makeTestBackend(schema: schema, label: "index-plan-test")
+        await backend.close()
+        try await withSchemaConnection(schema) { connection in
+            _ = try await connection.query("SET plan_cache_mode = force_generic_plan")
+            let statements = [
+                ("work_unit_order", PostgresSession.readyUnitsSQL(limit: 8)),
+                ("work_unit_completed", PostgresSession.completedUnitsSQL(.finished, newestFirst: false)),
+                ("work_unit_completed", PostgresSession.completedUnitsSQL(.failed, newestFirst: true)),
+            ]
+            for (index, (expected, sql)) in statements.enumerated() {
+                let parameters = sql.contains("$2") ? "(int8, int8)" : "(int8)"
+                _ = try await connection.query("PREPARE read\(index) \(parameters) AS \(sql)")
+                let arguments = sql.contains("$2") ? "(1, 8)" : "(1)"
+                let rows = try await connection.query("EXPLAIN EXECUTE read\(index) \(arguments)")
+                let plan = rows.compactMap { $0[0].map { String(buffer: $0) } }.joined(separator: "\n")
+                #expect(
+                    plan.contains("Index Scan") && plan.contains("using \(expected) on work_unit"), "\(sql)\n\(plan)")
+                #expect(!plan.contains("Sort"), "\(sql)\n\(plan)")
+            }
+        }
+    }
+}
