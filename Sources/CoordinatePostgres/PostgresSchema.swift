@@ -128,19 +128,14 @@ enum PostgresSchema {
             // Cheaper unit inserts and moves. The foreign key of `work_unit.spec_id` checked every inserted unit
             // with a query of its own (a quarter of the server's time in a bulk add); an inserting transaction
             // now locks the spec row once, and a spec's deletion deletes its units itself
-            // (PostgresSession.lockSpecForInserts). Each unit index serves only the buckets it is read for:
-            // `work_unit_completed` the completed ones, `work_unit_order` the others. A unit's move changes its
-            // bucket, so it is written to every index that covers its new bucket: adding, granting or expiring a
-            // unit now skips `work_unit_completed`, and finishing or failing one skips `work_unit_order`.
+            // (PostgresSession.lockSpecForInserts). `work_unit_completed` serves only the completed buckets, so
+            // adding, granting or expiring a unit no longer writes an entry there.
             4,
             """
             ALTER TABLE work_unit DROP CONSTRAINT work_unit_spec_id_fkey;
             DROP INDEX work_unit_completed;
             CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key)
-                WHERE bucket IN (\(PostgresSession.completedBuckets));
-            DROP INDEX work_unit_order;
-            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, priority DESC, key)
-                WHERE bucket IN (\(PostgresSession.liveBuckets))
+                WHERE bucket IN (\(PostgresSession.completedBuckets))
             """
         ),
     ]

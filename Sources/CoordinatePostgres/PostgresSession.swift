@@ -61,12 +61,9 @@ final class PostgresSession: StorageSession {
 
     var databaseTime: Timestamp? { transactionTime }
 
-    /// The buckets `work_unit_completed` indexes, as a SQL list; `work_unit_order` indexes the others
-    /// (``liveBuckets``). A statement reading through one names its buckets in its text, since a generic plan cannot
-    /// prove that a `$n` matches an index's predicate.
+    /// The buckets `work_unit_completed` indexes, as a SQL list. A statement reading through it names its bucket
+    /// in its text, since a generic plan cannot prove that a `$n` matches an index's predicate.
     static let completedBuckets = "\(UnitBucket.finished.rawValue), \(UnitBucket.failed.rawValue)"
-    static let liveBuckets =
-        "\(UnitBucket.ready.rawValue), \(UnitBucket.delayed.rawValue), \(UnitBucket.pending.rawValue)"
 
     /// The position of `priority` in ``unitColumns``.
     static let unitPriorityColumn = 5
@@ -1176,9 +1173,6 @@ final class PostgresSession: StorageSession {
         return try rows.first?.double(0)
     }
 
-    /// Units of live buckets in priority order walk `work_unit_order`; completed ones in priority order are
-    /// sorted (the index leaves them out, so that a finish writes one index entry fewer — such listings are
-    /// administrative and rare, finishes are not).
     func units(
         spec: Int64, buckets: Set<UnitBucket>?, startKey: Identifier?, order: UnitOrder, limit: Int
     ) throws

@@ -68,7 +68,7 @@ struct SweepPlanTests {
     }
 }
 
-/// Each unit index covers only the buckets it is read for (schema version 4), so a statement reads through it
+/// `work_unit_completed` covers only the completed buckets (schema version 4), so a statement reads through it
 /// only if its plan — made once per connection, generic — can prove the bucket it asks for is covered.
 @Suite("PostgreSQL unit index plans", .enabled(if: TestPostgres.available))
 struct UnitIndexPlanTests {
