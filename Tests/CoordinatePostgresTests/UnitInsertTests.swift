@@ -1,6 +1,7 @@
 import CBOR
 import CoordinateEngine
 import PostgresWire
+import Synchronization
 import TestSupport
 import Testing
 
@@ -76,6 +77,55 @@ struct UnitInsertTests {
         // Fewer units than the COPY threshold take the statement way from the start.
         #expect(try await add(engine, spec: "bulk", items(1_000..<1_010, tag: 3)) == .added(created: 10, reset: 0))
         #expect(backend.batchStatistics.unitsCopied == 300)
+        await backend.close()
+    }
+
+    @Test("adds sharing a batch: a copy that meets keys an earlier add of the batch inserted falls back alone")
+    func copiesInOneBatch() async throws {
+        let (engine, backend, schema) = try await makeEngine(spec: "shared")
+        let namespace = self.namespace
+        let adds = [
+            items(1_000..<1_001, tag: 0), items(0..<100, tag: 1), items(50..<150, tag: 2), items(200..<300, tag: 3),
+        ]
+        let outcomes = Mutex<[Int: AddUnitsOutcome]>([:])
+        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] =
+            adds.enumerated().map { index, items in
+                (
+                    nil,
+                    { tx in
+                        let outcome = try tx.addWorkUnits(
+                            namespace: namespace, spec: Identifier(bytes: "shared"), items: .success(items),
+                            itemCount: items.count)
+                        outcomes.withLock { $0[index] = outcome }
+                    }
+                )
+            }
+        try await withSchemaConnection(schema) { other in
+            // The spec row held exclusively: the first add waits for it, and the others queue up behind it and
+            // then run as one batch (or all four do).
+            _ = try await other.query("BEGIN")
+            _ = try await other.query("SELECT 1 FROM work_spec FOR UPDATE")
+            let adding = Task { await submitTogether(engine, operations) }
+            #expect(try await eventuallyBlocksAnother(other), "the first add waits for the spec row")
+            _ = try await other.query("COMMIT")
+            for result in await adding.value { try result.get() }
+        }
+        #expect(backend.batchStatistics.batchedWrites >= 3)
+        // Each gets the answer it would get alone.
+        #expect(
+            outcomes.withLock { $0 } == [
+                0: .added(created: 1, reset: 0), 1: .added(created: 100, reset: 0), 2: .added(created: 50, reset: 50),
+                3: .added(created: 100, reset: 0),
+            ])
+        #expect(backend.batchStatistics.unitsCopied == 200, "the second and fourth by COPY, the third by statements")
+        let counts = try await engine.perform(.read) { tx in
+            try tx.countWorkUnits(namespace: namespace, spec: Identifier(bytes: "shared"))?.counts
+        }
+        #expect(counts.map { $0[.ready] + $0[.delayed] } == 251)
+        let reset = try await engine.perform(.read) { tx in
+            try tx.workUnit(namespace: namespace, spec: Identifier(bytes: "shared"), key: Identifier(text: "u60"))
+        }
+        #expect(reset?.data == adds[2][10].data, "the third add reset the units the second had added")
         await backend.close()
     }
 
