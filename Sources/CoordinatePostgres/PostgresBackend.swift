@@ -106,7 +106,7 @@ public final class PostgresBackend: StorageBackend {
         let connection = try WireConnection.connect(
             to: try url.configuration(), on: MultiThreadedEventLoopGroup.singleton.next()
         ).wait()
-        let channel = SQLChannel(connection: connection, logger: connectionLogger)
+        let channel = SQLChannel(connection: connection, logger: connectionLogger, threadWaits: threadWaits)
         do {
             try channel.simple("SET search_path TO \(PostgresSchema.quoted(schema))")
             // The statements are prepared once per connection (see SQLChannel.send) and each has one good plan
@@ -310,12 +310,21 @@ public final class PostgresBackend: StorageBackend {
         public var grantsFromReserve = 0
         /// Units inserted by COPY (adds of many units whose keys were all new).
         public var unitsCopied = 0
+        /// Times a pool thread waited for an answer of the database: a read operation's round trips, an operation's
+        /// round trip in the middle of its body (a read not sent ahead), the writes of a failed batch run again
+        /// one by one. A write batch's BEGIN, COMMIT and reads sent ahead keep no thread waiting.
+        public var threadWaits = 0
     }
 
     private let batchCounts = Locked(BatchStatistics())
+    private let threadWaits = ThreadWaits()
 
     /// How write batches have fared since start.
-    public var batchStatistics: BatchStatistics { batchCounts.withLock { $0 } }
+    public var batchStatistics: BatchStatistics {
+        var statistics = batchCounts.withLock { $0 }
+        statistics.threadWaits = threadWaits.total
+        return statistics
+    }
 
     public var counters: [StorageCounter] {
         let statistics = batchStatistics
@@ -346,6 +355,10 @@ public final class PostgresBackend: StorageBackend {
             StorageCounter(
                 name: "units_copied", help: "Units inserted by COPY (adds of many units whose keys were all new).",
                 value: statistics.unitsCopied),
+            StorageCounter(
+                name: "thread_waits",
+                help: "Times a pool thread waited for the database (reads, and round trips in the middle of a write).",
+                value: statistics.threadWaits),
         ]
     }
 

@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import PostgresWire
+import Synchronization
 
 /// A bind value of a query.
 enum SQLValue {
@@ -120,9 +121,13 @@ final class SQLChannel: @unchecked Sendable {
     // itself thread-safe.
     let connection: WireConnection
     let logger: Logger
-    init(connection: WireConnection, logger: Logger) {
+    /// Counts the times a thread waited here for an answer that was not in yet (shared by a backend's channels).
+    let threadWaits: ThreadWaits
+
+    init(connection: WireConnection, logger: Logger, threadWaits: ThreadWaits = ThreadWaits()) {
         self.connection = connection
         self.logger = logger
+        self.threadWaits = threadWaits
     }
 
     /// Runs a statement with `$n` parameters and returns every row.
@@ -374,6 +379,7 @@ final class SQLChannel: @unchecked Sendable {
 
     private func wait<T: Sendable>(for outcome: Outcome<T>) throws -> T {
         flush()
+        if !outcome.isSettled { threadWaits.count() }
         // A condition the worker thread waits on with a deadline, rather than a promise and a timer: scheduling and
         // cancelling a timer from this thread would wake the event loop twice more for every statement.
         guard let result = outcome.wait(seconds: Self.statementTimeoutSeconds) else {
@@ -414,12 +420,31 @@ final class Outcome<T: Sendable>: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Whether the result is in.
+    var isSettled: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return result != nil
+    }
+
     /// The result, or nil when none arrived within `seconds`.
     func wait(seconds: Double) -> Result<T, any Error>? {
         guard condition.lock(whenValue: 1, timeoutSeconds: seconds) else { return nil }
         defer { condition.unlock() }
         return result
     }
+}
+
+/// How many times a thread has waited for the database: what the request path still costs in blocked threads
+/// (``PostgresBackend/BatchStatistics/threadWaits``).
+final class ThreadWaits: Sendable {
+    private let waits = Atomic(0)
+
+    func count() {
+        waits.add(1, ordering: .relaxed)
+    }
+
+    var total: Int { waits.load(ordering: .relaxed) }
 }
 
 /// Failures of a channel that are not errors reported by the server.

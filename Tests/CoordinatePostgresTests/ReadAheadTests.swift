@@ -80,6 +80,27 @@ struct ReadAheadTests {
         await backend.close()
     }
 
+    @Test("once the names are known, get_work and finish keep no pool thread waiting; a read operation does")
+    func cycleKeepsNoThreadWaiting() async throws {
+        let backend = try await makeTestBackend(label: "thread-waits-test")
+        let engine = Engine(backend: backend)
+        try await setSpec(engine)
+        let warmUp = try await getWork(engine)
+        #expect(try await finish(engine, warmUp[0]) == .applied)
+        let before = backend.batchStatistics.threadWaits
+        for _ in 0..<2 {
+            let keys = try await getWork(engine)
+            #expect(keys.count == 1)
+            #expect(try await finish(engine, keys[0]) == .applied)
+        }
+        #expect(backend.batchStatistics.threadWaits == before, "BEGIN, reads sent ahead and COMMIT: no thread waits")
+        let (namespace, spec) = (self.namespace, self.specName)
+        let counts = try await engine.perform(.read) { tx in try tx.countWorkUnits(namespace: namespace, spec: spec) }
+        #expect(counts?.counts[.finished] == 3)
+        #expect(backend.batchStatistics.threadWaits > before, "a read operation still waits on its thread")
+        await backend.close()
+    }
+
     @Test("a read sent for ids another daemon has since replaced is not used: the operation sees the new spec")
     func staleIdsAreNotUsed() async throws {
         let schema = TestPostgres.freshSchema()
