@@ -256,8 +256,10 @@ final class PostgresSession: StorageSession {
                         lock: channel.send("\(specSelect) WHERE s.id = $1 FOR SHARE OF s", [.int(spec.id)]),
                         ready: channel.send(readyUnitsSQL(limit: asked), [.int(spec.id)]), asked: asked)
                 }
-                guard index == 0 else { continue }
-                // The grant's read answers its spec's best ready priority: the list need not look for it.
+                guard index == firstGrant else { continue }
+                // The grant's read answers its spec's best ready priority: the list need not look for it. For a
+                // grant after other operations of the batch, ``specs(namespace:)`` uses what they cannot have
+                // changed.
                 let leftOut = reads.grant?.spec ?? 0
                 reads.byOperation[index] = ReadAhead(
                     target: .specs(namespace.id),
@@ -339,6 +341,7 @@ final class PostgresSession: StorageSession {
         guard let ahead = readsAhead[operation], ahead.target == target else { return nil }
         readsAhead[operation] = nil
         let rows = try channel.finish(ahead.answer)
+        if case .specs(let namespace) = target, namespacesWithSpecsChanged.contains(namespace) { return nil }
         if case .unit(let spec, let key) = target {
             if unitsWrittenWholesale { return nil }
             if let row = rows.first {
@@ -442,6 +445,7 @@ final class PostgresSession: StorageSession {
     }
 
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
+        namespacesWithSpecsChanged.insert(namespace.id)
         unitsWrittenWholesale = true
         dropGrantReserves()
         writeCount += 1
@@ -511,25 +515,41 @@ final class PostgresSession: StorageSession {
     /// Best ready priority by spec (nil: no ready unit), as read with the namespace's specs; dropped by any unit
     /// write of this transaction.
     private var readyTops: [Int64: Double?] = [:]
+    /// Specs whose ready units this transaction changed (a unit added, made ready, taken from ready or deleted),
+    /// and namespaces whose specs it changed: what a spec list read with BEGIN cannot know.
+    private var readyUnitsChanged: Set<Int64> = []
+    private var namespacesWithSpecsChanged: Set<Int64> = []
+
+    /// A write that may change which of `spec`'s ready units comes first.
+    private func readyUnitsChanged(in spec: Int64) {
+        readyTops[spec] = nil
+        readyUnitsChanged.insert(spec)
+    }
     /// Namespace generations as read with the namespace's specs; each answers one ``specGeneration(namespace:)``.
     private var readGenerations: [Int64: UInt64] = [:]
 
     func specs(namespace: Int64) throws -> [SpecRecord] {
         if let ids = namespaceSpecs[namespace] { return ids.compactMap { specRows[$0]?.spec } }
         var leftOut: Int64 = 0
+        var readAhead = false
         let rows: [SQLRow]
         if let ahead = readsAhead[operationsStarted - 1], let read = try takeReadAhead(.specs(namespace)) {
-            (rows, leftOut) = (read, ahead.topLeftOut)
+            (rows, leftOut, readAhead) = (read, ahead.topLeftOut, true)
         } else {
             rows = try channel.query(Self.namespaceSpecsSQL, [.int(namespace), .int(0)])
         }
         var ids: [Int64] = []
         for row in rows {
             let (spec, counts) = try readSpec(row)
-            specRows[spec.id] = (spec, counts)
+            // Read with BEGIN, a row is older than one an earlier operation of the batch read since; either plus
+            // this transaction's deltas gives its counts.
+            if !readAhead || specRows[spec.id] == nil { specRows[spec.id] = (spec, counts) }
             specNames[namespace, default: [:]][PrefetchKey(spec.name)] = spec.id
             ids.append(spec.id)
-            if spec.id != leftOut { readyTops[spec.id] = .some(try row.optionalDouble(14)) }
+            // A best ready priority read with BEGIN holds unless an earlier operation changed the spec's ready
+            // units.
+            let topHolds = !readAhead || !(unitsWrittenWholesale || readyUnitsChanged.contains(spec.id))
+            if spec.id != leftOut, topHolds { readyTops[spec.id] = .some(try row.optionalDouble(14)) }
             let generation = try row.int64(15)
             readGenerations[namespace] = UInt64(bitPattern: generation)
             if generations[namespace] == generation { catalog?.remember(spec, generation: generation) }
@@ -545,6 +565,7 @@ final class PostgresSession: StorageSession {
     }
 
     private func bumpGeneration(_ namespace: Int64) throws {
+        namespacesWithSpecsChanged.insert(namespace)
         writeCount += 1
         catalog?.forget(namespace: namespace)
         generations[namespace] = nil
@@ -728,7 +749,7 @@ final class PostgresSession: StorageSession {
     private func unitsInserted(into spec: Int64) {
         grantReserves[spec] = nil
         specsGivenReadyUnits.insert(spec)
-        readyTops[spec] = nil
+        readyUnitsChanged(in: spec)
     }
 
     func insertSpec(_ spec: SpecRecord) throws -> SpecRecord {
@@ -1063,7 +1084,7 @@ final class PostgresSession: StorageSession {
         let (bucket, time) = placement(unit)
         reserveMayBeStale(unit, movedTo: bucket)
         // Only a unit entering or leaving the ready bucket can change the spec's best ready priority.
-        if old == .ready || bucket == .ready { readyTops[unit.specID] = nil }
+        if old == .ready || bucket == .ready { readyUnitsChanged(in: unit.specID) }
         let data = StoredData.bytesToWrite(for: unit)
         // Nothing waits for the update: the next statement travels behind it (and reports its failure).
         try channel.sendDeferred(
@@ -1090,7 +1111,7 @@ final class PostgresSession: StorageSession {
         reserveMayBeStale(unit, movedTo: nil)
         writeCount += 1
         latestAttempts.removeAll()
-        readyTops[unit.specID] = nil
+        readyUnitsChanged(in: unit.specID)
         let rows = try channel.query("DELETE FROM work_unit WHERE id = $1 RETURNING bucket", [.int(unit.id)])
         if let row = rows.first { adjust(unit.specID, UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready, by: -1) }
         knownBuckets[unit.id] = nil

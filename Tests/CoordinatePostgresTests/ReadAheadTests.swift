@@ -101,6 +101,134 @@ struct ReadAheadTests {
         await backend.close()
     }
 
+    @Test("a grant after other operations of its batch uses the spec list sent with BEGIN")
+    func specListAheadForLaterGrant() async throws {
+        let schema = TestPostgres.freshSchema()
+        let backend = try await makeTestBackend(schema: schema, label: "later-grant-test")
+        let engine = Engine(backend: backend)
+        try await setSpec(engine)
+        let (namespace, spec) = (self.namespace, self.specName)
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("blocker"))]))
+        }
+        let first = try await getWork(engine)
+        #expect(first == ["a"])
+        let before = backend.batchStatistics
+        let granted = Mutex<[String]>([])
+        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
+        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
+            (
+                nil,
+                { tx in
+                    _ = try tx.addWorkUnits(
+                        namespace: namespace, spec: Identifier(bytes: "blocker"),
+                        items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
+                }
+            ),
+            (
+                .unit(namespace: namespace, spec: spec, key: Identifier(bytes: "a")),
+                { tx in
+                    _ = try tx.updateWorkUnit(
+                        namespace: namespace, spec: spec, key: Identifier(bytes: "a"), UnitUpdate(status: 4))
+                }
+            ),
+            (
+                .grant(namespace: namespace, count: 1),
+                { tx in
+                    let keys = try tx.getWork(namespace: namespace, request).map {
+                        String(decoding: $0.unit.key.octets, as: UTF8.self)
+                    }
+                    granted.withLock { $0 = keys }
+                }
+            ),
+        ]
+        try await withSchemaConnection(schema) { other in
+            // The first operation waits for the other spec's row; the finish and the grant queue up behind it and
+            // run as one batch (or all three do).
+            _ = try await other.query("BEGIN")
+            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
+            let running = Task { await submitTogether(engine, operations) }
+            #expect(try await eventuallyBlocksAnother(other), "the add waits for the spec row")
+            _ = try await other.query("COMMIT")
+            for result in await running.value { try result.get() }
+        }
+        #expect(granted.withLock { $0 } == ["b"])
+        let after = backend.batchStatistics
+        // The finish's unit, the grant's spec list, and its lock and units: each sent with BEGIN, each used.
+        #expect(after.readsAhead - before.readsAhead == 3)
+        #expect(after.readsAheadUsed - before.readsAheadUsed == 3)
+        await backend.close()
+    }
+
+    private static func items(_ keys: [String], priority: Double) -> [UnitItem] {
+        keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap, priority: priority) }
+    }
+
+    @Test(
+        "a later grant's spec list sent with BEGIN gives way to what earlier operations of its batch did",
+        arguments: ["a unit added ahead", "a spec created"])
+    func specListAheadGivesWay(change: String) async throws {
+        let schema = TestPostgres.freshSchema()
+        let backend = try await makeTestBackend(schema: schema, label: "later-grant-stale-test")
+        let engine = Engine(backend: backend)
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            for (name, keys, priority) in [("high", ["h1", "h2"], 1.0), ("low", ["l1"], 0.0), ("blocker", [], 0.0)] {
+                _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes(name))]))
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: Identifier(bytes: name),
+                    items: .success(Self.items(keys, priority: priority)),
+                    itemCount: keys.count)
+            }
+        }
+        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
+        let warmUp = try await engine.perform(.write, readingFirst: .grant(namespace: namespace, count: 1)) { tx in
+            try tx.getWork(namespace: namespace, request).map { String(decoding: $0.unit.key.octets, as: UTF8.self) }
+        }
+        #expect(warmUp == ["h1"], "the best unit's spec (its names now cached, its spec the last granted from)")
+        let granted = Mutex<[String]>([])
+        // Either adds a unit of priority 5, above every other, to an existing spec or to a spec it creates.
+        let target = change == "a spec created" ? "new" : "low"
+        let earlier: @Sendable (inout EngineTransaction) throws -> Void = { tx in
+            if target == "new" {
+                _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("new"))]))
+            }
+            _ = try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: target),
+                items: .success(Self.items(["n1"], priority: 5)), itemCount: 1)
+        }
+        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
+            (
+                nil,
+                { tx in
+                    _ = try tx.addWorkUnits(
+                        namespace: namespace, spec: Identifier(bytes: "blocker"),
+                        items: .success(Self.items(["x"], priority: 0)), itemCount: 1)
+                }
+            ),
+            (nil, earlier),
+            (
+                .grant(namespace: namespace, count: 1),
+                { tx in
+                    let keys = try tx.getWork(namespace: namespace, request).map {
+                        String(decoding: $0.unit.key.octets, as: UTF8.self)
+                    }
+                    granted.withLock { $0 = keys }
+                }
+            ),
+        ]
+        try await withSchemaConnection(schema) { other in
+            _ = try await other.query("BEGIN")
+            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
+            let running = Task { await submitTogether(engine, operations) }
+            #expect(try await eventuallyBlocksAnother(other), "the first add waits for the spec row")
+            _ = try await other.query("COMMIT")
+            for result in await running.value { try result.get() }
+        }
+        #expect(granted.withLock { $0 } == ["n1"], "the unit of priority 5 the batch added before the grant")
+        await backend.close()
+    }
+
     @Test("a read sent for ids another daemon has since replaced is not used: the operation sees the new spec")
     func staleIdsAreNotUsed() async throws {
         let schema = TestPostgres.freshSchema()
