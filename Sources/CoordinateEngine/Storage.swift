@@ -85,6 +85,8 @@ public enum StorageReadHint: Sendable {
     case grant(namespace: Identifier, count: Int)
     /// One unit by its spec and key (``StorageSession/unit(spec:key:)``).
     case unit(namespace: Identifier, spec: Identifier, key: Identifier)
+    /// One worker by its id (``StorageSession/worker(namespace:id:)``): a heartbeat.
+    case worker(namespace: Identifier, id: Identifier)
 }
 
 extension StorageBackend {

@@ -456,7 +456,7 @@ public struct JobQueueModule: RPCModule {
         let storedData = StoredValue(encoding: data)
         let reply = message
         return try bridge.run(
-            call, .write,
+            call, .write, readingFirst: .worker(namespace: namespace, id: worker),
             { tx in
                 try tx.workerHeartbeat(
                     namespace: namespace, worker: worker, mode: storedMode, data: storedData,

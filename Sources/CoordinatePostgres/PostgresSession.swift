@@ -199,6 +199,7 @@ final class PostgresSession: StorageSession {
         enum Target: Equatable {
             case specs(Int64)
             case unit(Int64, [UInt8])
+            case worker(Int64, [UInt8])
         }
         let target: Target
         let answer: SQLChannel.Pending
@@ -271,6 +272,11 @@ final class PostgresSession: StorageSession {
                 reads.byOperation[index] = ReadAhead(
                     target: .unit(spec.id, key.octets),
                     answer: channel.send(unitWithLatestAttemptSQL, [.int(spec.id), .bytes(key.octets)]))
+            case .worker(let namespaceName, let id):
+                guard let (namespace, _) = catalog.namespace(named: namespaceName) else { continue }
+                reads.byOperation[index] = ReadAhead(
+                    target: .worker(namespace.id, id.octets),
+                    answer: channel.send(workerSQL, [.int(namespace.id), .bytes(id.octets)]))
             }
         }
         return reads
@@ -342,6 +348,11 @@ final class PostgresSession: StorageSession {
         readsAhead[operation] = nil
         let rows = try channel.finish(ahead.answer)
         if case .specs(let namespace) = target, namespacesWithSpecsChanged.contains(namespace) { return nil }
+        if case .worker(let namespace, let id) = target,
+            workersWrittenWholesale || workersWritten.contains(WorkerKey(namespace: namespace, id: id))
+        {
+            return nil
+        }
         if case .unit(let spec, let key) = target {
             if unitsWrittenWholesale { return nil }
             if let row = rows.first {
@@ -447,6 +458,7 @@ final class PostgresSession: StorageSession {
     func deleteNamespace(_ namespace: NamespaceRecord, keepRecord: Bool) throws {
         namespacesWithSpecsChanged.insert(namespace.id)
         unitsWrittenWholesale = true
+        workersWrittenWholesale = true
         dropGrantReserves()
         writeCount += 1
         latestAttempts.removeAll()
@@ -1356,15 +1368,30 @@ final class PostgresSession: StorageSession {
     }
 
     func worker(namespace: Int64, id: Identifier) throws -> WorkerRecord? {
-        try channel.query(
-            "SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = $1 AND name = $2",
-            [.int(namespace), .bytes(id.octets)]
-        ).first.map(readWorker)
+        let rows =
+            try takeReadAhead(.worker(namespace, id.octets))
+            ?? channel.query(Self.workerSQL, [.int(namespace), .bytes(id.octets)])
+        return try rows.first.map(readWorker)
     }
 
+    static let workerSQL = "SELECT \(workerColumns) FROM worker WHERE namespace_id = $1 AND name = $2"
+
+    /// Workers this transaction wrote, and whether it deleted workers wholesale: a worker read ahead for a later
+    /// operation of the batch is then read again.
+    private var workersWritten: Set<WorkerKey> = []
+    private var workersWrittenWholesale = false
+
+    private struct WorkerKey: Hashable {
+        let namespace: Int64
+        let id: [UInt8]
+    }
+
+    // Worker writes are deferred: nothing needs their answer, and a failure fails the transaction at its next
+    // round trip or COMMIT, as for unit writes.
     func saveWorker(_ worker: WorkerRecord) throws {
         writeCount += 1
-        try channel.query(
+        workersWritten.insert(WorkerKey(namespace: worker.namespaceID, id: worker.id.octets))
+        try channel.sendDeferred(
             """
             INSERT INTO worker (\(Self.workerColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (namespace_id, name) DO UPDATE SET name_kind = EXCLUDED.name_kind, active = EXCLUDED.active,
@@ -1382,7 +1409,8 @@ final class PostgresSession: StorageSession {
 
     func deleteWorker(namespace: Int64, id: Identifier) throws {
         writeCount += 1
-        try channel.query(
+        workersWritten.insert(WorkerKey(namespace: namespace, id: id.octets))
+        try channel.sendDeferred(
             "DELETE FROM worker WHERE namespace_id = $1 AND name = $2", [.int(namespace), .bytes(id.octets)])
     }
 
@@ -1394,6 +1422,7 @@ final class PostgresSession: StorageSession {
 
     func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
         writeCount += 1
+        workersWrittenWholesale = true
         let rows = try channel.query(
             """
             WITH gone AS (DELETE FROM worker WHERE last_heartbeat < $1 AND NOT (active AND expiration >= $2) RETURNING 1)

@@ -229,6 +229,57 @@ struct ReadAheadTests {
         await backend.close()
     }
 
+    @Test("a heartbeat reads its worker with BEGIN and waits for nothing; one an earlier operation wrote is read again")
+    func heartbeatReadsAhead() async throws {
+        let schema = TestPostgres.freshSchema()
+        let backend = try await makeTestBackend(schema: schema, label: "heartbeat-test")
+        let engine = Engine(backend: backend)
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("blocker"))]))
+        }
+        @Sendable func heartbeat(_ tx: inout EngineTransaction, _ id: String) throws {
+            try tx.workerHeartbeat(
+                namespace: namespace, worker: Identifier(bytes: id), mode: .emptyMap, data: .emptyMap, parent: nil,
+                expiresIn: 60_000_000)
+        }
+        let hint = { (id: String) in StorageReadHint.worker(namespace: namespace, id: Identifier(bytes: id)) }
+        try await engine.perform(.write, readingFirst: hint("w1")) { tx in try heartbeat(&tx, "w1") }
+        let before = backend.batchStatistics
+        try await engine.perform(.write, readingFirst: hint("w1")) { tx in try heartbeat(&tx, "w1") }
+        let lone = backend.batchStatistics
+        #expect(lone.threadWaits == before.threadWaits, "the read came with BEGIN, the write went with COMMIT")
+        #expect(lone.readsAheadUsed == before.readsAheadUsed + 1)
+
+        // Two heartbeats of one worker in one batch: the second's read, sent before the first wrote, is not used.
+        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
+            (
+                nil,
+                { tx in
+                    _ = try tx.addWorkUnits(
+                        namespace: namespace, spec: Identifier(bytes: "blocker"),
+                        items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
+                }
+            ),
+            (hint("w2"), { tx in try heartbeat(&tx, "w2") }),
+            (hint("w2"), { tx in try heartbeat(&tx, "w2") }),
+        ]
+        try await withSchemaConnection(schema) { other in
+            _ = try await other.query("BEGIN")
+            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
+            let running = Task { await submitTogether(engine, operations) }
+            #expect(try await eventuallyBlocksAnother(other), "the add waits for the spec row")
+            _ = try await other.query("COMMIT")
+            for result in await running.value { try result.get() }
+        }
+        let after = backend.batchStatistics
+        #expect(after.readsAhead - lone.readsAhead == 2)
+        #expect(after.readsAheadUsed - lone.readsAheadUsed == 1, "the first heartbeat's read only")
+        let workers = try await engine.perform(.read) { tx in try tx.liveWorkers(namespace: namespace) }
+        #expect(workers.map { String(decoding: $0.id.octets, as: UTF8.self) } == ["w1", "w2"])
+        await backend.close()
+    }
+
     @Test("a read sent for ids another daemon has since replaced is not used: the operation sees the new spec")
     func staleIdsAreNotUsed() async throws {
         let schema = TestPostgres.freshSchema()
