@@ -4,6 +4,7 @@ import NIOPosix
 import PostgresWire
 import Synchronization
 import TestSupport
+import Testing
 
 @testable import CoordinatePostgres
 
@@ -18,10 +19,13 @@ func makeTestBackend(schema: String = TestPostgres.freshSchema(), label: String)
     return backend
 }
 
+/// A write operation for ``submitTogether(_:_:)``: what it reads first, and its body.
+typealias TestWrite = (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)
+
 /// Submits every write at once (no awaiting between them), each with what it reads first, and returns each
 /// one's result in order.
 func submitTogether(
-    _ engine: Engine, _ operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)]
+    _ engine: Engine, _ operations: [TestWrite]
 ) async -> [Result<Void, any Error>] {
     await withCheckedContinuation { continuation in
         let results = Mutex<[Int: Result<Void, any Error>]>([:])
@@ -60,4 +64,38 @@ func eventuallyBlocksAnother(_ connection: WireConnection) async throws -> Bool 
             "SELECT count(*)::int8 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
         return rows.first?[0]?.getInteger(at: 0, as: Int64.self) == 1
     }
+}
+
+/// Submits `operations` together while another transaction holds the row of spec `heldSpec` exclusively (every
+/// spec row when nil), so that the first of them to lock it waits and the rest queue up behind it; once one waits,
+/// the row is released. The waiting operation and those behind it then run as one batch (or all run as one).
+/// Fails with the first operation's error, if any.
+func submitBehindHeldSpecRow(
+    _ engine: Engine, schema: String, heldSpec: String?, _ operations: [TestWrite]
+) async throws {
+    try await withSchemaConnection(schema) { other in
+        _ = try await other.query("BEGIN")
+        if let heldSpec {
+            let hex = heldSpec.utf8.map { String($0, radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined()
+            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x\(hex)'::bytea FOR UPDATE")
+        } else {
+            _ = try await other.query("SELECT 1 FROM work_spec FOR UPDATE")
+        }
+        let running = Task { await submitTogether(engine, operations) }
+        #expect(try await eventuallyBlocksAnother(other), "the first operation waits for the spec row")
+        _ = try await other.query("COMMIT")
+        for result in await running.value { try result.get() }
+    }
+}
+
+/// An operation that adds one unit to `spec`: one to put first in ``submitBehindHeldSpecRow(_:schema:heldSpec:_:)``.
+func addingOneUnit(namespace: Identifier, spec: String) -> TestWrite {
+    (
+        nil,
+        { tx in
+            _ = try tx.addWorkUnits(
+                namespace: namespace, spec: Identifier(bytes: spec),
+                items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
+        }
+    )
 }

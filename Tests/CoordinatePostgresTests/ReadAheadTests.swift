@@ -35,6 +35,21 @@ struct ReadAheadTests {
         }
     }
 
+    /// A `get_work` for one unit in a batch (``submitTogether(_:_:)``), which hands the keys it granted to `record`.
+    private func grantRecordingKeys(_ record: @escaping @Sendable ([String]) -> Void) -> TestWrite {
+        let namespace = self.namespace
+        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
+        return (
+            .grant(namespace: namespace, count: 1),
+            { tx in
+                let keys = try tx.getWork(namespace: namespace, request).map {
+                    String(decoding: $0.unit.key.octets, as: UTF8.self)
+                }
+                record(keys)
+            }
+        )
+    }
+
     private func finish(
         _ engine: Engine, _ key: String, hinting hinted: String? = nil
     ) async throws
@@ -115,16 +130,8 @@ struct ReadAheadTests {
         #expect(first == ["a"])
         let before = backend.batchStatistics
         let granted = Mutex<[String]>([])
-        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
-        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
-            (
-                nil,
-                { tx in
-                    _ = try tx.addWorkUnits(
-                        namespace: namespace, spec: Identifier(bytes: "blocker"),
-                        items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
-                }
-            ),
+        let operations: [TestWrite] = [
+            addingOneUnit(namespace: namespace, spec: "blocker"),
             (
                 .unit(namespace: namespace, spec: spec, key: Identifier(bytes: "a")),
                 { tx in
@@ -132,26 +139,10 @@ struct ReadAheadTests {
                         namespace: namespace, spec: spec, key: Identifier(bytes: "a"), UnitUpdate(status: 4))
                 }
             ),
-            (
-                .grant(namespace: namespace, count: 1),
-                { tx in
-                    let keys = try tx.getWork(namespace: namespace, request).map {
-                        String(decoding: $0.unit.key.octets, as: UTF8.self)
-                    }
-                    granted.withLock { $0 = keys }
-                }
-            ),
+            grantRecordingKeys { keys in granted.withLock { $0 = keys } },
         ]
-        try await withSchemaConnection(schema) { other in
-            // The first operation waits for the other spec's row; the finish and the grant queue up behind it and
-            // run as one batch (or all three do).
-            _ = try await other.query("BEGIN")
-            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
-            let running = Task { await submitTogether(engine, operations) }
-            #expect(try await eventuallyBlocksAnother(other), "the add waits for the spec row")
-            _ = try await other.query("COMMIT")
-            for result in await running.value { try result.get() }
-        }
+        // The add to "blocker" waits for its row; the operations behind it queue up and run as one batch.
+        try await submitBehindHeldSpecRow(engine, schema: schema, heldSpec: "blocker", operations)
         #expect(granted.withLock { $0 } == ["b"])
         let after = backend.batchStatistics
         // The finish's unit, the grant's spec list, and its lock and units: each sent with BEGIN, each used.
@@ -181,10 +172,7 @@ struct ReadAheadTests {
                     itemCount: keys.count)
             }
         }
-        let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
-        let warmUp = try await engine.perform(.write, readingFirst: .grant(namespace: namespace, count: 1)) { tx in
-            try tx.getWork(namespace: namespace, request).map { String(decoding: $0.unit.key.octets, as: UTF8.self) }
-        }
+        let warmUp = try await getWork(engine)
         #expect(warmUp == ["h1"], "the best unit's spec (its names now cached, its spec the last granted from)")
         let granted = Mutex<[String]>([])
         // Either adds a unit of priority 5, above every other, to an existing spec or to a spec it creates.
@@ -197,34 +185,13 @@ struct ReadAheadTests {
                 namespace: namespace, spec: Identifier(bytes: target),
                 items: .success(Self.items(["n1"], priority: 5)), itemCount: 1)
         }
-        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
-            (
-                nil,
-                { tx in
-                    _ = try tx.addWorkUnits(
-                        namespace: namespace, spec: Identifier(bytes: "blocker"),
-                        items: .success(Self.items(["x"], priority: 0)), itemCount: 1)
-                }
-            ),
+        let operations: [TestWrite] = [
+            addingOneUnit(namespace: namespace, spec: "blocker"),
             (nil, earlier),
-            (
-                .grant(namespace: namespace, count: 1),
-                { tx in
-                    let keys = try tx.getWork(namespace: namespace, request).map {
-                        String(decoding: $0.unit.key.octets, as: UTF8.self)
-                    }
-                    granted.withLock { $0 = keys }
-                }
-            ),
+            grantRecordingKeys { keys in granted.withLock { $0 = keys } },
         ]
-        try await withSchemaConnection(schema) { other in
-            _ = try await other.query("BEGIN")
-            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
-            let running = Task { await submitTogether(engine, operations) }
-            #expect(try await eventuallyBlocksAnother(other), "the first add waits for the spec row")
-            _ = try await other.query("COMMIT")
-            for result in await running.value { try result.get() }
-        }
+        // The add to "blocker" waits for its row; the operations behind it queue up and run as one batch.
+        try await submitBehindHeldSpecRow(engine, schema: schema, heldSpec: "blocker", operations)
         #expect(granted.withLock { $0 } == ["n1"], "the unit of priority 5 the batch added before the grant")
         await backend.close()
     }
@@ -252,26 +219,13 @@ struct ReadAheadTests {
         #expect(lone.readsAheadUsed == before.readsAheadUsed + 1)
 
         // Two heartbeats of one worker in one batch: the second's read, sent before the first wrote, is not used.
-        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] = [
-            (
-                nil,
-                { tx in
-                    _ = try tx.addWorkUnits(
-                        namespace: namespace, spec: Identifier(bytes: "blocker"),
-                        items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
-                }
-            ),
+        let operations: [TestWrite] = [
+            addingOneUnit(namespace: namespace, spec: "blocker"),
             (hint("w2"), { tx in try heartbeat(&tx, "w2") }),
             (hint("w2"), { tx in try heartbeat(&tx, "w2") }),
         ]
-        try await withSchemaConnection(schema) { other in
-            _ = try await other.query("BEGIN")
-            _ = try await other.query("SELECT 1 FROM work_spec WHERE name = '\\x626c6f636b6572'::bytea FOR UPDATE")
-            let running = Task { await submitTogether(engine, operations) }
-            #expect(try await eventuallyBlocksAnother(other), "the add waits for the spec row")
-            _ = try await other.query("COMMIT")
-            for result in await running.value { try result.get() }
-        }
+        // The add to "blocker" waits for its row; the operations behind it queue up and run as one batch.
+        try await submitBehindHeldSpecRow(engine, schema: schema, heldSpec: "blocker", operations)
         let after = backend.batchStatistics
         #expect(after.readsAhead - lone.readsAhead == 2)
         #expect(after.readsAheadUsed - lone.readsAheadUsed == 1, "the first heartbeat's read only")
@@ -376,7 +330,7 @@ struct ReadAheadTests {
     /// A `get_work` of one unit that records the key it was granted at `index` of `granted`.
     private func grant(
         into granted: GrantLog, at index: Int
-    ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+    ) -> TestWrite {
         let namespace = self.namespace
         let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
         return (
@@ -392,7 +346,7 @@ struct ReadAheadTests {
     /// An operation of a batch adding unit `key` to the spec "reserve".
     private func addReserveUnit(
         _ key: String
-    ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+    ) -> TestWrite {
         let namespace = self.namespace
         return (
             nil,
@@ -434,7 +388,7 @@ struct ReadAheadTests {
         let (namespace, spec) = (self.namespace, Identifier(bytes: "reserve"))
         let granted = GrantLog()
         let add = addReserveUnit("a")
-        let retry: (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) = (
+        let retry: TestWrite = (
             .unit(namespace: namespace, spec: spec, key: Identifier(bytes: "b")),
             { tx in
                 let outcome = try tx.updateWorkUnit(
@@ -479,7 +433,7 @@ struct ReadAheadTests {
         let granted = GrantLog()
         func operation(
             _ body: @escaping @Sendable (inout EngineTransaction) throws -> Void
-        ) -> (StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void) {
+        ) -> TestWrite {
             (nil, body)
         }
         let prioritize = operation { tx in

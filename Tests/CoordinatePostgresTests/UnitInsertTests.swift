@@ -88,7 +88,7 @@ struct UnitInsertTests {
             items(1_000..<1_001, tag: 0), items(0..<100, tag: 1), items(50..<150, tag: 2), items(200..<300, tag: 3),
         ]
         let outcomes = Mutex<[Int: AddUnitsOutcome]>([:])
-        let operations: [(StorageReadHint?, @Sendable (inout EngineTransaction) throws -> Void)] =
+        let operations: [TestWrite] =
             adds.enumerated().map { index, items in
                 (
                     nil,
@@ -100,16 +100,8 @@ struct UnitInsertTests {
                     }
                 )
             }
-        try await withSchemaConnection(schema) { other in
-            // The spec row held exclusively: the first add waits for it, and the others queue up behind it and
-            // then run as one batch (or all four do).
-            _ = try await other.query("BEGIN")
-            _ = try await other.query("SELECT 1 FROM work_spec FOR UPDATE")
-            let adding = Task { await submitTogether(engine, operations) }
-            #expect(try await eventuallyBlocksAnother(other), "the first add waits for the spec row")
-            _ = try await other.query("COMMIT")
-            for result in await adding.value { try result.get() }
-        }
+        // The first add waits for the spec row; the others queue up behind it and run as one batch.
+        try await submitBehindHeldSpecRow(engine, schema: schema, heldSpec: nil, operations)
         #expect(backend.batchStatistics.batchedWrites >= 3)
         // Each gets the answer it would get alone.
         #expect(
