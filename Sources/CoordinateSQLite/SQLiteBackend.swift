@@ -243,6 +243,15 @@ public final class SQLiteBackend: StorageBackend {
 
     // MARK: - Health
 
+    public var counters: [StorageCounter] {
+        [
+            StorageCounter(
+                name: "wal_checkpoints",
+                help: "Background passes that copied the write-ahead log into the database file.",
+                value: walTrigger.backgroundPasses.load(ordering: .relaxed))
+        ]
+    }
+
     public func health() -> StorageHealth {
         switch state.withLock({ $0.phase }) {
         case .ready: return .available
@@ -494,8 +503,17 @@ final class WALCheckpointTrigger: Sendable {
     nonisolated(unsafe) var checkpoint: @Sendable () -> Void = {}
     private let running = Atomic<Bool>(false)
     private let requested = Atomic<Bool>(false)
+    /// The WAL size (in frames) at which the next background pass starts. A passive pass cannot rewind a WAL that
+    /// keeps being written, so the WAL stays past any fixed threshold until the writer's RESTART: starting a pass
+    /// at every commit past it made one checkpoint (a copy and an fsync of the database file, and a thread
+    /// woken) per commit. One pass per ``backgroundFrames`` written copies the same frames with a fraction of the
+    /// passes. Read and written only by the hook, which runs on the writer connection (one thread at a time).
+    private let nextBackgroundPass = Atomic<Int32>(backgroundFrames)
     /// Held by each background pass and by the writer's RESTART, so that they take turns.
     private let turn = Locked<Void>(())
+
+    /// Background passes run so far (``SQLiteBackend/counters``).
+    let backgroundPasses = Atomic<Int>(0)
 
     /// Snapshot readers open (``SQLiteSnapshot``).
     let openReaders = Atomic<Int>(0)
@@ -513,7 +531,14 @@ final class WALCheckpointTrigger: Sendable {
         sqlite3_wal_hook(
             handle,
             { context, connection, _, frames in
-                guard frames >= WALCheckpointTrigger.backgroundFrames, let context else { return SQLITE_OK }
+                guard frames >= WALCheckpointTrigger.backgroundFrames, let context else {
+                    if let context {
+                        // The WAL was rewound: the first pass is due at the threshold again.
+                        Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
+                            .nextBackgroundPass.store(WALCheckpointTrigger.backgroundFrames, ordering: .relaxed)
+                    }
+                    return SQLITE_OK
+                }
                 let trigger = Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
                 // A snapshot reader (an export) pins the WAL: RESTART would wait for it with the writer stopped.
                 if frames >= WALCheckpointTrigger.writerFrames, trigger.openReaders.load(ordering: .relaxed) == 0 {
@@ -525,7 +550,8 @@ final class WALCheckpointTrigger: Sendable {
                     trigger.exclusively {
                         sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_RESTART, nil, nil)
                     }
-                } else {
+                } else if frames >= trigger.nextBackgroundPass.load(ordering: .relaxed) {
+                    trigger.nextBackgroundPass.store(frames + WALCheckpointTrigger.backgroundFrames, ordering: .relaxed)
                     trigger.start()
                 }
                 return SQLITE_OK
@@ -545,6 +571,7 @@ final class WALCheckpointTrigger: Sendable {
             repeat {
                 while self.requested.exchange(false, ordering: .acquiringAndReleasing) {
                     self.exclusively { self.checkpoint() }
+                    self.backgroundPasses.add(1, ordering: .relaxed)
                 }
                 self.running.store(false, ordering: .releasing)
                 // A request that arrived after the last pass but before `running` cleared would otherwise wait

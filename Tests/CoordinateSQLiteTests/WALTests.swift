@@ -1,5 +1,8 @@
 import CBOR
+import CoordinateEngine
+import CoordinateSQLite
 import Foundation
+import Logging
 import TestSupport
 import Testing
 
@@ -57,5 +60,41 @@ struct WALTests {
             }
             #expect(copied, "database file is \(size) bytes; the WAL was not checkpointed")
         }
+    }
+
+    @Test("the WAL is copied once per 1 000 frames written, not once per commit past them")
+    func backgroundPassesPerThousandFrames() async throws {
+        let path = temporaryDataDirectory() + "/coordinate.sqlite3"
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let backend = SQLiteBackend(path: path, logger: logger)
+        try backend.initialize(now: SystemClock().now())
+        let engine = Engine(backend: backend)
+        let namespace = Identifier(text: "")
+        let spec = Identifier(bytes: "s")
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([("name", "s")]))
+        }
+        // Each commit adds one unit whose 9 KiB of data take a table page and three overflow pages, plus index
+        // and counter pages: about 8 frames a commit, some 2 400 in all, short of the writer's own checkpoint at
+        // 4 000 frames (which would rewind the WAL and start the count again).
+        let data = StoredValue(encoding: cbormap([("blob", .bytes([UInt8](repeating: 0x3c, count: 9 << 10)))]))
+        for index in 0..<300 {
+            try await engine.perform(.write) { tx in
+                _ = try tx.addWorkUnits(
+                    namespace: namespace, spec: spec,
+                    items: .success([UnitItem(key: Identifier(bytes: "u\(index)"), data: data)]), itemCount: 1)
+            }
+        }
+        var passes = 0
+        let started = await eventually(60) {
+            passes = backend.counters.first { $0.name == "wal_checkpoints" }?.value ?? 0
+            return passes >= 1
+        }
+        // One pass per 1 000 frames, and one more when a commit crossed a step while a pass ran. Started at every
+        // commit past the first 1 000 frames, as they were, they numbered in the dozens.
+        #expect(started && passes <= 5, "\(passes) background passes")
+        await backend.close()
     }
 }
