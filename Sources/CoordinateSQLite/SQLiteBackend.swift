@@ -141,7 +141,6 @@ public final class SQLiteBackend: StorageBackend {
             let pageLimit = maxPageCount
             let trigger = walTrigger
             configuration.prepareDatabase { db in
-                try db.execute(sql: "PRAGMA synchronous = FULL")
                 // Checkpoints run on a separate connection in the background (``checkpoint()``), so commits
                 // never pay for copying the WAL back into the database.
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
@@ -150,6 +149,10 @@ public final class SQLiteBackend: StorageBackend {
             }
             let queue = try DatabaseQueue(path: path, configuration: configuration)
             let store = try queue.inDatabase { db -> SQLiteStore in
+                // Set here, not in `prepareDatabase`: GRDB switches a WAL connection to `synchronous = NORMAL`
+                // after that closure ran, and NORMAL does not sync the WAL at commit (a commit acknowledged
+                // before an operating-system crash or power loss could be lost, storage.md §1.2.2).
+                try db.execute(sql: "PRAGMA synchronous = FULL")
                 // A corrupt file fails here, before anything is written to it.
                 _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
                 try SQLiteSchema.migrate(db, now: now)
@@ -227,6 +230,12 @@ public final class SQLiteBackend: StorageBackend {
         guard rename(staging, path) == 0 else {
             throw UnusableFile(
                 description: "cannot move the new database into place: \(String(cString: strerror(errno)))")
+        }
+        // The new name must survive a power loss as the commits made under it do.
+        let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            Foundation.close(directory)
         }
         logger.info("created new database \(path)")
     }
@@ -346,6 +355,12 @@ public final class SQLiteBackend: StorageBackend {
                 for operation in group { operation.completion(StorageError.unavailable(detail)) }
             }
         }
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 is FULL: the WAL is synced at every commit).
+    func synchronousLevel() throws -> Int? {
+        guard let queue = connection.withLock({ $0?.queue }) else { return nil }
+        return try queue.inDatabase { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
     }
 
     /// Runs one transaction-control statement from the statement cache (compiled once per connection).
