@@ -27,7 +27,8 @@ enum BackendKind: String, CaseIterable, CustomStringConvertible, Sendable {
         case .sqlite:
             let directory = NSTemporaryDirectory() + "coordinate-engine-\(UUID().uuidString)"
             let backend = SQLiteBackend(path: directory + "/coordinate.sqlite3", logger: logger)
-            try backend.initialize(now: clock.now())
+            let now = clock.now()
+            try await offCooperativePool { try backend.initialize(now: now) }
             return backend
         case .postgres:
             // A fresh schema per case; the engine's manual clock decides time (storage.md §7).

@@ -372,7 +372,7 @@ struct AttemptIDTests {
         let spec = Identifier(bytes: "s")
         func session(_ body: @escaping @Sendable (inout EngineTransaction) throws -> Int64) async throws -> Int64 {
             let backend = SQLiteBackend(path: path, logger: logger)
-            try backend.initialize(now: SystemClock().now())
+            try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
             let engine = Engine(backend: backend)
             let result = try await engine.perform(.write, body)
             await backend.close()

@@ -1,6 +1,7 @@
 import CoordinateEngine
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 @testable import CoordinateSQLite
@@ -17,9 +18,9 @@ struct SettingsTests {
         logger.logLevel = .critical
         for _ in 0..<2 {
             let backend = SQLiteBackend(path: directory + "/coordinate.sqlite3", logger: logger)
-            try backend.initialize(now: SystemClock().now())
+            try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
             #expect(backend.health().isAvailable)
-            #expect(try backend.synchronousLevel() == 2)
+            #expect(try await offCooperativePool { try backend.synchronousLevel() } == 2)
             await backend.close()
         }
     }

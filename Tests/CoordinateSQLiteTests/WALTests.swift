@@ -69,7 +69,7 @@ struct WALTests {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let backend = SQLiteBackend(path: path, logger: logger)
-        try backend.initialize(now: SystemClock().now())
+        try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
         let engine = Engine(backend: backend)
         let namespace = Identifier(text: "")
         let spec = Identifier(bytes: "s")
