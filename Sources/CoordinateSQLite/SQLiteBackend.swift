@@ -546,15 +546,13 @@ final class WALCheckpointTrigger: Sendable {
         sqlite3_wal_hook(
             handle,
             { context, connection, _, frames in
-                guard frames >= WALCheckpointTrigger.backgroundFrames, let context else {
-                    if let context {
-                        // The WAL was rewound: the first pass is due at the threshold again.
-                        Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
-                            .nextBackgroundPass.store(WALCheckpointTrigger.backgroundFrames, ordering: .relaxed)
-                    }
+                guard let context else { return SQLITE_OK }
+                let trigger = Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
+                guard frames >= WALCheckpointTrigger.backgroundFrames else {
+                    // A short WAL (it was rewound): the first pass is due at the threshold again.
+                    trigger.nextBackgroundPass.store(WALCheckpointTrigger.backgroundFrames, ordering: .relaxed)
                     return SQLITE_OK
                 }
-                let trigger = Unmanaged<WALCheckpointTrigger>.fromOpaque(context).takeUnretainedValue()
                 // A snapshot reader (an export) pins the WAL: RESTART would wait for it with the writer stopped.
                 if frames >= WALCheckpointTrigger.writerFrames, trigger.openReaders.load(ordering: .relaxed) == 0 {
                     // SQLite does not wait for another connection's checkpoint to release the checkpointer lock (it
