@@ -464,6 +464,23 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
+    /// ``checkpoint()`` on a thread of its own, for callers on the cooperative pool: a pass copies pages and
+    /// syncs the database file.
+    public func checkpointInBackground() async {
+        await Self.offCallerThread { self.checkpoint() }
+    }
+
+    /// Runs blocking file work (copies, syncs) on a dispatch thread and suspends until it is done, so that it
+    /// never holds one of the cooperative pool's few threads.
+    private static func offCallerThread(_ work: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global(qos: .utility).async {
+                work()
+                continuation.resume()
+            }
+        }
+    }
+
     public func close() async {
         let queue = connection.withLock { $0?.queue }
         state.withLock { $0.phase = .closed }
@@ -484,7 +501,8 @@ public final class SQLiteBackend: StorageBackend {
                 continuation.resume()
             }
         }
-        try? queue.close()
+        // Closing the last connection may checkpoint and sync files.
+        await Self.offCallerThread { try? queue.close() }
     }
 }
 

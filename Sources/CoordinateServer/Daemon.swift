@@ -320,7 +320,7 @@ public final class Daemon: Sendable {
                 sqlite.checkFiles()
                 if sinceCheckpoint >= checkpointEvery {
                     sinceCheckpoint = 0
-                    await Task.detached { sqlite.checkpoint() }.value
+                    await sqlite.checkpointInBackground()
                 }
                 guard sqlite.health().isAvailable else { continue }
             }
