@@ -529,13 +529,13 @@ final class PostgresSession: StorageSession {
     private var readyTops: [Int64: Double?] = [:]
     /// Specs whose ready units this transaction changed (a unit added, made ready, taken from ready or deleted),
     /// and namespaces whose specs it changed: what a spec list read with BEGIN cannot know.
-    private var readyUnitsChanged: Set<Int64> = []
+    private var specsWithReadyUnitsChanged: Set<Int64> = []
     private var namespacesWithSpecsChanged: Set<Int64> = []
 
     /// A write that may change which of `spec`'s ready units comes first.
     private func readyUnitsChanged(in spec: Int64) {
         readyTops[spec] = nil
-        readyUnitsChanged.insert(spec)
+        specsWithReadyUnitsChanged.insert(spec)
     }
     /// Namespace generations as read with the namespace's specs; each answers one ``specGeneration(namespace:)``.
     private var readGenerations: [Int64: UInt64] = [:]
@@ -560,7 +560,7 @@ final class PostgresSession: StorageSession {
             ids.append(spec.id)
             // A best ready priority read with BEGIN holds unless an earlier operation changed the spec's ready
             // units.
-            let topHolds = !readAhead || !(unitsWrittenWholesale || readyUnitsChanged.contains(spec.id))
+            let topHolds = !readAhead || !(unitsWrittenWholesale || specsWithReadyUnitsChanged.contains(spec.id))
             if spec.id != leftOut, topHolds { readyTops[spec.id] = .some(try row.optionalDouble(14)) }
             let generation = try row.int64(15)
             readGenerations[namespace] = UInt64(bitPattern: generation)

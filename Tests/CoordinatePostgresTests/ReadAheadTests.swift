@@ -26,6 +26,15 @@ struct ReadAheadTests {
         }
     }
 
+    /// An empty spec "blocker", whose row a test holds locked so that the writes submitted behind it queue up and
+    /// run as one batch (``submitBehindHeldSpecRow(_:schema:heldSpec:_:)``).
+    private func setBlockerSpec(_ engine: Engine) async throws {
+        let namespace = self.namespace
+        try await engine.perform(.write) { tx in
+            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("blocker"))]))
+        }
+    }
+
     private func getWork(_ engine: Engine) async throws -> [String] {
         let namespace = self.namespace
         let request = WorkRequest(
@@ -123,9 +132,7 @@ struct ReadAheadTests {
         let engine = Engine(backend: backend)
         try await setSpec(engine)
         let (namespace, spec) = (self.namespace, self.specName)
-        try await engine.perform(.write) { tx in
-            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("blocker"))]))
-        }
+        try await setBlockerSpec(engine)
         let first = try await getWork(engine)
         #expect(first == ["a"])
         let before = backend.batchStatistics
@@ -202,9 +209,7 @@ struct ReadAheadTests {
         let backend = try await makeTestBackend(schema: schema, label: "heartbeat-test")
         let engine = Engine(backend: backend)
         let namespace = self.namespace
-        try await engine.perform(.write) { tx in
-            _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("blocker"))]))
-        }
+        try await setBlockerSpec(engine)
         @Sendable func heartbeat(_ tx: inout EngineTransaction, _ id: String) throws {
             try tx.workerHeartbeat(
                 namespace: namespace, worker: Identifier(bytes: id), mode: .emptyMap, data: .emptyMap, parent: nil,

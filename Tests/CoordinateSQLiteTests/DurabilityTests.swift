@@ -1,5 +1,8 @@
 import CBOR
+import CoordinateEngine
+import CoordinateSQLite
 import Foundation
+import Logging
 import Synchronization
 import TestSupport
 import Testing
@@ -8,6 +11,16 @@ func cbormap(_ pairs: [(CBORValue, CBORValue)]) -> CBORValue { .map(CBORMap(pair
 
 /// A fresh data directory for one daemon.
 func temporaryDataDirectory() -> String { TestBuild.temporaryDirectory("coordinate-sqlite") }
+
+/// An in-process SQLite backend on the database file `path`, initialised off the cooperative pool (opening
+/// creates and syncs files), logging only what is critical.
+func openSQLiteBackend(at path: String) async throws -> SQLiteBackend {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    let backend = SQLiteBackend(path: path, logger: logger)
+    try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
+    return backend
+}
 
 extension DaemonGroup {
     /// A daemon on SQLite in `directory`, its storage ready.

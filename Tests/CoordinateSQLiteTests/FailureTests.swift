@@ -2,7 +2,6 @@ import CBOR
 import CoordinateEngine
 import CoordinateSQLite
 import Foundation
-import Logging
 import TestSupport
 import Testing
 
@@ -366,13 +365,10 @@ struct AttemptIDTests {
     @Test("attempt ids keep increasing after the database is reopened")
     func attemptIDsIncrease() async throws {
         let path = temporaryDataDirectory() + "/coordinate.sqlite3"
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
         let namespace = Identifier(text: "")
         let spec = Identifier(bytes: "s")
         func session(_ body: @escaping @Sendable (inout EngineTransaction) throws -> Int64) async throws -> Int64 {
-            let backend = SQLiteBackend(path: path, logger: logger)
-            try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
+            let backend = try await openSQLiteBackend(at: path)
             let engine = Engine(backend: backend)
             let result = try await engine.perform(.write, body)
             await backend.close()

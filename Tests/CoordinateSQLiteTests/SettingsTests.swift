@@ -1,6 +1,4 @@
-import CoordinateEngine
 import Foundation
-import Logging
 import TestSupport
 import Testing
 
@@ -14,11 +12,8 @@ struct SettingsTests {
     func synchronousFull() async throws {
         let directory = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
         for _ in 0..<2 {
-            let backend = SQLiteBackend(path: directory + "/coordinate.sqlite3", logger: logger)
-            try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
+            let backend = try await openSQLiteBackend(at: directory + "/coordinate.sqlite3")
             #expect(backend.health().isAvailable)
             #expect(try await offCooperativePool { try backend.synchronousLevel() } == 2)
             await backend.close()

@@ -2,7 +2,6 @@ import CBOR
 import CoordinateEngine
 import CoordinateSQLite
 import Foundation
-import Logging
 import TestSupport
 import Testing
 
@@ -66,10 +65,7 @@ struct WALTests {
     func backgroundPassesPerThousandFrames() async throws {
         let path = temporaryDataDirectory() + "/coordinate.sqlite3"
         defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let backend = SQLiteBackend(path: path, logger: logger)
-        try await offCooperativePool { try backend.initialize(now: SystemClock().now()) }
+        let backend = try await openSQLiteBackend(at: path)
         let engine = Engine(backend: backend)
         let namespace = Identifier(text: "")
         let spec = Identifier(bytes: "s")
