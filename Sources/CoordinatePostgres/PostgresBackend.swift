@@ -72,11 +72,9 @@ public final class PostgresBackend: StorageBackend {
     static let conflictStates: Set<String> = ["40001", "40P01", "23505", "55P03"]
 
     /// Whether `error` is a conflict with another transaction (``conflictStates``, ``PostgresConflict``), also when
-    /// it is the cause of a statement skipped after it.
+    /// it is the cause of a statement skipped after it (``sqlState(_:)``).
     static func isConflict(_ error: any Error) -> Bool {
-        if error is PostgresConflict { return true }
-        let code = sqlState(error) ?? (error as? WireStatementSkipped)?.cause.sqlState
-        return code.map(conflictStates.contains) ?? false
+        error is PostgresConflict || (sqlState(error).map(conflictStates.contains) ?? false)
     }
 
     /// Namespace and spec rows kept across this daemon's transactions.

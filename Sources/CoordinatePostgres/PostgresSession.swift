@@ -925,7 +925,9 @@ final class PostgresSession: StorageSession {
             }
         }
         if let failure {
-            guard sqlState(failure) == Self.uniqueViolation else { throw failure }
+            // The copy's own failure only: a statement skipped for an earlier failure means no savepoint to go
+            // back to.
+            guard (failure as? WireServerError)?.sqlState == Self.uniqueViolation else { throw failure }
             try channel.query("ROLLBACK TO SAVEPOINT insert_units")
             try channel.sendDeferred("RELEASE SAVEPOINT insert_units")
             return false

@@ -569,9 +569,11 @@ struct SQLRowError: Error, CustomStringConvertible {
     var description: String { "result column \(column) is not \(expected)" }
 }
 
-/// SQLSTATE of a server error, if the error came from the server.
+/// SQLSTATE of a server error, if the error came from the server; for a statement the server skipped because an
+/// earlier one of its pipeline failed, that failure's (so a skipped statement is judged as what broke it: a
+/// terminated connection, a conflict, …).
 func sqlState(_ error: any Error) -> String? {
-    (error as? WireServerError)?.sqlState
+    (error as? WireServerError)?.sqlState ?? (error as? WireStatementSkipped)?.cause.sqlState
 }
 
 /// The server's message for an error, or a description of a client-side failure.
