@@ -115,6 +115,14 @@ public struct CBOREncoder: Sendable {
         }
     }
 
+    /// Appends a byte string holding the octets of `text` (an ASCII literal: no copy of it is made first).
+    @inlinable
+    public mutating func writeByteString(_ text: StaticString) {
+        let octets = UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
+        writeHead(major: 2, argument: UInt64(octets.count))
+        bytes.append(contentsOf: octets)
+    }
+
     /// Appends raw bytes the caller guarantees to be one complete canonical item.
     @inlinable
     public mutating func appendEncoded(_ item: some Sequence<UInt8>) {

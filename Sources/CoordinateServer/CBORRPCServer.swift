@@ -40,6 +40,9 @@ public final class CBORRPCServer: Sendable {
     public let tls: NIOSSLContext?
     public let statistics: ServerStatistics
     private let group: any EventLoopGroup
+    /// One dispatcher per event loop (``RPCDispatcher/replica()``), so a connection's requests count references
+    /// only on objects of its own thread.
+    private let dispatchers: [ObjectIdentifier: RPCDispatcher]
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
@@ -60,6 +63,9 @@ public final class CBORRPCServer: Sendable {
         self.statistics = statistics
         self.group = group
         self.logger = logger
+        var dispatchers: [ObjectIdentifier: RPCDispatcher] = [:]
+        for loop in group.makeIterator() { dispatchers[ObjectIdentifier(loop)] = dispatcher.replica() }
+        self.dispatchers = dispatchers
     }
 
     /// Binds the listener. Throws ``ListenError`` when the address cannot be bound.
@@ -128,7 +134,8 @@ public final class CBORRPCServer: Sendable {
             _ = state.withLockedValue { $0.connections.removeValue(forKey: id) }
         }
         let handler = RPCConnectionHandler(
-            dispatcher: dispatcher, limits: limits, statistics: statistics, logger: logger)
+            dispatcher: dispatchers[ObjectIdentifier(channel.eventLoop)] ?? dispatcher, limits: limits,
+            statistics: statistics, logger: logger)
         do {
             // The allow-list and connection limit above are checked before any TLS work is spent on a peer.
             if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }

@@ -403,23 +403,19 @@ public struct DaemonService: Service {
     }
 }
 
-/// Feeds CBOR-RPC requests into the metrics, with each method's instruments looked up once at start-up.
+/// Feeds CBOR-RPC requests into the metrics, with each method's instruments looked up once at start-up and found
+/// by the method's ordinal.
 struct RPCMetrics: RPCObserver {
-    private let instruments: [String: CoordinateMetrics.RPCInstruments]
+    private let instruments: [CoordinateMetrics.RPCInstruments]
     private let unknown: CoordinateMetrics.RPCInstruments
 
     init(metrics: CoordinateMetrics, table: RPCMethodTable) {
-        var instruments: [String: CoordinateMetrics.RPCInstruments] = [:]
-        for name in table.methodNames {
-            guard let method = table.method(named: Array(name.utf8)) else { continue }
-            instruments[name] = metrics.rpcInstruments(module: method.moduleName, method: name)
-        }
-        self.instruments = instruments
-        self.unknown = metrics.rpcInstruments(module: nil, method: nil)
+        instruments = table.methods.map { metrics.rpcInstruments(module: $0.moduleName, method: $0.name) }
+        unknown = metrics.rpcInstruments(module: nil, method: nil)
     }
 
     func requestCompleted(method: RPCMethod?, failed: Bool, startedAt: ContinuousClock.Instant) {
-        let target = method.flatMap { instruments[$0.name] } ?? unknown
+        let target = method.map { instruments[$0.ordinal] } ?? unknown
         target.record(failed: failed, seconds: Engine.seconds(since: startedAt))
     }
 }

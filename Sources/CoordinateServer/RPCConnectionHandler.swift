@@ -81,6 +81,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Responses waiting to be handed to the channel; reused between flushes.
     private var outbound: ByteBuffer
     private var scratch = CBOREncoder(reservingCapacity: 256)
+    /// The envelope head of the response being written (at most 11 bytes), kept to spare an allocation each.
+    private var envelopeHead = CBOREncoder(reservingCapacity: 11)
 
     private var lastCompleteMessage: NIODeadline = .now()
     private var unwritableSince: NIODeadline?
@@ -210,6 +212,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Frames and handles buffered messages until the buffer runs dry, back-pressure applies or the
     /// connection is closing.
     private func processBuffered(context: ChannelHandlerContext) {
+        // One clock read per pass, not per message: the idle check needs seconds, not microseconds.
+        var framedAny = false
+        defer { if framedAny { lastCompleteMessage = .now() } }
         while !stopped, closeAfterSequence == nil, !isBackPressured(context), var buffer = cumulation,
             buffer.readableBytes > 0
         {
@@ -226,7 +231,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 let message = buffer.readSlice(length: length)!
                 cumulation = buffer.readableBytes > 0 ? buffer : nil
                 framer.reset()
-                lastCompleteMessage = .now()
+                framedAny = true
                 handle(message: message, context: context)
             case .tooLarge:
                 statistics.malformedMessages.add(1)
@@ -251,6 +256,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private func handle(message: ByteBuffer, context: ChannelHandlerContext) {
         let budget = DecodeBudget.bytes(forMessageOf: message.readableBytes)
+        let direct = message.withUnsafeReadableBytes {
+            dispatcher.respond(
+                toEncoded: $0, maxDepth: limits.maxNestingDepth, maxDecodedBytes: budget, on: context.eventLoop)
+        }
+        if let direct {
+            deliver(direct, context: context)
+            return
+        }
         let decoded = message.withUnsafeReadableBytes {
             CBORMessage.decode($0, maxDepth: limits.maxNestingDepth, maxDecodedBytes: budget)
         }
@@ -284,28 +297,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                     resumeIfPossible(context: context)
                 }
         case .value(let request, _):
-            let sequence = nextSequence
-            nextSequence += 1
-            let response = dispatcher.respond(to: request, on: context.eventLoop)
-            if response.isResolved {
-                complete(sequence: sequence, response: response, context: context)
-                return
-            }
-            inFlight += 1
-            RPCDispatcher.resolve(response, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated()
-                .whenComplete { [self] result in
-                    inFlight -= 1
-                    guard let context = self.context else { return }
-                    let resolved: RPCResponse
-                    switch result {
-                    case .success(let value): resolved = value
-                    case .failure(let error):
-                        resolved = .error(id: .null, message: Array("internal error: \(error)".utf8))
-                    }
-                    complete(sequence: sequence, response: resolved, context: context)
-                    if !inChannelRead { flushOutbound(context: context) }
-                    resumeIfPossible(context: context)
-                }
+            deliver(dispatcher.respond(to: request, on: context.eventLoop), context: context)
         case .invalidCBOR:
             statistics.malformedMessages.add(1)
             respondWithError("malformed request: invalid CBOR", context: context)
@@ -328,6 +320,31 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             statistics.malformedMessages.add(1)
             closeAfterPendingResponses(context: context)
         }
+    }
+
+    /// Puts the next response in order: now if it is known, else when it arrives.
+    private func deliver(_ response: RPCResponse, context: ChannelHandlerContext) {
+        let sequence = nextSequence
+        nextSequence += 1
+        if response.isResolved {
+            complete(sequence: sequence, response: response, context: context)
+            return
+        }
+        inFlight += 1
+        RPCDispatcher.resolve(response, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated()
+            .whenComplete { [self] result in
+                inFlight -= 1
+                guard let context = self.context else { return }
+                let resolved: RPCResponse
+                switch result {
+                case .success(let value): resolved = value
+                case .failure(let error):
+                    resolved = .error(id: .null, message: Array("internal error: \(error)".utf8))
+                }
+                complete(sequence: sequence, response: resolved, context: context)
+                if !inChannelRead { flushOutbound(context: context) }
+                resumeIfPossible(context: context)
+            }
     }
 
     private func respondWithError(_ text: String, context: ChannelHandlerContext) {
@@ -372,24 +389,25 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         largestResponse = max(largestResponse, body.count)
         guard sequence == nextToWrite else {
             var buffer = context.channel.allocator.buffer(capacity: body.count + 9)
-            Self.writeEnvelope(body, to: &buffer)
+            writeEnvelope(body, to: &buffer)
             finishedBytes += buffer.readableBytes
             finishedResponses[sequence] = buffer
             enforceHardBound(context: context)
             return
         }
-        append(context: context) { Self.writeEnvelope(body, to: &$0) }
-        while var next = finishedResponses.removeValue(forKey: nextToWrite) {
+        append(context: context) { writeEnvelope(body, to: &$0) }
+        while !finishedResponses.isEmpty, var next = finishedResponses.removeValue(forKey: nextToWrite) {
             finishedBytes -= next.readableBytes
             append(context: context) { $0.writeBuffer(&next) }
         }
         enforceHardBound(context: context)
     }
 
-    private static func writeEnvelope(_ body: [UInt8], to buffer: inout ByteBuffer) {
-        var head = CBOREncoder(reservingCapacity: 11)
-        head.writeEnvelopeHead(contentLength: body.count)
-        buffer.writeBytes(head.bytes)
+    /// Writes `body` inside a tag-24 envelope, its head encoded in a buffer kept for the purpose.
+    private func writeEnvelope(_ body: [UInt8], to buffer: inout ByteBuffer) {
+        envelopeHead.bytes.removeAll(keepingCapacity: true)
+        envelopeHead.writeEnvelopeHead(contentLength: body.count)
+        buffer.writeBytes(envelopeHead.bytes)
         buffer.writeBytes(body)
     }
 

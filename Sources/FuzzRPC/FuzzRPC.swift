@@ -26,7 +26,7 @@ nonisolated(unsafe) private var harness = Harness()
 nonisolated(unsafe) private var inputsSinceReset = 0
 
 /// libFuzzer target: one framed message (an envelope or a bare item, as on the wire) dispatched to the RPC
-/// modules. Every request must get a response that encodes; nothing may crash, whatever the method, arity,
+/// modules, read directly where the connection would read it so. Every request must get a response that encodes; nothing may crash, whatever the method, arity,
 /// types or values. The engine starts over every 5 000 inputs to bound its memory.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRPC(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
@@ -36,8 +36,16 @@ public func fuzzRPC(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
         inputsSinceReset = 0
     }
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
-    guard case .value(let message, _) = CBORMessage.decode(bytes, maxDepth: 32) else { return 0 }
-    let response = harness.dispatcher.respond(to: message, on: harness.loop)
+    // As the connection does: the direct path first, decoding when it declines.
+    let response: RPCResponse
+    if let direct = harness.dispatcher.respond(
+        toEncoded: bytes, maxDepth: 32, maxDecodedBytes: DecodeBudget.bytes(forMessageOf: count), on: harness.loop)
+    {
+        response = direct
+    } else {
+        guard case .value(let message, _) = CBORMessage.decode(bytes, maxDepth: 32) else { return 0 }
+        response = harness.dispatcher.respond(to: message, on: harness.loop)
+    }
     let future = RPCDispatcher.resolve(response, on: harness.loop)
     harness.loop.run()
     guard let resolved = try? future.wait() else {
