@@ -374,10 +374,11 @@ extension EngineTransaction {
         return try session.attempts(namespace: namespace.id, worker: worker, statuses: statuses)
     }
 
-    /// Pending attempts of the live children of `parent`.
+    /// Pending attempts of the children of `parent`, live or not: go-coordinate's REST client registers a child
+    /// without activating it (docs/decisions.md), unlike `get_child_work_units`, which reports live children.
     public func childAttempts(namespace name: Identifier, parent: Identifier) throws -> [AttemptRecord] {
         guard let namespace = try namespace(name, create: false) else { return [] }
-        let children = try session.workers(namespace: namespace.id).filter { $0.parent == parent && $0.isLive(at: now) }
+        let children = try session.workers(namespace: namespace.id).filter { $0.parent == parent }
         return try children.flatMap {
             try session.attempts(namespace: namespace.id, worker: $0.id, statuses: [.pending])
         }

@@ -679,7 +679,8 @@ struct RESTRoutes: Sendable {
     }
 
     func workerJSON(_ tx: EngineTransaction, _ ns: Identifier, _ worker: WorkerRecord) throws -> JSONValue {
-        let children = try tx.liveWorkers(namespace: ns).filter { $0.parent == worker.id }
+        // Every child, live or not, as go-coordinate lists them (its client's SetParent registers a child inactive).
+        let children = try tx.allWorkers(namespace: ns).filter { $0.parent == worker.id }
         return Rep.worker(ns, worker, children: children, now: tx.now)
     }
 

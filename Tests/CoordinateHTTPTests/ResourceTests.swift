@@ -379,7 +379,8 @@ struct RESTResourceTests {
             // active: false deactivates; the record stays for REST.
             #expect(try await harness.call("PUT", "/namespace/-/worker/c", #"{"active": false}"#).0 == 204)
             #expect(try await harness.call("GET", "/namespace/-/worker/c").1["active"] == false)
-            #expect(try await harness.call("GET", "/namespace/-/worker/p").1["child_urls"] == nil)
+            // Still p's child (go-coordinate lists children whether or not they are active).
+            #expect(try await harness.call("GET", "/namespace/-/worker/p").1["child_urls"] == ["/namespace/-/worker/c"])
             func workerNames(_ query: String) async throws -> [String] {
                 try await harness.call("GET", "/namespace/-/worker" + query).1["workers"]?.elements?.compactMap {
                     $0["name"]?.stringValue
