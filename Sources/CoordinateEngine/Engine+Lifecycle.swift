@@ -84,16 +84,31 @@ extension EngineTransaction {
     /// Adds an item to `spec`, or resets the existing unit with its key (semantics.md §6.2). Returns true when a
     /// new unit was created.
     @discardableResult
-    mutating func add(_ item: UnitItem, to spec: SpecRecord, namespace: NamespaceRecord) throws -> Bool {
-        try add([item], to: spec, namespace: namespace) == 1
+    mutating func add(
+        _ item: UnitItem, to spec: SpecRecord, namespace: NamespaceRecord, pendingUnits: PendingUnitsOnAdd = .reset
+    ) throws -> Bool {
+        try add([item], to: spec, namespace: namespace, pendingUnits: pendingUnits) == 1
     }
 
-    /// Adds items to `spec`, resetting the existing units with their keys (semantics.md §6.2); of
-    /// identifier-equal keys only the last item counts. Returns how many units were created.
+    /// What adding an item does to an existing unit that is PENDING.
+    enum PendingUnitsOnAdd {
+        /// Its attempt ends `retryable` and it becomes AVAILABLE, like any other existing unit (semantics.md
+        /// §6.2; CBOR-RPC's `add_work_units`).
+        case reset
+        /// It keeps running under its attempt; only its data, priority and not-before time are replaced
+        /// (go-coordinate's `AddWorkUnit`, which its REST client's single-unit POST expects; docs/decisions.md).
+        case keep
+    }
+
+    /// Adds items to `spec`, resetting the existing units with their keys (semantics.md §6.2; pending ones as
+    /// `pendingUnits` says); of identifier-equal keys only the last item counts. Returns how many units were
+    /// created.
     ///
     /// The new units go to the storage in one call (``StorageSession/insertUnitsIfAbsent(_:)``), which answers
     /// the units that were there already; those are then reset one by one.
-    mutating func add(_ items: [UnitItem], to spec: SpecRecord, namespace: NamespaceRecord) throws -> Int {
+    mutating func add(
+        _ items: [UnitItem], to spec: SpecRecord, namespace: NamespaceRecord, pendingUnits: PendingUnitsOnAdd = .reset
+    ) throws -> Int {
         var seen = Set<Identifier>()
         var lastItems: [UnitItem] = []
         for item in items.reversed() where seen.insert(item.key).inserted { lastItems.append(item) }
@@ -111,6 +126,13 @@ extension EngineTransaction {
         for var unit in existing {
             guard let item = itemsByKey[unit.key.octets] else { continue }
             if unit.state == .pending {
+                if pendingUnits == .keep {
+                    unit.data = item.data
+                    if let priority = item.priority { unit.priority = priority }
+                    unit.notBefore = notBefore(of: item)
+                    try session.updateUnit(unit)
+                    continue
+                }
                 try endPendingAttempt(of: unit, as: .retryable, data: item.data, namespace: namespace, spec: spec)
             }
             unit.state = .available

@@ -165,15 +165,15 @@ extension EngineTransaction {
 
     // MARK: - Single units
 
-    /// Adds or resets one unit (REST `POST …/work_unit`); nil when there is no such spec, else whether it was
-    /// created.
+    /// Adds or resets one unit (REST `POST …/work_unit`), a pending one left running under its attempt as
+    /// go-coordinate does (docs/decisions.md); nil when there is no such spec, else whether it was created.
     public mutating func addWorkUnit(
         namespace name: Identifier, spec specName: Identifier, _ item: UnitItem
     ) throws
         -> Bool?
     {
         guard let (namespace, spec) = try specAndNamespace(name, specName) else { return nil }
-        return try add(item, to: spec, namespace: namespace)
+        return try add(item, to: spec, namespace: namespace, pendingUnits: .keep)
     }
 
     /// A unit `PUT` (rest-api.md §3.3); false when the unit does not exist.

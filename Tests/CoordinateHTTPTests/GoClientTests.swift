@@ -9,6 +9,43 @@ import Testing
 @Suite("REST: what go-coordinate's Go client expects")
 struct GoClientTests {
     @Test(
+        "re-creating a pending unit with POST keeps it pending under its attempt; a finished one is reset",
+        arguments: RESTHarness.backends)
+    func recreatePendingUnit(storage: String) async throws {
+        try await withRESTHarness(storage: storage) { harness in
+            let client = harness.client
+            try await client.setWorkSpec(["name": "s"])
+            let units = "/namespace/-/work_spec/s/work_unit"
+            #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"k": 1}}"#).0 == 201)
+            let granted = try await harness.call(
+                "POST", "/namespace/-/worker/w/request_attempts", #"{"work_specs": ["s"]}"#)
+            let attempt = try #require(granted.1["attempts"]?.elements?.first?["url"]?.stringValue)
+
+            // What restclient's AddWorkUnit sends for a unit that exists.
+            let again = try await harness.call(
+                "POST", units, #"{"name": "u", "data": {"k": 2}, "meta": {"priority": 5}}"#)
+            #expect(again.0 == 201)
+            let unit = try await harness.call("GET", units + "/u").1
+            #expect(unit["status"] == "pending")
+            #expect(unit["active_attempt_url"] == .string(attempt))
+            #expect(unit["data"] == ["k": 2])
+            #expect(unit["meta"]?["priority"] == .float(5))
+            #expect(try await harness.call("GET", attempt).1["status"] == "pending")
+            // The worker still holds it and can finish it.
+            #expect(try await harness.call("POST", attempt + "/finish", "{}").0 == 204)
+            #expect(try await harness.call("GET", units + "/u").1["status"] == "finished")
+
+            // A finished unit re-created becomes available again, as in go-coordinate.
+            #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"k": 3}}"#).0 == 201)
+            #expect(try await harness.call("GET", units + "/u").1["status"] == "available")
+            // CBOR-RPC's add_work_units keeps the Python semantics: a pending unit is reset.
+            _ = try await client.getWork(workerID: "w")
+            try await client.addWorkUnits("s", [WorkUnitSubmission(key: "u")])
+            #expect(try await harness.call("GET", units + "/u").1["status"] == "available")
+        }
+    }
+
+    @Test(
         "a child registered inactive (the Go client's SetParent) is listed and its attempts are the parent's child attempts",
         arguments: RESTHarness.backends)
     func inactiveChildren(storage: String) async throws {
