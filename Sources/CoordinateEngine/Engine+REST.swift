@@ -330,7 +330,7 @@ extension EngineTransaction {
             count(.expired, spec: spec)
         case .finish:
             if attempt.status == .finished { return .applied }
-            guard latest else { return .lostLease }
+            guard latest else { return try finishSuperseded(&attempt, data: data) }
             applyData()
             attempt.status = .finished
             if attempt.endTime == nil { attempt.endTime = now }
@@ -362,6 +362,26 @@ extension EngineTransaction {
         try session.updateAttempt(attempt)
         try session.updateUnit(unit)
         return .applied
+    }
+
+    /// Finishes an attempt that is no longer its unit's latest, as go-coordinate lets its REST client do: the
+    /// attempt records that its worker finished, with the data it sent; the unit belongs to a newer attempt or
+    /// to none, so it does not change and nothing chains (docs/decisions.md, "REST: finishing a superseded
+    /// attempt"). An attempt superseded here ended `retryable` (semantics.md §6.1) — or `failed` — and may be
+    /// finished; an expired one may not.
+    private mutating func finishSuperseded(
+        _ attempt: inout AttemptRecord, data: StoredValue?
+    ) throws -> AttemptActionOutcome {
+        switch attempt.status {
+        case .retryable, .failed:
+            if let data { attempt.data = data }
+            attempt.status = .finished
+            attempt.endTime = now
+            try session.updateAttempt(attempt)
+            return .applied
+        case .expired: return .notPending
+        case .pending, .finished: return .lostLease
+        }
     }
 
     /// Attempts of a worker, oldest first, optionally only those with the given statuses.

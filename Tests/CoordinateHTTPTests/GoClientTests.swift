@@ -9,6 +9,60 @@ import Testing
 @Suite("REST: what go-coordinate's Go client expects")
 struct GoClientTests {
     @Test(
+        "finishing a superseded attempt records it and changes nothing else; an expired one is not pending",
+        arguments: RESTHarness.backends)
+    func supersededAttempt(storage: String) async throws {
+        try await withRESTHarness(storage: storage) { harness in
+            let client = harness.client
+            try await client.setWorkSpec(["name": "s", "then": "t"])
+            try await client.setWorkSpec(["name": "t"])
+            let units = "/namespace/-/work_spec/s/work_unit"
+            #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"k": 1}}"#).0 == 201)
+            let granted = try await harness.call(
+                "POST", "/namespace/-/worker/w1/request_attempts", #"{"work_specs": ["s"]}"#)
+            let old = try #require(granted.1["attempts"]?.elements?.first?["url"]?.stringValue)
+            // Another worker takes the unit over (a forced attempt, as the Go client's MakeAttempt sends it).
+            let forced = try await harness.call(
+                "POST", "/namespace/-/worker/w2/make_attempt",
+                #"{"work_spec": "s", "work_unit": "u", "lifetime": 60000000000}"#)
+            let current = try #require(forced.1["url"]?.stringValue)
+
+            let late = try await harness.call("POST", old + "/finish", #"{"data": {"output": ["x"], "k": 2}}"#)
+            #expect(late.0 == 204)
+            let record = try await harness.call("GET", old).1
+            #expect(record["status"] == "finished")
+            #expect(record["data"] == ["output": ["x"], "k": 2])
+            // The unit still belongs to the newer attempt, with its own data; nothing chained into t.
+            let unit = try await harness.call("GET", units + "/u").1
+            #expect(unit["status"] == "pending")
+            #expect(unit["active_attempt_url"] == .string(current))
+            #expect(unit["data"] == ["k": 1])
+            #expect(try await client.workUnits("t").isEmpty)
+            // Finishing it again is a no-op, as for any finished attempt.
+            #expect(try await harness.call("POST", old + "/finish", "{}").0 == 204)
+
+            // Finishing the current attempt finishes the unit and chains, as always.
+            #expect(try await harness.call("POST", current + "/finish", #"{"data": {"output": ["y"]}}"#).0 == 204)
+            #expect(try await harness.call("GET", units + "/u").1["status"] == "finished")
+            #expect(try await client.workUnits("t").map(\.key) == [.text("y")])
+
+            // A superseded attempt that had expired is not pending: go-coordinate answers ErrNotPending.
+            #expect(try await harness.call("POST", units, #"{"name": "v"}"#).0 == 201)
+            let first = try await harness.call(
+                "POST", "/namespace/-/worker/w1/make_attempt", #"{"work_spec": "s", "work_unit": "v"}"#)
+            let expired = try #require(first.1["url"]?.stringValue)
+            #expect(try await harness.call("POST", expired + "/expire", "{}").0 == 204)
+            #expect(
+                try await harness.call(
+                    "POST", "/namespace/-/worker/w2/make_attempt", #"{"work_spec": "s", "work_unit": "v"}"#
+                ).0 == 200)
+            let refused = try await harness.call("POST", expired + "/finish", "{}")
+            #expect(refused.0 == 409)
+            #expect(refused.1["error"] == "ErrNotPending")
+        }
+    }
+
+    @Test(
         "re-creating a pending unit with POST keeps it pending under its attempt; a finished one is reset",
         arguments: RESTHarness.backends)
     func recreatePendingUnit(storage: String) async throws {

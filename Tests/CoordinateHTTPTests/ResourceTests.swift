@@ -325,7 +325,12 @@ struct RESTResourceTests {
                 "POST", worker + "/make_attempt", #"{"work_spec": "s", "work_unit": "b"}"#)
             #expect(forced.1["status"] == "pending")
             let third = try #require(forced.1["url"]?.stringValue)
-            let stale = try await harness.call("POST", second + "/finish", "{}")
+            // The superseded attempt can still be finished (go-coordinate's client expects it); the unit stays with
+            // the newer attempt. Renewing it is refused: its lease is lost.
+            #expect(try await harness.call("POST", second + "/finish", "{}").0 == 204)
+            #expect(try await harness.call("GET", second).1["status"] == "finished")
+            #expect(try await harness.call("GET", "/namespace/-/work_spec/s/work_unit/b").1["status"] == "pending")
+            let stale = try await harness.call("POST", second + "/renew", "{}")
             #expect(stale.1 == ["error": "ErrLostLease", "message": "No longer the active attempt"])
             #expect(try await harness.call("POST", third + "/expire", "{}").0 == 204)
             #expect(try await harness.call("POST", third + "/expire", "{}").0 == 204)  // already expired: no-op
