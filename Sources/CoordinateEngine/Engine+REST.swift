@@ -277,6 +277,12 @@ extension EngineTransaction {
         return (attempt, unit, spec)
     }
 
+    /// Whether the attempt with this id existed once and was deleted with its unit, spec or namespace (go-coordinate's
+    /// `ErrGone`), as opposed to never having existed.
+    public func attemptIsGone(id: Int64) throws -> Bool {
+        try session.attempt(id: id) == nil && session.attemptIDWasIssued(id)
+    }
+
     /// The oldest attempt of a unit by `worker` whose start time truncated to the second is `startSecond`
     /// (the attempt alias route).
     public func attempt(

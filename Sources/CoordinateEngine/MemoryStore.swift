@@ -574,6 +574,8 @@ final class MemoryStore: StorageSession {
         attemptsByID[id]?.attempts.first { $0.id == id }
     }
 
+    func attemptIDWasIssued(_ id: Int64) throws -> Bool { id > 0 && id < nextAttemptID }
+
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
         guard let id = unit.latestAttemptID, let last = specsByID[unit.specID]?.box(for: unit.key)?.attempts.last,
             last.id == id

@@ -237,6 +237,9 @@ public protocol StorageSession: AnyObject {
     // MARK: Attempts
 
     func attempt(id: Int64) throws -> AttemptRecord?
+    /// Whether an attempt with this id was ever created in this storage. Attempt ids are never reused, so an id
+    /// that was issued but is no longer found belongs to an attempt deleted with its unit, spec or namespace.
+    func attemptIDWasIssued(_ id: Int64) throws -> Bool
     /// The unit's latest attempt (the one `latestAttemptID` names), or nil.
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord?
     /// The unit's attempts, oldest first.

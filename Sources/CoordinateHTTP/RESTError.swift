@@ -42,6 +42,9 @@ public struct RESTError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     static let noSuchAttempt = RESTError(.notFound, "ErrNoSuchAttempt", "No such attempt")
+    /// An attempt deleted with its unit, spec or namespace: go-coordinate's `ErrGone`, which its client maps to
+    /// `coordinate.ErrGone` (it reads the code, whatever the status).
+    static let gone = RESTError(.gone, "ErrGone", "The attempt's work unit was deleted")
     static let notFound = RESTError(.notFound, "ErrNotFound", "Not found")
     static let notPending = RESTError(.conflict, "ErrNotPending", "Attempt is not pending")
     static let lostLease = RESTError(.conflict, "ErrLostLease", "No longer the active attempt")

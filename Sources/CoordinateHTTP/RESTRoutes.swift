@@ -622,7 +622,7 @@ struct RESTRoutes: Sendable {
         let json = try await read { tx -> JSONValue in
             let id = try attemptID(request, tx)
             guard let (attempt, unit, spec) = try tx.attempt(namespace: ns, id: id) else {
-                throw RESTError.noSuchAttempt
+                throw try tx.attemptIsGone(id: id) ? RESTError.gone : RESTError.noSuchAttempt
             }
             return Rep.attempt(ns, attempt, spec: spec.name, unit: unit.key)
         }
@@ -645,7 +645,9 @@ struct RESTRoutes: Sendable {
         }
         let outcome = try await write { tx -> AttemptActionOutcome in
             let id = try attemptID(request, tx)
-            return try tx.attemptAction(namespace: ns, id: id, action, data: data)
+            let outcome = try tx.attemptAction(namespace: ns, id: id, action, data: data)
+            if outcome == .noSuchAttempt, try tx.attemptIsGone(id: id) { throw RESTError.gone }
+            return outcome
         }
         switch outcome {
         case .applied: return noContent()

@@ -1293,6 +1293,16 @@ final class PostgresSession: StorageSession {
         }
     }
 
+    func attemptIDWasIssued(_ id: Int64) throws -> Bool {
+        // The id sequence never goes back; ids reserved ahead for grants count as issued.
+        guard let row = try channel.query("SELECT last_value, is_called FROM attempt_id_seq").first else {
+            return false
+        }
+        let last = try row.int64(0)
+        let lastWasUsed = try row.bool(1)
+        return id > 0 && (lastWasUsed ? id <= last : id < last)
+    }
+
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
         guard let id = unit.latestAttemptID else { return nil }
         if let known = latestAttempts[id] { return known }

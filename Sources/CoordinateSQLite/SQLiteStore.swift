@@ -562,6 +562,13 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         return try readAttempts(query).first
     }
 
+    func attemptIDWasIssued(_ id: Int64) throws -> Bool {
+        // AUTOINCREMENT keeps the highest id ever used in sqlite_sequence, deleted rows included.
+        let query = try statement("SELECT seq FROM sqlite_sequence WHERE name = 'attempt'")
+        guard try query.next() else { return false }
+        return id > 0 && id <= query.int64(0)
+    }
+
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
         guard let id = unit.latestAttemptID else { return nil }
         return try attempt(id: id)

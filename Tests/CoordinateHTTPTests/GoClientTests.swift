@@ -63,6 +63,42 @@ struct GoClientTests {
     }
 
     @Test(
+        "an attempt whose unit was deleted answers ErrGone; one that never existed ErrNoSuchAttempt",
+        arguments: RESTHarness.backends)
+    func deletedUnitAttempt(storage: String) async throws {
+        try await withRESTHarness(storage: storage) { harness in
+            try await harness.client.setWorkSpec(["name": "s"])
+            let units = "/namespace/-/work_spec/s/work_unit"
+            #expect(try await harness.call("POST", units, #"{"name": "u"}"#).0 == 201)
+            #expect(try await harness.call("POST", units, #"{"name": "v"}"#).0 == 201)
+            let granted = try await harness.call(
+                "POST", "/namespace/-/worker/w/request_attempts", #"{"work_specs": ["s"], "number_of_work_units": 2}"#)
+            let urls = try #require(granted.1["attempts"]?.elements?.compactMap { $0["url"]?.stringValue })
+            #expect(urls.count == 2)
+            // Delete the unit of the newest attempt: its id must still be known as issued.
+            let newest = try #require(urls.last)
+            let key = try #require(try await harness.call("GET", newest).1["work_unit_url"]?.stringValue)
+            #expect(try await harness.call("DELETE", key).0 == 204)
+
+            let gone = try await harness.call("GET", newest)
+            #expect(gone.0 == 410)
+            #expect(gone.1["error"] == "ErrGone")
+            let finish = try await harness.call("POST", newest + "/finish", "{}")
+            #expect(finish.0 == 410)
+            #expect(finish.1["error"] == "ErrGone")
+            // The other attempt is untouched; ids never issued are not "gone".
+            #expect(try await harness.call("GET", urls[0]).0 == 200)
+            let never = try await harness.call("GET", "/namespace/-/attempt/999999")
+            #expect(never.0 == 404)
+            #expect(never.1["error"] == "ErrNoSuchAttempt")
+            // Through the unit's alias route the deleted unit is what is missing, as in go-coordinate.
+            #expect(
+                try await harness.call("GET", key + "/attempt/w/2001-01-01T00:00:00Z").1["error"] == "ErrNoSuchWorkUnit"
+            )
+        }
+    }
+
+    @Test(
         "re-creating a pending unit with POST keeps it pending under its attempt; a finished one is reset",
         arguments: RESTHarness.backends)
     func recreatePendingUnit(storage: String) async throws {
