@@ -62,7 +62,10 @@ let package = Package(
         // Knows nothing of sockets or framing.
         .target(
             name: "CoordinateEngine",
-            dependencies: ["Locking", "CBOR", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Locking", "CBOR", .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
             swiftSettings: strictSwift6),
 
         // The SQLite storage backend (the default): GRDB connection management, raw statements on the hot path.

@@ -1,4 +1,5 @@
 import CBOR
+import HeapModule
 import Locking
 import Synchronization
 
@@ -232,9 +233,9 @@ final class MemoryStore: StorageSession {
     private var attemptsByID: [Int64: UnitBox] = [:]
     private var attemptIDsByWorker: [Int64: [Identifier: [Int64]]] = [:]
 
-    private var leaseQueue = MinHeap<DeadlineEntry>()
-    private var delayQueue = MinHeap<DeadlineEntry>()
-    private var lockQueue = MinHeap<LockDeadline>()
+    private var leaseQueue = Heap<DeadlineEntry>()
+    private var delayQueue = Heap<DeadlineEntry>()
+    private var lockQueue = Heap<LockDeadline>()
 
     private var nextNamespaceID: Int64 = 1
     private var nextSpecID: Int64 = 1
@@ -251,8 +252,8 @@ final class MemoryStore: StorageSession {
     func materialize(now: Timestamp) throws -> [Int64: Int] {
         materializedAt = max(materializedAt, now)
         var expired: [Int64: Int] = [:]
-        while let top = leaseQueue.top, top.time < now {
-            leaseQueue.pop()
+        while let top = leaseQueue.min, top.time < now {
+            leaseQueue.removeMin()
             let box = top.box
             guard !box.deleted, box.state == .pending, box.time == top.time, let spec = specsByID[top.specID] else {
                 continue
@@ -260,15 +261,15 @@ final class MemoryStore: StorageSession {
             expireLease(box, in: spec)
             expired[top.specID, default: 0] += 1
         }
-        while let top = delayQueue.top, top.time <= now {
-            delayQueue.pop()
+        while let top = delayQueue.min, top.time <= now {
+            delayQueue.removeMin()
             let box = top.box
             guard !box.deleted, box.bucket == .delayed, box.notBefore == top.time else { continue }
             guard let spec = specsByID[top.specID] else { continue }
             move(box, in: spec, to: .ready)
         }
-        while let top = lockQueue.top, top.time < now {
-            lockQueue.pop()
+        while let top = lockQueue.min, top.time < now {
+            lockQueue.removeMin()
             guard var chunks = locks[top.namespaceID] else { continue }
             let probe = LockEntry(
                 record: LockRecord(
@@ -448,10 +449,10 @@ final class MemoryStore: StorageSession {
         switch box.bucket {
         case .pending:
             queueSequence += 1
-            leaseQueue.push(DeadlineEntry(time: box.time, sequence: queueSequence, specID: spec.record.id, box: box))
+            leaseQueue.insert(DeadlineEntry(time: box.time, sequence: queueSequence, specID: spec.record.id, box: box))
         case .delayed:
             queueSequence += 1
-            delayQueue.push(
+            delayQueue.insert(
                 DeadlineEntry(time: box.notBefore, sequence: queueSequence, specID: spec.record.id, box: box))
         case .finished:
             spec.finishedByTime.insert(CompletionEntry(time: box.time, box: box))
@@ -692,7 +693,7 @@ final class MemoryStore: StorageSession {
         chunks.remove(LockEntry(record: lock))
         chunks.insert(LockEntry(record: lock))
         locks[lock.namespaceID] = chunks
-        lockQueue.push(LockDeadline(time: lock.deadline, namespaceID: lock.namespaceID, pathKey: lock.pathKey))
+        lockQueue.insert(LockDeadline(time: lock.deadline, namespaceID: lock.namespaceID, pathKey: lock.pathKey))
     }
 
     func deleteLock(namespace: Int64, pathKey: [UInt8]) throws {
