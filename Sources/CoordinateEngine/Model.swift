@@ -372,3 +372,23 @@ public struct LockRecord: Sendable, Equatable {
         self.deadline = deadline
     }
 }
+
+// MARK: - Stored codes in SQL
+
+/// An enum stored by its raw value. The SQL backends write these codes into statements through ``sql`` and
+/// ``sqlList(_:)``, never as bare numbers, so a statement says which state it means and follows the enum.
+public protocol StoredCode: RawRepresentable where RawValue == UInt8 {}
+
+extension StoredCode {
+    /// The code as an SQL integer literal.
+    public var sql: String { String(rawValue) }
+
+    /// Codes as a comma-separated SQL list, ascending (for `IN (…)`).
+    public static func sqlList(_ codes: some Sequence<Self>) -> String {
+        codes.map(\.rawValue).sorted().map(String.init).joined(separator: ", ")
+    }
+}
+
+extension UnitState: StoredCode {}
+extension UnitBucket: StoredCode {}
+extension AttemptStatus: StoredCode {}

@@ -54,7 +54,7 @@ enum PostgresSchema {
             );
             CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, priority DESC, key);
             CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key);
-            CREATE INDEX work_unit_deadline ON work_unit (bucket, time) WHERE bucket IN (1, 2);
+            CREATE INDEX work_unit_deadline ON work_unit (bucket, time) WHERE bucket IN (\(UnitBucket.sqlList([.delayed, .pending])));
             CREATE TABLE attempt (
                 id BIGSERIAL PRIMARY KEY,
                 unit_id BIGINT NOT NULL REFERENCES work_unit(id) ON DELETE CASCADE,

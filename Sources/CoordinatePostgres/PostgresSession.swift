@@ -63,7 +63,7 @@ final class PostgresSession: StorageSession {
 
     /// The buckets `work_unit_completed` indexes, as a SQL list. A statement reading through it names its bucket
     /// in its text, since a generic plan cannot prove that a `$n` matches an index's predicate.
-    static let completedBuckets = "\(UnitBucket.finished.rawValue), \(UnitBucket.failed.rawValue)"
+    static let completedBuckets = UnitBucket.sqlList([.finished, .failed])
 
     /// The position of `priority` in ``unitColumns``.
     static let unitPriorityColumn = 5
@@ -139,18 +139,18 @@ final class PostgresSession: StorageSession {
     static let sweepSQL = """
         WITH expired AS (
             SELECT id, spec_id, time, latest_attempt_id FROM work_unit
-            WHERE bucket = 2 AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
+            WHERE bucket = \(UnitBucket.pending.sql) AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
         ), expired_units AS (
-            UPDATE work_unit u SET state = 1, bucket = 0, time = NULL FROM expired e WHERE u.id = e.id
+            UPDATE work_unit u SET state = \(UnitState.available.sql), bucket = \(UnitBucket.ready.sql), time = NULL FROM expired e WHERE u.id = e.id
             RETURNING e.spec_id, e.time, e.latest_attempt_id
         ), expired_attempts AS (
-            UPDATE attempt a SET status = 2, end_time = greatest(a.start_time, x.time)
-            FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = 1 AND EXISTS (SELECT FROM expired_units)
+            UPDATE attempt a SET status = \(AttemptStatus.expired.sql), end_time = greatest(a.start_time, x.time)
+            FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = \(AttemptStatus.pending.sql) AND EXISTS (SELECT FROM expired_units)
             RETURNING a.id
         ), due AS (
-            SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
+            SELECT id, spec_id FROM work_unit WHERE bucket = \(UnitBucket.delayed.sql) AND time <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED
         ), promoted AS (
-            UPDATE work_unit u SET bucket = 0, time = NULL FROM due d WHERE u.id = d.id RETURNING d.spec_id
+            UPDATE work_unit u SET bucket = \(UnitBucket.ready.sql), time = NULL FROM due d WHERE u.id = d.id RETURNING d.spec_id
         ), dropped_locks AS (
             DELETE FROM held_lock WHERE deadline < $1 RETURNING 1
         )
@@ -519,7 +519,7 @@ final class PostgresSession: StorageSession {
     static let namespaceSpecsSQL = """
         SELECT \(specColumns),
             CASE WHEN s.id = $2 THEN NULL ELSE (SELECT u.priority FROM work_unit u WHERE u.spec_id = s.id
-                AND u.bucket = 0 ORDER BY u.priority DESC, u.key LIMIT 1) END,
+                AND u.bucket = \(UnitBucket.ready.sql) ORDER BY u.priority DESC, u.key LIMIT 1) END,
             (SELECT n.generation FROM namespace n WHERE n.id = s.namespace_id)
         \(specSource) WHERE s.namespace_id = $1 ORDER BY s.name
         """
@@ -1088,7 +1088,7 @@ final class PostgresSession: StorageSession {
             if let attempt = unit.latestAttemptID {
                 latestAttempts[attempt] = nil
                 try channel.sendDeferred(
-                    "UPDATE attempt SET status = 2, end_time = greatest(start_time, $1) WHERE id = $2 AND status = 1",
+                    "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = greatest(start_time, $1) WHERE id = $2 AND status = \(AttemptStatus.pending.sql)",
                     [.int(deadline), .int(attempt)], touching: .init(table: .attempt, id: attempt))
             }
             unit.state = .available
@@ -1169,7 +1169,7 @@ final class PostgresSession: StorageSession {
     /// grant it.
     static func readyUnitsSQL(limit: Int) -> String {
         """
-        SELECT \(unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = 0
+        SELECT \(unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql)
         ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
         """
     }
@@ -1203,7 +1203,7 @@ final class PostgresSession: StorageSession {
             }
         }
         let rows = try channel.query(
-            "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = 0 ORDER BY priority DESC, key LIMIT 1",
+            "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT 1",
             [.int(spec)])
         return try rows.first?.double(0)
     }
@@ -1218,7 +1218,7 @@ final class PostgresSession: StorageSession {
         var values: [SQLValue] = [.int(spec)]
         if let buckets {
             guard !buckets.isEmpty else { return [] }
-            sql += " AND bucket IN (\(buckets.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+            sql += " AND bucket IN (\(UnitBucket.sqlList(buckets)))"
         }
         if let startKey {
             values.append(.bytes(startKey.octets))
@@ -1244,7 +1244,7 @@ final class PostgresSession: StorageSession {
     /// text: `work_unit_completed` indexes only the completed buckets (``completedBuckets``).
     static func completedUnitsSQL(_ bucket: UnitBucket, newestFirst: Bool) -> String {
         """
-        SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.rawValue)
+        SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.sql)
         ORDER BY \(newestFirst ? "time DESC, key DESC" : "time, key") LIMIT $2
         """
     }
@@ -1257,7 +1257,7 @@ final class PostgresSession: StorageSession {
         readyTops.removeAll()
         let selected = buckets ?? Set(UnitBucket.allCases)
         guard !selected.isEmpty else { return 0 }
-        let list = selected.map { String($0.rawValue) }.sorted().joined(separator: ",")
+        let list = UnitBucket.sqlList(selected)
         let rows = try channel.query(
             """
             WITH gone AS (DELETE FROM work_unit WHERE spec_id = $1 AND bucket IN (\(list)) RETURNING bucket)
@@ -1358,7 +1358,7 @@ final class PostgresSession: StorageSession {
         var sql = "SELECT \(Self.attemptColumns) FROM attempt WHERE namespace_id = $1 AND worker = $2"
         if let statuses {
             guard !statuses.isEmpty else { return [] }
-            sql += " AND status IN (\(statuses.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+            sql += " AND status IN (\(AttemptStatus.sqlList(statuses)))"
         }
         sql += " ORDER BY id"
         return try channel.query(sql, [.int(namespace), .bytes(worker.octets)]).map { try readAttempt($0) }

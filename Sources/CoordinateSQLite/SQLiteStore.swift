@@ -122,7 +122,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         var expired: [Int64: Int] = [:]
         if cache.nextLeaseExpiry == nil || cache.nextLeaseExpiry! < now {
             let select = try statement(
-                "SELECT id, spec_id, time, latest_attempt_id FROM work_unit WHERE bucket = 2 AND time < ? ORDER BY time LIMIT 512"
+                "SELECT id, spec_id, time, latest_attempt_id FROM work_unit WHERE bucket = \(UnitBucket.pending.sql) AND time < ? ORDER BY time LIMIT 512"
             )
             while true {
                 select.reset()
@@ -141,8 +141,10 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             cache.nextLeaseExpiry = try minimumTime(bucket: 2) ?? .max
         }
         if cache.nextDelayEnd == nil || cache.nextDelayEnd! <= now {
-            let select = try statement("SELECT id, spec_id FROM work_unit WHERE bucket = 1 AND time <= ? LIMIT 512")
-            let promote = try statement("UPDATE work_unit SET bucket = 0, time = NULL WHERE id = ?")
+            let select = try statement(
+                "SELECT id, spec_id FROM work_unit WHERE bucket = \(UnitBucket.delayed.sql) AND time <= ? LIMIT 512")
+            let promote = try statement(
+                "UPDATE work_unit SET bucket = \(UnitBucket.ready.sql), time = NULL WHERE id = ?")
             while true {
                 select.reset()
                 try select.bind(1, now)
@@ -182,12 +184,15 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     private func expire(unit id: Int64, spec: Int64, deadline: Int64, attempt: Int64?) throws {
         if let attempt {
             let update = try statement(
-                "UPDATE attempt SET status = 2, end_time = max(start_time, ?) WHERE id = ? AND status = 1")
+                "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = max(start_time, ?) WHERE id = ? AND status = \(AttemptStatus.pending.sql)"
+            )
             try update.bind(1, deadline)
             try update.bind(2, attempt)
             try update.run()
         }
-        let update = try statement("UPDATE work_unit SET state = 1, bucket = 0, time = NULL WHERE id = ?")
+        let update = try statement(
+            "UPDATE work_unit SET state = \(UnitState.available.sql), bucket = \(UnitBucket.ready.sql), time = NULL WHERE id = ?"
+        )
         try update.bind(1, id)
         try update.run()
         adjustCount(spec: spec, .pending, by: -1)
@@ -410,7 +415,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             // A renewal with a non-positive lease: the unit expires at once.
             if let attempt = unit.latestAttemptID {
                 let update = try statement(
-                    "UPDATE attempt SET status = 2, end_time = max(start_time, ?) WHERE id = ? AND status = 1")
+                    "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = max(start_time, ?) WHERE id = ? AND status = \(AttemptStatus.pending.sql)"
+                )
                 try update.bind(1, deadline)
                 try update.bind(2, attempt)
                 try update.run()
@@ -461,7 +467,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
         let query = try statement(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = 0 ORDER BY priority DESC, key LIMIT ?"
+            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT ?"
         )
         try query.bind(1, spec)
         try query.bind(2, limit)
@@ -470,7 +476,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func topReadyPriority(spec: Int64) throws -> Double? {
         let query = try statement(
-            "SELECT priority FROM work_unit WHERE spec_id = ? AND bucket = 0 ORDER BY priority DESC, key LIMIT 1")
+            "SELECT priority FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT 1"
+        )
         try query.bind(1, spec)
         defer { query.reset() }
         return try query.next() ? query.double(0) : nil
@@ -485,7 +492,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         var sql = "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ?"
         if let buckets {
             guard !buckets.isEmpty else { return [] }
-            sql += " AND bucket IN (\(buckets.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+            sql += " AND bucket IN (\(UnitBucket.sqlList(buckets)))"
         }
         if startKey != nil { sql += " AND key >= ?" }
         sql += order == .key ? " ORDER BY key" : " ORDER BY priority DESC, key"
@@ -524,7 +531,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     func deleteUnits(spec: Int64, buckets: Set<UnitBucket>?) throws -> Int {
         let selected = buckets ?? Set(UnitBucket.allCases)
         guard !selected.isEmpty else { return 0 }
-        let list = selected.map { String($0.rawValue) }.sorted().joined(separator: ",")
+        let list = UnitBucket.sqlList(selected)
         let delete = try statement("DELETE FROM work_unit WHERE spec_id = ? AND bucket IN (\(list))")
         try delete.bind(1, spec)
         try delete.run()
@@ -618,7 +625,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         var sql = "SELECT \(Self.attemptColumns) FROM attempt WHERE namespace_id = ? AND worker = ?"
         if let statuses {
             guard !statuses.isEmpty else { return [] }
-            sql += " AND status IN (\(statuses.map { String($0.rawValue) }.sorted().joined(separator: ",")))"
+            sql += " AND status IN (\(AttemptStatus.sqlList(statuses)))"
         }
         sql += " ORDER BY id"
         let query = try statement(sql)
