@@ -43,6 +43,9 @@ public protocol StorageBackend: Sendable {
     /// A short name for logs and metrics: `memory`, `sqlite`, `postgres`.
     var name: String { get }
 
+    /// Where operations take their current time from (``StorageSession/databaseTime``).
+    var timeSource: TimeSource { get }
+
     /// Runs `body` as one atomic operation with exclusive use of a session, then calls `completion` once the
     /// operation's effects are durable: with nil, or with the error that `body` threw or that prevented the
     /// commit. `body` may run on any thread; `completion` may be called on any thread, possibly before
@@ -135,7 +138,19 @@ public struct StorageCounter: Sendable, Equatable {
     }
 }
 
+/// Where a backend's operations take "now" from.
+public enum TimeSource: Sendable, Equatable {
+    /// The engine's clock (one process owns the storage).
+    case engineClock
+    /// The database's clock, shared by every daemon on that database (storage.md §4.4): a reader of the current
+    /// time must ask through an operation.
+    case storage
+}
+
 extension StorageBackend {
+    /// Backends owned by one process use the engine's clock.
+    public var timeSource: TimeSource { .engineClock }
+
     /// A backend without counters of its own.
     public var counters: [StorageCounter] { [] }
 }

@@ -575,8 +575,8 @@ public struct JobQueueModule: RPCModule {
         @Sendable func seconds(_ instant: Int64) -> CBORValue {
             .int(instant >= 0 ? instant / 1_000_000 : (instant - 999_999) / 1_000_000)
         }
-        // On PostgreSQL the engine's time is the database's (storage.md §4.4); elsewhere it is the local clock.
-        if engine.backend.name == "postgres" {
+        // A backend shared by several daemons keeps the time (storage.md §4.4); elsewhere it is the local clock.
+        if engine.backend.timeSource == .storage {
             return try bridge.run(call, .read, { tx in tx.now }) { instant in seconds(instant) }
         }
         return .value(seconds(engine.clock.now()))

@@ -39,6 +39,8 @@ public enum PostgresStartError: Error, CustomStringConvertible, Sendable {
 ///   `storage unavailable: DETAIL`, and a background loop reconnects with backoff from 0.5 s to 30 s (§6.4).
 public final class PostgresBackend: StorageBackend {
     public let name = "postgres"
+    /// Every daemon on the database shares its clock (storage.md §4.4): operations take their time from it.
+    public let timeSource = TimeSource.storage
     public let url: PostgresURL
     public let schema: String
     public let poolSize: Int
