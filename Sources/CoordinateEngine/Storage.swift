@@ -46,6 +46,19 @@ public protocol StorageBackend: Sendable {
     /// Where operations take their current time from (``StorageSession/databaseTime``).
     var timeSource: TimeSource { get }
 
+    /// Makes the backend ready to serve: opens or connects to durable storage and migrates it. Until it returns,
+    /// operations fail with `storage unavailable: initialising`. It throws only what must end the process (a
+    /// schema newer than this build supports); any other problem leaves the backend unavailable, logged.
+    func start(clock: any EngineClock) async throws(StorageStartError)
+
+    /// The backend's own upkeep, once a second, before the engine's maintenance (file checks, checkpoints,
+    /// schema-version checks). Answers whether the backend can serve now: the engine's maintenance is skipped
+    /// for that second when it cannot. `second` counts the seconds since maintenance began.
+    func maintain(second: Int) async -> Bool
+
+    /// File descriptors the backend may hold open at most, for the daemon's descriptor budget.
+    var descriptorDemand: Int { get }
+
     /// Runs `body` as one atomic operation with exclusive use of a session, then calls `completion` once the
     /// operation's effects are durable: with nil, or with the error that `body` threw or that prevented the
     /// commit. `body` may run on any thread; `completion` may be called on any thread, possibly before
@@ -147,9 +160,25 @@ public enum TimeSource: Sendable, Equatable {
     case storage
 }
 
+/// Why a backend could not start and the process must end (``StorageBackend/start(clock:)``).
+public struct StorageStartError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
 extension StorageBackend {
     /// Backends owned by one process use the engine's clock.
     public var timeSource: TimeSource { .engineClock }
+
+    /// A backend ready from construction has nothing to start.
+    public func start(clock: any EngineClock) async throws(StorageStartError) {}
+
+    /// A backend without upkeep of its own serves while it is healthy.
+    public func maintain(second: Int) async -> Bool { health().isAvailable }
+
+    /// A backend that holds no descriptors of its own.
+    public var descriptorDemand: Int { 0 }
 
     /// A backend without counters of its own.
     public var counters: [StorageCounter] { [] }

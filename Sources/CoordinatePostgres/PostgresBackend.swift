@@ -256,6 +256,24 @@ public final class PostgresBackend: StorageBackend {
 
     /// Re-reads the schema version (storage.md §5.6): another daemon may have migrated beyond what this one
     /// supports. Called by the daemon at least every 5 s.
+    /// The pool's connections and the listener's.
+    public var descriptorDemand: Int { poolSize + 4 }
+
+    /// Connects and migrates (``initialize(now:)``).
+    public func start(clock: any EngineClock) async throws(StorageStartError) {
+        do throws(PostgresStartError) {
+            try await initialize(now: { clock.now() })
+        } catch {
+            throw StorageStartError(error.description)
+        }
+    }
+
+    /// Every five seconds, notices another daemon having migrated the schema beyond this one (storage.md §5.6).
+    public func maintain(second: Int) async -> Bool {
+        if second % 5 == 0 { await checkSchemaVersion() }
+        return health().isAvailable
+    }
+
     public func checkSchemaVersion() async {
         guard state.withLock({ $0.phase == .ready }) else { return }
         let version: Int? = await withCheckedContinuation { continuation in

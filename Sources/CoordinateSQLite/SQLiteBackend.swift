@@ -59,16 +59,49 @@ public final class SQLiteBackend: StorageBackend {
     ///   - groupCommit: `coordinate.server.sqlite_group_commit`.
     ///   - maxPageCount: Test-only cap on the database size (`PRAGMA max_page_count`), to provoke `SQLITE_FULL`
     ///     where mounting a small filesystem is not permitted.
+    ///   - checkpointInterval: Seconds between the periodic passive checkpoints of ``maintain(second:)``.
     public init(
         path: String, groupCommit: Bool = true, logger: Logger, maxPageCount: Int? = nil,
-        observer: (any StorageObserver)? = nil
+        checkpointInterval: Int = 10, observer: (any StorageObserver)? = nil
     ) {
         self.observer = observer
         self.path = path
         self.groupCommit = groupCommit
         self.logger = logger
         self.maxPageCount = maxPageCount
+        self.checkpointInterval = max(1, checkpointInterval)
         walTrigger.checkpoint = { [weak self] in self?.checkpoint() }
+    }
+
+    private let checkpointInterval: Int
+
+    /// The database, its lock file and its WAL stay open: the budget of ``StorageBackend/descriptorDemand``.
+    public var descriptorDemand: Int { 16 }
+
+    /// Opens and migrates the database (``initialize(now:)``) on a thread of its own: opening, recovering a WAL
+    /// and migrating block, and must not hold a thread of the cooperative pool.
+    public func start(clock: any EngineClock) async throws(StorageStartError) {
+        let now = clock.now()
+        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<SQLiteStartError?, Never>) in
+            Thread.detachNewThread {
+                do throws(SQLiteStartError) {
+                    try self.initialize(now: now)
+                    continuation.resume(returning: nil)
+                } catch {
+                    continuation.resume(returning: error)
+                }
+            }
+        }
+        if let failure { throw StorageStartError(failure.description) }
+    }
+
+    /// Notices a removed, replaced or unwritable database file within a second (storage.md §6.5) — three
+    /// `open()` calls, and the sooner SQLite stops, the less likely a SIGBUS from an immutable `-shm` file — and
+    /// runs the periodic checkpoint.
+    public func maintain(second: Int) async -> Bool {
+        checkFiles()
+        if second % checkpointInterval == 0 { await checkpointInBackground() }
+        return health().isAvailable
     }
 
     // MARK: - Lock file

@@ -3,9 +3,7 @@ import CoordinateConfig
 import CoordinateEngine
 import CoordinateHTTP
 import CoordinateMetrics
-import CoordinatePostgres
 import CoordinateRPC
-import CoordinateSQLite
 import Foundation
 import Logging
 import NIOCore
@@ -43,10 +41,6 @@ public final class Daemon: Sendable {
     public let group: MultiThreadedEventLoopGroup
     /// The engine behind the built-in modules (nil when the daemon serves only injected modules).
     public let engine: Engine?
-    /// The SQLite backend, when the daemon runs on one.
-    public let sqlite: SQLiteBackend?
-    /// The PostgreSQL backend, when the daemon runs on one.
-    public let postgres: PostgresBackend?
     /// Metrics of this daemon (nil when built without the built-in engine).
     public let metrics: CoordinateMetrics?
     /// The HTTP listener (REST, metrics, health, dashboard); nil when `http_port` is 0 or there is no engine.
@@ -54,8 +48,6 @@ public final class Daemon: Sendable {
     let logger: Logger
     /// The descriptor limit and the CBOR-RPC connection limit it allows (``DescriptorBudget``).
     public let descriptorBudget: DescriptorBudget
-    /// The descriptor holding `<sqlite_path>.lock` for the life of the process.
-    private let lockFileDescriptor: Int32
 
     /// Builds the daemon from its configuration: storage backend, engine and the enabled built-in modules.
     ///
@@ -77,52 +69,12 @@ public final class Daemon: Sendable {
                 throw .configuration(error)
             }
         }
-        guard catalog.availableStorage.contains(configuration.server.storage) else {
-            throw .other("storage backend \(configuration.server.storage.rawValue) is not available in this build")
-        }
         let metrics = CoordinateMetrics(
             storageBackend: configuration.server.storage.rawValue, version: CoordinateVersion.current)
-        let backend: any StorageBackend
-        var sqlite: SQLiteBackend?
-        var postgres: PostgresBackend?
-        var lockDescriptor: Int32 = -1
-        switch configuration.server.storage {
-        case .sqlite:
-            let path = configuration.resolvedSQLitePath()
-            do {
-                lockDescriptor = try SQLiteBackend.acquireLockFile(for: path)
-            } catch {
-                throw .other(error.description)
-            }
-            let environment = ProcessInfo.processInfo.environment
-            let pageLimit =
-                environment["COORDINATE_TESTING"] == "1"
-                ? environment["COORDINATE_TEST_SQLITE_MAX_PAGE_COUNT"].flatMap(Int.init) : nil
-            let created = SQLiteBackend(
-                path: path, groupCommit: configuration.server.sqliteGroupCommit, logger: logger,
-                maxPageCount: pageLimit,
-                observer: metrics)
-            sqlite = created
-            backend = created
-        case .postgres:
-            let url: PostgresURL
-            do {
-                url = try PostgresURL(configuration.server.postgresURL ?? "")
-            } catch {
-                throw .configuration(
-                    ConfigurationError(
-                        source: configurationSource, key: "coordinate.server.postgres_url",
-                        reason: error.description))
-            }
-            let created = PostgresBackend(
-                url: url, schema: configuration.server.postgresSchema, poolSize: configuration.server.postgresPoolSize,
-                writeTransactions: configuration.server.postgresWriteTransactions, logger: logger, observer: metrics,
-                useDatabaseClock: !clockOverridesDatabase)
-            postgres = created
-            backend = created
-        default:
-            backend = MemoryBackend()
-        }
+        let backend = try StorageRegistry.builtIn.makeBackend(
+            StorageRegistry.Context(
+                configuration: configuration, configurationSource: configurationSource, logger: logger,
+                metrics: metrics, clockOverridesDatabase: clockOverridesDatabase))
         let jobQueue = configuration.jobQueue
         let engine = Engine(
             backend: backend, clock: clock,
@@ -139,8 +91,8 @@ public final class Daemon: Sendable {
             logger: logger)
         let modules = try catalog.modules(for: configuration, context: context)
         try self.init(
-            configuration: configuration, modules: modules, engine: engine, sqlite: sqlite, postgres: postgres,
-            lockFileDescriptor: lockDescriptor, tls: tls, logger: logger, eventLoopThreads: eventLoopThreads,
+            configuration: configuration, modules: modules, engine: engine,
+            tls: tls, logger: logger, eventLoopThreads: eventLoopThreads,
             metrics: metrics)
     }
 
@@ -148,7 +100,6 @@ public final class Daemon: Sendable {
     /// Fails when two modules define the same method name. With `tls`, both listeners accept only TLS.
     public init(
         configuration: CoordinateConfiguration, modules: [any RPCModule], engine: Engine? = nil,
-        sqlite: SQLiteBackend? = nil, postgres: PostgresBackend? = nil, lockFileDescriptor: Int32 = -1,
         tls: ServerTLS? = nil, logger: Logger,
         eventLoopThreads: Int = System.coreCount, metrics: CoordinateMetrics? = nil
     ) throws(DaemonStartError) {
@@ -156,9 +107,6 @@ public final class Daemon: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.engine = engine
-        self.sqlite = sqlite
-        self.postgres = postgres
-        self.lockFileDescriptor = lockFileDescriptor
         let table: RPCMethodTable
         do {
             table = try RPCMethodTable(modules: modules)
@@ -175,7 +123,7 @@ public final class Daemon: Sendable {
         let budget = DescriptorBudget(
             limit: DescriptorBudget.raiseLimit(), maxConnections: server.maxConnections,
             httpConnections: server.httpPort != 0 && engine != nil ? server.httpMaxConnections : 0,
-            storageDescriptors: postgres != nil ? server.postgresPoolSize + 4 : (sqlite != nil ? 16 : 0),
+            storageDescriptors: engine?.backend.descriptorDemand ?? 0,
             eventLoops: max(1, eventLoopThreads))
         if let warning = budget.warning { logger.warning("\(warning)") }
         self.descriptorBudget = budget
@@ -241,7 +189,8 @@ public final class Daemon: Sendable {
                         reason: ListenError.reason(for: error))
                 }
             }
-            if sqlite == nil && postgres == nil { await createRPCNamespace() }
+            // Storage that serves from the start (memory) gets the namespace now; the rest once initialised.
+            if engine?.backend.health().isAvailable == true { await createRPCNamespace() }
             return ListeningAddresses(cborRPC: address, http: httpAddress)
         } catch {
             throw .listen(error)
@@ -252,29 +201,12 @@ public final class Daemon: Sendable {
     /// `storage unavailable: initialising`. Throws only for the conditions that end the process (a schema newer
     /// than supported); other problems leave the daemon up with storage unavailable.
     public func initializeStorage() async throws(DaemonStartError) {
-        if let postgres, let engine {
-            let clock = engine.clock
-            do throws(PostgresStartError) {
-                try await postgres.initialize(now: { clock.now() })
-            } catch {
-                throw .other(error.description)
-            }
-            await createRPCNamespace()
-            return
+        guard let engine else { return }
+        do throws(StorageStartError) {
+            try await engine.backend.start(clock: engine.clock)
+        } catch {
+            throw .other(error.description)
         }
-        guard let sqlite, let engine else { return }
-        let now = engine.clock.now()
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<SQLiteStartError?, Never>) in
-            Thread.detachNewThread {
-                do throws(SQLiteStartError) {
-                    try sqlite.initialize(now: now)
-                    continuation.resume(returning: nil)
-                } catch {
-                    continuation.resume(returning: error)
-                }
-            }
-        }
-        if let result { throw .other(result.description) }
         await createRPCNamespace()
     }
 
@@ -294,12 +226,7 @@ public final class Daemon: Sendable {
             configuration.jobQueue.limitCompletedCount != nil || configuration.jobQueue.limitCompletedAge != nil
         var sinceArchive = 0.0
         var sincePurge = 0.0
-        var sinceCheckpoint = 0.0
-        // Tests that must tell the size-triggered checkpoint from the periodic one push the latter out of the way.
-        let environment = ProcessInfo.processInfo.environment
-        let checkpointEvery =
-            environment["COORDINATE_TESTING"] == "1"
-            ? environment["COORDINATE_TEST_SQLITE_CHECKPOINT_SECONDS"].flatMap(Double.init) ?? 10 : 10
+        var second = 0
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: .seconds(1))
@@ -308,22 +235,8 @@ public final class Daemon: Sendable {
             }
             sinceArchive += 1
             sincePurge += 1
-            sinceCheckpoint += 1
-            if let postgres {
-                // Another daemon may have migrated the schema beyond this one (storage.md §5.6).
-                if Int(sincePurge) % 5 == 0 { await postgres.checkSchemaVersion() }
-                guard postgres.health().isAvailable else { continue }
-            }
-            if let sqlite {
-                // Notice a removed, replaced or unwritable database file within a second (storage.md §6.5): three
-                // open() calls, and the sooner SQLite stops, the less likely a SIGBUS from an immutable -shm file.
-                sqlite.checkFiles()
-                if sinceCheckpoint >= checkpointEvery {
-                    sinceCheckpoint = 0
-                    await sqlite.checkpointInBackground()
-                }
-                guard sqlite.health().isAvailable else { continue }
-            }
+            second += 1
+            guard await engine.backend.maintain(second: second) else { continue }
             do {
                 // An empty operation: every operation first materializes expired leases, delays and locks.
                 try await engine.perform(.write) { _ in }

@@ -15,24 +15,20 @@ public struct ModuleContext: Sendable {
     public let logger: Logger
 }
 
-/// The RPC modules and storage backends compiled into this build, and how to build the enabled ones.
+/// The RPC modules compiled into this build, and how to build the enabled ones (storage backends: ``StorageRegistry``).
 public struct ModuleCatalog: Sendable {
     public typealias Factory = @Sendable (ModuleContext) -> any RPCModule
 
-    /// Storage backends this build can run on.
-    public var availableStorage: Set<StorageKind>
     /// Module factories by configuration name.
     public var factories: [String: Factory]
 
-    public init(availableStorage: Set<StorageKind>, factories: [String: Factory]) {
-        self.availableStorage = availableStorage
+    public init(factories: [String: Factory]) {
         self.factories = factories
     }
 
     /// What this build offers.
     public static var builtIn: ModuleCatalog {
         ModuleCatalog(
-            availableStorage: [.memory, .sqlite, .postgres],
             factories: [
                 "JobQueue": { context in
                     JobQueueModule(
