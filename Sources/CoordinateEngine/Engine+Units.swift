@@ -96,6 +96,16 @@ extension EngineTransaction {
         return (try session.unitCounts(spec: spec.id), spec.archivedFinished, spec.archivedFailed)
     }
 
+    /// Live unit counts of a spec by bucket.
+    public func unitCounts(of spec: SpecRecord) throws -> UnitCounts {
+        try session.unitCounts(spec: spec.id)
+    }
+
+    /// A spec's most recently failed units, newest first.
+    public func recentFailures(of spec: SpecRecord, limit: Int) throws -> [UnitRecord] {
+        try session.newestCompletedUnits(spec: spec.id, bucket: .failed, limit: limit)
+    }
+
     /// Units by key, in request order (nil where missing); nil when there is no such spec.
     public func workUnits(
         namespace name: Identifier, spec specName: Identifier, keys: [Identifier]

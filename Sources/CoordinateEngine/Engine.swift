@@ -227,7 +227,8 @@ public final class Engine: Sendable {
 public struct EngineTransaction {
     // Stored properties are @usableFromInline so the inlinable `Engine.perform` can be specialized by callers.
     public let engine: Engine
-    public let session: any StorageSession
+    /// The storage, for the engine's own rules only: consumers use the transaction's domain methods.
+    let session: any StorageSession
     /// The instant at which this operation happens (semantics.md §1).
     public let now: Timestamp
     /// Attempt outcomes recorded by this operation, counted once it completes.

@@ -164,7 +164,7 @@ final class Dashboard: Sendable {
     ) throws -> [[String: Any]] {
         var entries: [(SpecRecord, UnitRecord)] = []
         for spec in specs {
-            entries += try tx.session.newestCompletedUnits(spec: spec.id, bucket: .failed, limit: limit).map {
+            entries += try tx.recentFailures(of: spec, limit: limit).map {
                 (spec, $0)
             }
         }
@@ -197,7 +197,7 @@ final class Dashboard: Sendable {
             var rows: [[String: Any]] = []
             var totals = [Int](repeating: 0, count: 6)
             for spec in specs {
-                let counts = try tx.session.unitCounts(spec: spec.id)
+                let counts = try tx.unitCounts(of: spec)
                 let archived = Int(spec.archivedFinished + spec.archivedFailed)
                 let values = [counts.ready, counts.delayed, counts.pending, counts.finished, counts.failed, archived]
                 for (index, value) in values.enumerated() { totals[index] += value }
@@ -253,7 +253,7 @@ final class Dashboard: Sendable {
         let filter = query.first("status") ?? ""
         let page = try await engine.perform(.read) { tx -> PageContext? in
             guard let spec = try tx.spec(namespace: ns, named: name) else { return nil }
-            let counts = try tx.session.unitCounts(spec: spec.id)
+            let counts = try tx.unitCounts(of: spec)
             let units =
                 try tx.queryUnits(
                     namespace: ns, spec: name, UnitQuery(buckets: buckets, previous: previous, limit: limit + 1)) ?? []

@@ -115,7 +115,7 @@ extension Dashboard {
                     : "The work spec is not paused; resuming changes nothing."
                 button = "Resume"
             case .retryFailed:
-                let failed = try tx.session.unitCounts(spec: spec.id).failed
+                let failed = try tx.unitCounts(of: spec).failed
                 let units = failed == 1 ? "1 failed unit becomes" : "\(failed) failed units become"
                 heading = "Retry the failed units of \(specText)?"
                 effect =

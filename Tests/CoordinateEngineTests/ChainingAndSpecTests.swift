@@ -199,8 +199,8 @@ struct ChainingAndSpecTests {
         }
         #expect(counts.0 == 1 && counts.1 == 0)
         try await h.run { tx in
-            let record = try #require(try tx.session.namespace(named: one))
-            try tx.session.deleteNamespace(record, keepRecord: false)
+            let deleted = try tx.deleteNamespace(one, keepRecord: false)
+            #expect(deleted)
         }
         #expect(try await h.run { tx in try tx.spec(namespace: one, named: Identifier(bytes: "s")) } == nil)
         #expect(try await h.run { tx in try tx.spec(namespace: two, named: Identifier(bytes: "s")) } != nil)

@@ -149,7 +149,7 @@ struct EngineHarness {
                 let unit = try tx.workUnit(
                     namespace: namespace, spec: Identifier(bytes: spec), key: Identifier(bytes: key))
             else { return [] }
-            return try tx.session.attempts(of: unit)
+            return try tx.attempts(of: unit)
         }
     }
 

@@ -306,10 +306,10 @@ struct ReadAheadTests {
         #expect(after.readsAhead == before.readsAhead + 4)
         #expect(after.readsAheadUsed == before.readsAheadUsed + 3, "a's second read was made again")
         let attempts = try await engine.perform(.read) { tx -> [String] in
-            guard let record = try tx.spec(namespace: namespace, named: spec),
-                let unit = try tx.session.unit(spec: record.id, key: Identifier(bytes: "a"))
-            else { return [] }
-            return try tx.session.attempts(of: unit).map { String(decoding: $0.worker.octets, as: UTF8.self) }
+            guard let unit = try tx.workUnit(namespace: namespace, spec: spec, key: Identifier(bytes: "a")) else {
+                return []
+            }
+            return try tx.attempts(of: unit).map { String(decoding: $0.worker.octets, as: UTF8.self) }
         }
         #expect(attempts == ["w", "w"], "a was granted again, not renewed")
         await backend.close()
