@@ -144,18 +144,8 @@ public enum UnitBucket: UInt8, Sendable, Hashable, CaseIterable, Comparable {
 
     public static func < (lhs: UnitBucket, rhs: UnitBucket) -> Bool { lhs.rawValue < rhs.rawValue }
 
-    /// The Python status code (semantics.md §4.2).
-    public var pythonStatus: Int {
-        switch self {
-        case .ready, .delayed: return 1
-        case .pending: return 3
-        case .finished: return 4
-        case .failed: return 5
-        }
-    }
-
-    /// The REST status name.
-    public var restName: String {
+    /// The status's name, as every text surface shows it (REST, metrics labels, the dashboard).
+    public var name: String {
         switch self {
         case .ready: return "available"
         case .delayed: return "delayed"

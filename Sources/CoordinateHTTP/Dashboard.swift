@@ -242,7 +242,7 @@ final class Dashboard: Sendable {
     {
         var selected: Set<UnitBucket>?
         if let status = query.first("status"), !status.isEmpty, status != "any" {
-            guard let bucket = UnitBucket.allCases.first(where: { $0.restName == status }) else {
+            guard let bucket = UnitBucket.allCases.first(where: { $0.name == status }) else {
                 throw PageError.badRequest("Unknown status \(status).")
             }
             selected = [bucket]
@@ -266,7 +266,7 @@ final class Dashboard: Sendable {
                 var row: [String: Any] = [
                     "name": Self.text(unit.key), "key": Self.repr(unit.key.value),
                     "link": Self.unitLink(ns, name, unit.key),
-                    "status": bucket.restName, "priority": PythonRepr.formatFloat(unit.priority),
+                    "status": bucket.name, "priority": PythonRepr.formatFloat(unit.priority),
                     "worker": latest.map { Self.text($0.worker) } ?? "", "expiration": Self.time(expiration),
                 ]
                 if actions {
@@ -342,7 +342,7 @@ final class Dashboard: Sendable {
             return PageContext([
                 "namespace": Self.label(ns), "nsLink": Self.nsLink(ns), "spec": Self.text(specName),
                 "specLink": Self.specLink(ns, specName), "unit": Self.text(key), "key": Self.repr(unit.key.value),
-                "status": unit.bucket(at: tx.now).restName, "priority": PythonRepr.formatFloat(unit.priority),
+                "status": unit.bucket(at: tx.now).name, "priority": PythonRepr.formatFloat(unit.priority),
                 "notBefore": Self.time(unit.notBefore), "data": Display.pretty(unit.data.decoded()),
                 "traceback": Self.traceback(unit.data), "attempts": attempts.reversed() as [[String: Any]],
                 "noAttempts": attempts.isEmpty,

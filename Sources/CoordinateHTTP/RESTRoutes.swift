@@ -97,7 +97,7 @@ struct RESTRoutes: Sendable {
         if !statuses.isEmpty, !statuses.contains("any") {
             query.buckets = Set(
                 try statuses.map { status in
-                    guard let bucket = UnitBucket.allCases.first(where: { $0.restName == status }) else {
+                    guard let bucket = UnitBucket.allCases.first(where: { $0.name == status }) else {
                         throw RESTError.badRequest("unknown status \(status)")
                     }
                     return bucket

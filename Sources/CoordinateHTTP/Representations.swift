@@ -94,7 +94,7 @@ enum Rep {
 
     static func counts(_ counts: UnitCounts) -> JSONValue {
         let order: [UnitBucket] = [.ready, .delayed, .pending, .finished, .failed]
-        return .object(order.filter { counts[$0] > 0 }.map { ($0.restName, .int(Int64(counts[$0]))) })
+        return .object(order.filter { counts[$0] > 0 }.map { ($0.name, .int(Int64(counts[$0]))) })
     }
 
     static func summary(_ records: [SummaryRecord]) -> JSONValue {
@@ -103,7 +103,7 @@ enum Rep {
                 .object([
                     ("Namespace", .string(record.namespace.description)),
                     ("WorkSpec", .string(record.spec.description)),
-                    ("Status", .string(record.bucket.restName)), ("Count", .int(Int64(record.count))),
+                    ("Status", .string(record.bucket.name)), ("Count", .int(Int64(record.count))),
                 ])
             })
     }
@@ -122,7 +122,7 @@ enum Rep {
         var members: [(String, JSONValue)] = [("url", .string(url))] + name(unit.key)
         members.append(("data", data(unit.data)))
         members.append(("meta", .object([("priority", .float(unit.priority)), ("not_before", time(unit.notBefore))])))
-        members.append(("status", .string(bucket.restName)))
+        members.append(("status", .string(bucket.name)))
         switch bucket {
         case .pending:
             if let latest { members += name(latest.worker, field: "worker_id") }

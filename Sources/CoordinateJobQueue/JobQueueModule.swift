@@ -599,3 +599,15 @@ enum Messages {
         .bytes(Array("no such work spec ".utf8) + name.octets)
     }
 }
+
+extension UnitBucket {
+    /// The Python status code of a unit in this bucket (semantics.md §4.2): what `get_work_unit_status` reports.
+    var pythonStatus: Int {
+        switch self {
+        case .ready, .delayed: return 1
+        case .pending: return 3
+        case .finished: return 4
+        case .failed: return 5
+        }
+    }
+}

@@ -189,7 +189,7 @@ public final class CoordinateMetrics: StorageObserver {
                 for bucket in [UnitBucket.ready, .delayed, .pending, .finished, .failed] {
                     text.sample(
                         "coordinate_work_units",
-                        [("namespace", spec.namespace), ("work_spec", spec.name), ("status", bucket.restName)],
+                        [("namespace", spec.namespace), ("work_spec", spec.name), ("status", bucket.name)],
                         Double(spec.counts[bucket]))
                 }
             }

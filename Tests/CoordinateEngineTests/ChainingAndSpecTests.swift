@@ -238,7 +238,7 @@ struct SummaryTests {
         try await h.update("a", "y", status: 5)
         let records = try await h.run { tx in try tx.summary(namespace: nil) }
         #expect(
-            records.map { "\($0.spec):\($0.bucket.restName):\($0.count)" } == [
+            records.map { "\($0.spec):\($0.bucket.name):\($0.count)" } == [
                 "a:available:1", "a:pending:1", "a:failed:1", "b:delayed:1",
             ])
     }
