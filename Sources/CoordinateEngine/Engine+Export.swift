@@ -291,7 +291,7 @@ extension EngineTransaction {
                     unit.attemptCount += 1
                     counts.attempts += 1
                 }
-                if unit.attemptCount > 0 { try session.updateUnit(unit) }
+                if unit.attemptCount > 0 { try store(unit) }
                 counts.units += 1
             }
         }

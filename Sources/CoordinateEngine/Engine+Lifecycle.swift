@@ -25,6 +25,24 @@ public struct UnitItem: Sendable, Equatable {
 /// Unit lifecycle primitives shared by every operation: grant, add/reset, finish, fail, release, chaining
 /// (semantics.md §5–§6).
 extension EngineTransaction {
+    /// Stores `unit`; every unit write of the engine goes through here, and backends store what they are given.
+    /// A PENDING unit whose lease has already run out — a renewal with a negative lease — expires at once, as the
+    /// sweep would expire it a moment later (semantics.md §6.4): its pending attempt ends `expired` at the
+    /// deadline and the unit becomes AVAILABLE.
+    func store(_ unit: UnitRecord) throws {
+        var unit = unit
+        if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < now {
+            if var attempt = try latestAttempt(of: unit), attempt.status == .pending {
+                attempt.status = .expired
+                attempt.endTime = max(attempt.startTime, deadline)
+                try session.updateAttempt(attempt)
+            }
+            unit.state = .available
+            unit.leaseDeadline = nil
+        }
+        try session.updateUnit(unit)
+    }
+
     /// The unit's latest attempt.
     func latestAttempt(of unit: UnitRecord) throws -> AttemptRecord? {
         guard unit.latestAttemptID != nil else { return nil }
@@ -62,7 +80,7 @@ extension EngineTransaction {
         unit.completionTime = nil
         unit.latestAttemptID = attempt.id
         unit.attemptCount += 1
-        try session.updateUnit(unit)
+        try store(unit)
         count(.granted, spec: spec)
     }
 
@@ -130,7 +148,7 @@ extension EngineTransaction {
                     unit.data = item.data
                     if let priority = item.priority { unit.priority = priority }
                     unit.notBefore = notBefore(of: item)
-                    try session.updateUnit(unit)
+                    try store(unit)
                     continue
                 }
                 try endPendingAttempt(of: unit, as: .retryable, data: item.data, namespace: namespace, spec: spec)
@@ -142,7 +160,7 @@ extension EngineTransaction {
             unit.notBefore = notBefore(of: item)
             unit.completionTime = nil
             unit.retryCountBase = unit.attemptCount
-            try session.updateUnit(unit)
+            try store(unit)
         }
         return lastItems.count - existing.count
     }
@@ -159,7 +177,7 @@ extension EngineTransaction {
         unit.completionTime = now
         unit.leaseDeadline = nil
         unit.notBefore = nil
-        try session.updateUnit(unit)
+        try store(unit)
         try chain(from: unit, spec: spec, namespace: namespace)
     }
 
@@ -169,7 +187,7 @@ extension EngineTransaction {
         unit.completionTime = now
         unit.leaseDeadline = nil
         unit.notBefore = nil
-        try session.updateUnit(unit)
+        try store(unit)
     }
 
     /// Creates units in the successor spec from the finished unit's `output` (semantics.md §6.5).

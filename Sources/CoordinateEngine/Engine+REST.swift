@@ -149,7 +149,7 @@ extension EngineTransaction {
         guard let (_, spec) = try specAndNamespace(name, specName) else { return false }
         for var unit in try queryUnits(spec: spec, query) {
             unit.priority = Self.newPriority(unit.priority, set: adjust ? nil : value, adjust: adjust ? value : nil)
-            try session.updateUnit(unit)
+            try store(unit)
         }
         return true
     }
@@ -198,7 +198,7 @@ extension EngineTransaction {
                 break
             }
         }
-        try session.updateUnit(unit)
+        try store(unit)
         return true
     }
 
@@ -255,11 +255,11 @@ extension EngineTransaction {
                 }
             } else if let data = item.update.data, var unit = try session.unit(spec: spec.id, key: item.key) {
                 unit.data = data
-                try session.updateUnit(unit)
+                try store(unit)
             }
             if let priority = item.priority, var unit = try session.unit(spec: spec.id, key: item.key) {
                 unit.priority = priority
-                try session.updateUnit(unit)
+                try store(unit)
             }
             results.append(nil)
         }
@@ -366,7 +366,7 @@ extension EngineTransaction {
             count(.retryable, spec: spec)
         }
         try session.updateAttempt(attempt)
-        try session.updateUnit(unit)
+        try store(unit)
         return .applied
     }
 

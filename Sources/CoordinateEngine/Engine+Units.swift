@@ -172,7 +172,7 @@ extension EngineTransaction {
         for key in keys {
             guard var unit = try session.unit(spec: spec.id, key: key) else { continue }
             unit.priority = Self.newPriority(unit.priority, set: priority, adjust: adjustment)
-            try session.updateUnit(unit)
+            try store(unit)
         }
         return true
     }
@@ -263,7 +263,7 @@ extension EngineTransaction {
             unit.leaseDeadline = nil
             unit.notBefore = nil
             unit.completionTime = nil
-            try session.updateUnit(unit)
+            try store(unit)
         case 3?:
             applyData(to: &unit)
             if observed == .pending {
@@ -283,7 +283,7 @@ extension EngineTransaction {
                         attempt.data = unit.data
                         try session.updateAttempt(attempt)
                     }
-                    try session.updateUnit(unit)
+                    try store(unit)
                 }
             } else {
                 try grant(
@@ -302,7 +302,7 @@ extension EngineTransaction {
                 try finish(&unit, spec: spec, namespace: namespace)
             case .finished:
                 applyData(to: &unit)
-                try session.updateUnit(unit)
+                try store(unit)
                 try refreshLatestSnapshot(unit)
             case .failed:
                 applyData(to: &unit)
@@ -333,7 +333,7 @@ extension EngineTransaction {
                 break
             case .failed:
                 applyData(to: &unit)
-                try session.updateUnit(unit)
+                try store(unit)
                 try refreshLatestSnapshot(unit)
             }
         default:
@@ -346,7 +346,7 @@ extension EngineTransaction {
                 attempt.data = unit.data
                 try session.updateAttempt(attempt)
             }
-            try session.updateUnit(unit)
+            try store(unit)
         }
         return .applied
     }

@@ -414,18 +414,8 @@ final class MemoryStore: StorageSession {
         apply(unit, to: box, in: spec)
     }
 
-    /// Replaces a box's record and re-files it under its new bucket and sort keys. A PENDING record whose
-    /// deadline has already passed (a renewal with a non-positive lease) expires at once.
-    private func apply(_ newRecord: UnitRecord, to box: UnitBox, in spec: SpecState) {
-        var record = newRecord
-        if record.state == .pending, let deadline = record.leaseDeadline, deadline < materializedAt {
-            if let last = box.attempts.indices.last, box.attempts[last].status == .pending {
-                box.attempts[last].status = .expired
-                box.attempts[last].endTime = max(box.attempts[last].startTime, deadline)
-            }
-            record.state = .available
-            record.leaseDeadline = nil
-        }
+    /// Replaces a box's record and re-files it under its new bucket and sort keys.
+    private func apply(_ record: UnitRecord, to box: UnitBox, in spec: SpecState) {
         let newBucket = record.bucket(at: materializedAt)
         let reindex =
             newBucket != box.bucket || box.priority != record.priority || box.completionTime != record.completionTime

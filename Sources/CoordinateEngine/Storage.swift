@@ -253,9 +253,8 @@ public protocol StorageSession: AnyObject {
     /// returns the stored units whose keys were taken, in any order. A backend with round trips may do this in a
     /// few statements for any number of units.
     func insertUnitsIfAbsent(_ units: [UnitRecord]) throws -> [UnitRecord]
-    /// Replaces the stored unit with the same id, moving it between buckets and indexes as needed. A PENDING
-    /// unit whose deadline is already before the materialized instant expires at once: its pending attempt
-    /// becomes `expired` and the unit AVAILABLE (a renewal with a non-positive lease).
+    /// Replaces the stored unit with the same id, moving it between buckets and indexes as needed. The engine
+    /// never writes a PENDING unit whose lease already ran out (``EngineTransaction/store(_:)``).
     func updateUnit(_ unit: UnitRecord) throws
     /// Deletes the unit and its attempts.
     func deleteUnit(_ unit: UnitRecord) throws

@@ -1079,21 +1079,9 @@ final class PostgresSession: StorageSession {
         return UnitBucket(rawValue: UInt8(try row.int16(0))) ?? .ready
     }
 
-    func updateUnit(_ newUnit: UnitRecord) throws {
-        unitsWritten.insert(newUnit.id)
+    func updateUnit(_ unit: UnitRecord) throws {
+        unitsWritten.insert(unit.id)
         writeCount += 1
-        var unit = newUnit
-        if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
-            // A renewal with a non-positive lease: the unit expires at once.
-            if let attempt = unit.latestAttemptID {
-                latestAttempts[attempt] = nil
-                try channel.sendDeferred(
-                    "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = greatest(start_time, $1) WHERE id = $2 AND status = \(AttemptStatus.pending.sql)",
-                    [.int(deadline), .int(attempt)], touching: .init(table: .attempt, id: attempt))
-            }
-            unit.state = .available
-            unit.leaseDeadline = nil
-        }
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
         reserveMayBeStale(unit, movedTo: bucket)

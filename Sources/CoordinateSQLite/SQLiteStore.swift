@@ -409,21 +409,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         return UnitBucket(rawValue: UInt8(query.int64(0))) ?? .ready
     }
 
-    func updateUnit(_ newUnit: UnitRecord) throws {
-        var unit = newUnit
-        if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < materializedAt {
-            // A renewal with a non-positive lease: the unit expires at once.
-            if let attempt = unit.latestAttemptID {
-                let update = try statement(
-                    "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = max(start_time, ?) WHERE id = ? AND status = \(AttemptStatus.pending.sql)"
-                )
-                try update.bind(1, deadline)
-                try update.bind(2, attempt)
-                try update.run()
-            }
-            unit.state = .available
-            unit.leaseDeadline = nil
-        }
+    func updateUnit(_ unit: UnitRecord) throws {
         let old = try currentBucket(of: unit)
         let (bucket, time) = placement(unit)
         let update = try statement(
