@@ -22,12 +22,9 @@ public struct CBORMapScanner {
     public init?(message: UnsafeRawBufferPointer, maxDepth: Int, maxDecodedBytes: Int) {
         var content = message
         if message.count >= 2, message[0] == 0xd8, message[1] == 0x18 {
-            var head = CBORDecoder.Reader(buffer: message, maxDepth: maxDepth)
-            head.position = 2
-            guard let initial = try? head.readByte(), initial >> 5 == 2,
-                let length = try? head.readArgument(initial & 0x1f), length == UInt64(message.count - head.position)
-            else { return nil }
-            content = UnsafeRawBufferPointer(rebasing: message[head.position...])
+            // An envelope of another form (an indefinite byte string, trailing bytes) is left to decoding.
+            guard let inner = CBORMessage.definiteEnvelopeContent(message) else { return nil }
+            content = inner
         }
         // The map is the outermost container: depth 1, its keys and values read at that depth.
         guard maxDepth >= 1 else { return nil }

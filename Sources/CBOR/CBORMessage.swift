@@ -38,17 +38,24 @@ public enum CBORMessage {
         }
     }
 
+    /// The content of a tag-24 envelope whose byte string has a definite length and fills the rest of `buffer`
+    /// exactly (the form clients send), without copying it; nil for any other message, other envelopes included.
+    static func definiteEnvelopeContent(_ buffer: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard buffer.count > 2, buffer[0] == 0xd8, buffer[1] == 0x18, buffer[2] >> 5 == 2, buffer[2] & 0x1f != 31
+        else { return nil }
+        var head = CBORDecoder.Reader(buffer: buffer, maxDepth: 0)
+        head.position = 2
+        guard let byteHead = try? head.readByte(), let length = try? head.readArgument(byteHead & 0x1f),
+            length == UInt64(buffer.count - head.position)
+        else { return nil }
+        return UnsafeRawBufferPointer(rebasing: buffer[head.position...])
+    }
+
     private static func decodeEnvelope(
         _ buffer: UnsafeRawBufferPointer, maxDepth: Int, maxDecodedBytes: Int
     ) -> Decoded {
         // Fast path: a definite-length byte string is decoded in place, without copying its content.
-        var head = CBORDecoder.Reader(buffer: buffer, maxDepth: maxDepth)
-        head.position = 2
-        if buffer.count > 2, buffer[2] >> 5 == 2, buffer[2] & 0x1f != 31,
-            let byteHead = try? head.readByte(), let length = try? head.readArgument(byteHead & 0x1f),
-            length == UInt64(buffer.count - head.position)
-        {
-            let content = UnsafeRawBufferPointer(rebasing: buffer[head.position...])
+        if let content = definiteEnvelopeContent(buffer) {
             do {
                 return .value(
                     try CBORDecoder.decode(content, maxDepth: maxDepth, maxDecodedBytes: maxDecodedBytes),

@@ -375,7 +375,7 @@ extension EngineTransaction {
     /// to none, so it does not change and nothing chains (docs/decisions.md, "REST: finishing a superseded
     /// attempt"). An attempt superseded here ended `retryable` (semantics.md §6.1) — or `failed` — and may be
     /// finished; an expired one may not.
-    private mutating func finishSuperseded(
+    private func finishSuperseded(
         _ attempt: inout AttemptRecord, data: StoredValue?
     ) throws -> AttemptActionOutcome {
         switch attempt.status {

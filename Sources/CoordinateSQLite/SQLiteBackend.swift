@@ -82,14 +82,12 @@ public final class SQLiteBackend: StorageBackend {
     /// and migrating block, and must not hold a thread of the cooperative pool.
     public func start(clock: any EngineClock) async throws(StorageStartError) {
         let now = clock.now()
-        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<SQLiteStartError?, Never>) in
-            Thread.detachNewThread {
-                do throws(SQLiteStartError) {
-                    try self.initialize(now: now)
-                    continuation.resume(returning: nil)
-                } catch {
-                    continuation.resume(returning: error)
-                }
+        let failure = await Self.offCallerThread { () -> SQLiteStartError? in
+            do throws(SQLiteStartError) {
+                try self.initialize(now: now)
+                return nil
+            } catch {
+                return error
             }
         }
         if let failure { throw StorageStartError(failure.description) }
@@ -503,14 +501,11 @@ public final class SQLiteBackend: StorageBackend {
         await Self.offCallerThread { self.checkpoint() }
     }
 
-    /// Runs blocking file work (copies, syncs) on a dispatch thread and suspends until it is done, so that it
-    /// never holds one of the cooperative pool's few threads.
-    private static func offCallerThread(_ work: @escaping @Sendable () -> Void) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global(qos: .utility).async {
-                work()
-                continuation.resume()
-            }
+    /// Runs blocking file work (opening, copies, syncs) on a dispatch thread and suspends until it is done, so
+    /// that it never holds one of the cooperative pool's few threads.
+    private static func offCallerThread<Result: Sendable>(_ work: @escaping @Sendable () -> Result) async -> Result {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
+            DispatchQueue.global(qos: .utility).async { continuation.resume(returning: work()) }
         }
     }
 
