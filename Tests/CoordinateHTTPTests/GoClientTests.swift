@@ -18,14 +18,9 @@ struct GoClientTests {
             try await client.setWorkSpec(["name": "t"])
             let units = "/namespace/-/work_spec/s/work_unit"
             #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"k": 1}}"#).0 == 201)
-            let granted = try await harness.call(
-                "POST", "/namespace/-/worker/w1/request_attempts", #"{"work_specs": ["s"]}"#)
-            let old = try #require(granted.1["attempts"]?.elements?.first?["url"]?.stringValue)
+            let old = try #require(try await harness.requestAttempts(worker: "w1").first)
             // Another worker takes the unit over (a forced attempt, as the Go client's MakeAttempt sends it).
-            let forced = try await harness.call(
-                "POST", "/namespace/-/worker/w2/make_attempt",
-                #"{"work_spec": "s", "work_unit": "u", "lifetime": 60000000000}"#)
-            let current = try #require(forced.1["url"]?.stringValue)
+            let current = try await harness.makeAttempt(worker: "w2", unit: "u", lifetime: 60_000_000_000)
 
             let late = try await harness.call("POST", old + "/finish", #"{"data": {"output": ["x"], "k": 2}}"#)
             #expect(late.0 == 204)
@@ -48,14 +43,9 @@ struct GoClientTests {
 
             // A superseded attempt that had expired is not pending: go-coordinate answers ErrNotPending.
             #expect(try await harness.call("POST", units, #"{"name": "v"}"#).0 == 201)
-            let first = try await harness.call(
-                "POST", "/namespace/-/worker/w1/make_attempt", #"{"work_spec": "s", "work_unit": "v"}"#)
-            let expired = try #require(first.1["url"]?.stringValue)
+            let expired = try await harness.makeAttempt(worker: "w1", unit: "v")
             #expect(try await harness.call("POST", expired + "/expire", "{}").0 == 204)
-            #expect(
-                try await harness.call(
-                    "POST", "/namespace/-/worker/w2/make_attempt", #"{"work_spec": "s", "work_unit": "v"}"#
-                ).0 == 200)
+            _ = try await harness.makeAttempt(worker: "w2", unit: "v")
             let refused = try await harness.call("POST", expired + "/finish", "{}")
             #expect(refused.0 == 409)
             #expect(refused.1["error"] == "ErrNotPending")
@@ -71,9 +61,7 @@ struct GoClientTests {
             let units = "/namespace/-/work_spec/s/work_unit"
             #expect(try await harness.call("POST", units, #"{"name": "u"}"#).0 == 201)
             #expect(try await harness.call("POST", units, #"{"name": "v"}"#).0 == 201)
-            let granted = try await harness.call(
-                "POST", "/namespace/-/worker/w/request_attempts", #"{"work_specs": ["s"], "number_of_work_units": 2}"#)
-            let urls = try #require(granted.1["attempts"]?.elements?.compactMap { $0["url"]?.stringValue })
+            let urls = try await harness.requestAttempts(worker: "w", count: 2)
             #expect(urls.count == 2)
             // Delete the unit of the newest attempt: its id must still be known as issued.
             let newest = try #require(urls.last)
@@ -107,9 +95,7 @@ struct GoClientTests {
             try await client.setWorkSpec(["name": "s"])
             let units = "/namespace/-/work_spec/s/work_unit"
             #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"k": 1}}"#).0 == 201)
-            let granted = try await harness.call(
-                "POST", "/namespace/-/worker/w/request_attempts", #"{"work_specs": ["s"]}"#)
-            let attempt = try #require(granted.1["attempts"]?.elements?.first?["url"]?.stringValue)
+            let attempt = try #require(try await harness.requestAttempts(worker: "w").first)
 
             // What restclient's AddWorkUnit sends for a unit that exists.
             let again = try await harness.call(
@@ -154,15 +140,36 @@ struct GoClientTests {
 
             try await client.setWorkSpec(["name": "s"])
             try await client.addWorkUnits("s", [WorkUnitSubmission(key: "u")])
-            let made = try await harness.call(
-                "POST", "/namespace/-/worker/child/make_attempt", #"{"work_spec": "s", "work_unit": "u"}"#)
-            #expect(made.0 == 200)
+            let made = try await harness.makeAttempt(worker: "child", unit: "u")
             // The forced attempt does not revive the child; its attempt still counts as the parent's child attempt.
             #expect(try await harness.call("GET", "/namespace/-/worker/child").1["active"] == false)
             let attempts = try await harness.call("GET", "/namespace/-/worker/parent/child_attempts").1["attempts"]
-            #expect(attempts?.elements?.map { $0["url"] } == [made.1["url"]])
+            #expect(attempts?.elements?.map { $0["url"] } == [.string(made)])
             // CBOR-RPC's get_child_work_units keeps the Python semantics: live children only.
             #expect(try await client.childWorkUnits(parent: "parent").isEmpty)
         }
+    }
+}
+
+extension RESTHarness {
+    /// `POST …/worker/{worker}/request_attempts` for up to `count` units of spec `s`: the granted attempts' URLs.
+    func requestAttempts(worker: String, count: Int = 1) async throws -> [String] {
+        let granted = try await call(
+            "POST", "/namespace/-/worker/\(worker)/request_attempts",
+            #"{"work_specs": ["s"], "number_of_work_units": \#(count)}"#)
+        return try #require(granted.1["attempts"]?.elements?.compactMap { $0["url"]?.stringValue })
+    }
+
+    /// `POST …/worker/{worker}/make_attempt` on unit `unit` of spec `s` (a forced attempt, as the Go client's
+    /// `MakeAttempt` sends it), answered 200: the attempt's URL.
+    func makeAttempt(
+        worker: String, unit: String, lifetime: Int64? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> String {
+        let lifetimeMember = lifetime.map { #", "lifetime": \#($0)"# } ?? ""
+        let made = try await call(
+            "POST", "/namespace/-/worker/\(worker)/make_attempt",
+            #"{"work_spec": "s", "work_unit": "\#(unit)"\#(lifetimeMember)}"#)
+        #expect(made.0 == 200, sourceLocation: sourceLocation)
+        return try #require(made.1["url"]?.stringValue, sourceLocation: sourceLocation)
     }
 }
