@@ -3,7 +3,7 @@ import CBOR
 /// A work request (semantics.md §9.1).
 public struct WorkRequest: Sendable {
     public var worker: Identifier
-    /// Requested number of units, ≥ 1.
+    /// Requested number of units, ≥ 1; the engine clamps it to `max_units_per_call`.
     public var count: Int
     /// Lease in microseconds, already adjusted by the caller's rules (semantics.md §8.1).
     public var lease: Int64
@@ -46,6 +46,8 @@ extension EngineTransaction {
     /// Always terminates: at most 16 scheduling rounds.
     public mutating func getWork(namespace name: Identifier, _ request: WorkRequest) throws -> [GrantedUnit] {
         guard let namespace = try namespace(name, create: false) else { return [] }
+        var request = request
+        request.count = configuration.grantable(request.count)
         for _ in 0..<16 {
             let (specs, inputs) = try schedulerInputs(namespace: namespace)
             let generation = try session.specGeneration(namespace: namespace.id)

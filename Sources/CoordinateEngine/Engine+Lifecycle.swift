@@ -1,27 +1,5 @@
 import CBOR
 
-/// One item to add to a spec (rpc-methods.md §2.8, REST bulk add, chaining outputs).
-public struct UnitItem: Sendable, Equatable {
-    public var key: Identifier
-    public var data: StoredValue
-    /// An explicit priority, if the item carries one.
-    public var priority: Double?
-    /// Not-before delay in seconds; only positive values delay.
-    public var delay: Double?
-    /// An absolute not-before time (REST `meta.not_before`); `delay` wins when both are set.
-    public var notBefore: Timestamp?
-
-    public init(
-        key: Identifier, data: StoredValue, priority: Double? = nil, delay: Double? = nil, notBefore: Timestamp? = nil
-    ) {
-        self.key = key
-        self.data = data
-        self.priority = priority
-        self.delay = delay
-        self.notBefore = notBefore
-    }
-}
-
 /// Unit lifecycle primitives shared by every operation: grant, add/reset, finish, fail, release, chaining
 /// (semantics.md §5–§6).
 extension EngineTransaction {
@@ -190,69 +168,24 @@ extension EngineTransaction {
         try store(unit)
     }
 
-    /// Creates units in the successor spec from the finished unit's `output` (semantics.md §6.5).
+    /// Creates units in the successor spec from the finished unit's `output` (semantics.md §6.5): items as
+    /// `add_work_units` reads them, where an invalid one is skipped rather than refusing the rest, and an item
+    /// without an explicit priority inherits the finished unit's.
     mutating func chain(from unit: UnitRecord, spec: SpecRecord, namespace: NamespaceRecord) throws {
         guard let then = spec.effective.then,
             let successor = try session.spec(namespace: namespace.id, named: then),
             case .map(let data) = unit.data.decoded(),
-            let output = data["output"], output.isTruthy
+            let output = data["output"], output.isTruthy,
+            let elements = UnitItemParser.elements(of: output)
         else { return }
         var items: [UnitItem] = []
-        switch output {
-        case .map(let pairs):
-            for pair in pairs.pairs {
-                guard let key = Identifier(pair.key),
-                    let item = chainedItem(key: key, data: pair.value, meta: nil, priority: nil, parent: unit)
-                else { continue }
-                items.append(item)
-            }
-        case .array(let elements), .tuple(let elements):
-            for element in elements {
-                if let key = Identifier(element) {
-                    if let item = chainedItem(key: key, data: .map(CBORMap()), meta: nil, priority: nil, parent: unit) {
-                        items.append(item)
-                    }
-                    continue
-                }
-                guard let parts = element.listElements, (2...4).contains(parts.count), let key = Identifier(parts[0])
-                else { continue }
-                let meta = parts.count >= 3 ? parts[2] : .null
-                let priority = parts.count == 4 ? parts[3] : .null
-                if let item = chainedItem(key: key, data: parts[1], meta: meta, priority: priority, parent: unit) {
-                    items.append(item)
-                }
-            }
-        default:
-            return
+        for element in elements {
+            guard case .success(var item) = UnitItemParser.item(element),
+                (try? configuration.check(unitData: item.data)) != nil
+            else { continue }
+            item.priority = item.priority ?? unit.priority
+            items.append(item)
         }
         _ = try add(items, to: successor, namespace: namespace)
-    }
-
-    /// Builds one chained item, or nil when the element is malformed and must be skipped.
-    private func chainedItem(
-        key: Identifier, data: CBORValue, meta: CBORValue?, priority: CBORValue?, parent: UnitRecord
-    )
-        -> UnitItem?
-    {
-        var itemPriority = parent.priority
-        var delay: Double?
-        if let meta, !meta.isNull {
-            guard case .map(let metaMap) = meta else { return nil }
-            if let value = metaMap["priority"], !value.isNull {
-                guard let number = value.strictNumber, number.isFinite else { return nil }
-                itemPriority = number
-            }
-            if let value = metaMap["delay"], !value.isNull {
-                guard let number = value.strictNumber, number.isFinite else { return nil }
-                delay = number
-            }
-        }
-        if let priority, !priority.isNull {
-            guard let number = priority.strictNumber, number.isFinite else { return nil }
-            itemPriority = number
-        }
-        let stored = StoredValue(encoding: data)
-        if let limit = configuration.maxUnitDataBytes, stored.bytes.count > limit { return nil }
-        return UnitItem(key: key, data: stored, priority: itemPriority, delay: delay)
     }
 }

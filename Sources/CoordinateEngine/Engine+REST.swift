@@ -172,6 +172,7 @@ extension EngineTransaction {
     ) throws
         -> Bool?
     {
+        try configuration.check(unitData: item.data)
         guard let (namespace, spec) = try specAndNamespace(name, specName) else { return nil }
         return try add(item, to: spec, namespace: namespace, pendingUnits: .keep)
     }
@@ -229,6 +230,7 @@ extension EngineTransaction {
     )
         throws -> [String?]?
     {
+        for item in items { if let data = item.update.data { try configuration.check(unitData: data) } }
         guard let (_, spec) = try specAndNamespace(name, specName) else { return nil }
         var results: [String?] = []
         for item in items {
@@ -305,6 +307,7 @@ extension EngineTransaction {
     public mutating func attemptAction(
         namespace name: Identifier, id: Int64, _ action: AttemptAction, data: StoredValue?
     ) throws -> AttemptActionOutcome {
+        if let data { try configuration.check(unitData: data) }
         guard let namespace = try namespace(name, create: false), var attempt = try session.attempt(id: id),
             attempt.namespaceID == namespace.id, var unit = try session.unit(of: attempt),
             let spec = try session.spec(id: attempt.specID)

@@ -69,18 +69,18 @@ extension EngineTransaction {
 
     // MARK: add
 
-    /// Adds or resets units (rpc-methods.md §2.8). `items` carries either the validated items or the first item
-    /// problem; the spec check and the count limit come first, as the specification orders them.
+    /// Adds or resets units (rpc-methods.md §2.8). The spec check and the count limit come first, as the
+    /// specification orders them; then each item's problem in item order: the data limit of the items the
+    /// request's parser accepted, then the problem it stopped at.
     public mutating func addWorkUnits(
-        namespace name: Identifier, spec specName: Identifier, items: Result<[UnitItem], EngineError>, itemCount: Int
+        namespace name: Identifier, spec specName: Identifier, _ batch: UnitItemBatch
     ) throws -> AddUnitsOutcome {
         guard let (namespace, spec) = try specAndNamespace(name, specName) else { return .noSuchSpec }
-        if let limit = configuration.maxUnitsPerCall, itemCount > limit {
-            throw EngineError.tooManyUnits(count: itemCount, limit: limit)
-        }
-        let all = try items.get()
-        let distinct = Set(all.map(\.key)).count
-        let created = try add(all, to: spec, namespace: namespace)
+        try configuration.check(unitCount: batch.count)
+        for item in batch.items { try configuration.check(unitData: item.data) }
+        if let problem = batch.problem { throw EngineError.invalidUnitItem(problem) }
+        let distinct = Set(batch.items.map(\.key)).count
+        let created = try add(batch.items, to: spec, namespace: namespace)
         return .added(created: created, reset: distinct - created)
     }
 
@@ -232,6 +232,7 @@ extension EngineTransaction {
     public mutating func updateWorkUnit(
         namespace name: Identifier, spec specName: Identifier, key: Identifier, _ update: UnitUpdate
     ) throws -> UnitUpdateOutcome {
+        if let data = update.data { try configuration.check(unitData: data) }
         guard let (namespace, spec) = try specAndNamespace(name, specName) else { return .noSuchSpec }
         guard update.leaseSeconds != nil || update.status != nil else { return .nothingToDo }
         guard var unit = try session.unit(spec: spec.id, key: key) else { return .noSuchUnit }

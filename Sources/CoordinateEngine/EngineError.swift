@@ -13,7 +13,7 @@ public enum EngineError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidUnitItem(UnitItemProblem)
     /// `too many work units: N > LIMIT`
     case tooManyUnits(count: Int, limit: Int)
-    /// `work unit data too large: N > LIMIT bytes` (update_work_unit data)
+    /// `work unit data too large: N > LIMIT bytes` (`max_unit_data_bytes`, wherever data reaches a unit)
     case dataTooLarge(size: Int, limit: Int)
     /// A parameter failed a semantic check that the protocol reports as `bad parameter …`; the RPC layer adds
     /// the method name.
@@ -48,7 +48,8 @@ public enum UnitItemProblem: Error, Sendable, Equatable {
     case metaNotMap
     case priorityNotNumber
     case delayNotNumber
-    case dataTooLarge(size: Int, limit: Int)
+    /// Data in a form the protocol cannot read (REST's `data`), with the reader's text.
+    case dataNotReadable(String)
 
     public var message: String {
         switch self {
@@ -59,17 +60,7 @@ public enum UnitItemProblem: Error, Sendable, Equatable {
         case .metaNotMap: return "work unit meta must be a map"
         case .priorityNotNumber: return "priority must be a number"
         case .delayNotNumber: return "delay must be a number"
-        case .dataTooLarge(let size, let limit): return "work unit data too large: \(size) > \(limit) bytes"
-        }
-    }
-
-    /// The REST error code (rest-api.md §1.6).
-    public var restCode: String {
-        switch self {
-        case .notAList: return "ErrWorkUnitNotList"
-        case .tooFewParameters: return "ErrWorkUnitTooShort"
-        case .priorityNotNumber: return "ErrBadPriority"
-        default: return "ErrBadRequest"
+        case .dataNotReadable(let text): return text
         }
     }
 }

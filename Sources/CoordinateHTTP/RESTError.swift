@@ -56,8 +56,18 @@ public struct RESTError: Error, Sendable, Equatable, CustomStringConvertible {
         case .workSpecNameNotString: return RESTError(.badRequest, "ErrBadWorkSpecName", error.message)
         case .changedName: return RESTError(.badRequest, "ErrChangedName", error.message)
         case .invalidWorkSpec: return RESTError(.badRequest, "ErrInvalidWorkSpec", error.message)
-        case .invalidUnitItem(let problem): return RESTError(.badRequest, problem.restCode, error.message)
+        case .invalidUnitItem(let problem): return RESTError(.badRequest, code(of: problem), error.message)
         default: return .badRequest(error.message)
+        }
+    }
+
+    /// The REST code of an invalid unit item (rest-api.md §1.6).
+    static func code(of problem: UnitItemProblem) -> String {
+        switch problem {
+        case .notAList: return "ErrWorkUnitNotList"
+        case .tooFewParameters: return "ErrWorkUnitTooShort"
+        case .priorityNotNumber: return "ErrBadPriority"
+        default: return "ErrBadRequest"
         }
     }
 }

@@ -371,8 +371,9 @@ struct RESTRoutes: Sendable {
 
     // MARK: - Units
 
-    /// One add item from a JSON object (rest-api.md §3.1).
-    static func unitItem(_ json: JSONValue, maxDataBytes: Int?) throws(EngineError) -> UnitItem {
+    /// One add item from a JSON object (rest-api.md §3.1): its `meta` is checked by the engine's item rules in
+    /// its CBOR form; `meta.not_before` is REST's own.
+    static func unitItem(_ json: JSONValue) throws(EngineError) -> UnitItem {
         guard case .object = json else { throw .invalidUnitItem(.notAList) }
         let key: Identifier
         do {
@@ -381,37 +382,25 @@ struct RESTRoutes: Sendable {
         } catch {
             throw .invalidUnitItem(.keyNotString)
         }
-        var priority: Double?
-        var delay: Double?
-        var notBefore: Timestamp?
-        if let meta = json["meta"], meta != .null {
-            guard case .object = meta else { throw .invalidUnitItem(.metaNotMap) }
-            if let value = meta["priority"], value != .null {
-                guard let number = value.doubleValue, number.isFinite else {
-                    throw .invalidUnitItem(.priorityNotNumber)
-                }
-                priority = number
-            }
-            if let value = meta["delay"], value != .null {
-                guard let number = value.doubleValue, number.isFinite else { throw .invalidUnitItem(.delayNotNumber) }
-                delay = number
-            }
-            if let value = meta["not_before"], value != .null, let text = value.stringValue,
-                let instant = RFC3339.parse(text), instant != RFC3339.zeroTime
-            {
-                notBefore = instant
-            }
-        }
-        let data: StoredValue
+        let meta = json["meta"]
+        var item: UnitItem
         do {
-            data = try Self.data(json["data"]) ?? .emptyMap
+            item = try UnitItemParser.item(
+                key: key, data: .emptyMap, meta: meta.map(CoordinateJSON.cbor(from:)), priority: nil)
         } catch {
-            throw .other("\(error)")
+            throw .invalidUnitItem(error)
         }
-        if let limit = maxDataBytes, data.bytes.count > limit {
-            throw .invalidUnitItem(.dataTooLarge(size: data.bytes.count, limit: limit))
+        if let value = meta?["not_before"], value != .null, let text = value.stringValue,
+            let instant = RFC3339.parse(text), instant != RFC3339.zeroTime
+        {
+            item.notBefore = instant
         }
-        return UnitItem(key: key, data: data, priority: priority, delay: delay, notBefore: notBefore)
+        do {
+            item.data = try Self.data(json["data"]) ?? .emptyMap
+        } catch {
+            throw .invalidUnitItem(.dataNotReadable("\(error)"))
+        }
+        return item
     }
 
     func bulkAdd(_ request: RESTRequest) async throws -> Response {
@@ -421,20 +410,18 @@ struct RESTRoutes: Sendable {
         guard list.count <= Self.maxBatchItems else {
             throw RESTError.badRequest("too many work units: \(list.count) > \(Self.maxBatchItems)")
         }
-        let limit = engine.configuration.maxUnitDataBytes
-        var items: Result<[UnitItem], EngineError> = .success([])
-        var parsed: [UnitItem] = []
-        do {
-            for json in list { parsed.append(try Self.unitItem(json, maxDataBytes: limit)) }
-            items = .success(parsed)
-        } catch {
-            items = .failure(error)
+        var batch = UnitItemBatch(items: [], count: list.count)
+        for json in list {
+            do {
+                batch.items.append(try Self.unitItem(json))
+            } catch {
+                guard case .invalidUnitItem(let problem) = error else { throw error }
+                batch.problem = problem
+                break
+            }
         }
-        let validated = items
-        let count = list.count
-        let outcome = try await write { tx in
-            try tx.addWorkUnits(namespace: ns, spec: name, items: validated, itemCount: count)
-        }
+        let items = batch
+        let outcome = try await write { tx in try tx.addWorkUnits(namespace: ns, spec: name, items) }
         switch outcome {
         case .noSuchSpec: throw RESTError.noSuchWorkSpec(name)
         case .added(let created, let reset):
@@ -449,7 +436,6 @@ struct RESTRoutes: Sendable {
         guard list.count <= Self.maxBatchItems else {
             throw RESTError.badRequest("too many updates: \(list.count) > \(Self.maxBatchItems)")
         }
-        let limit = engine.configuration.maxUnitDataBytes
         var items: [BulkUpdateItem] = []
         for json in list {
             guard case .object = json, let key = try Self.bodyName(json) else {
@@ -465,9 +451,6 @@ struct RESTRoutes: Sendable {
             }
             update.leaseSeconds = try Self.number(json["lease_seconds"], "lease_seconds")
             update.data = try Self.data(json["data"])
-            if let data = update.data, let limit, data.bytes.count > limit {
-                throw RESTError.badRequest("work unit data too large: \(data.bytes.count) > \(limit) bytes")
-            }
             if let worker = json["worker"], worker != .null {
                 guard let text = worker.stringValue else { throw RESTError.badRequest("worker must be a string") }
                 update.worker = Identifier(text: text)
@@ -517,7 +500,7 @@ struct RESTRoutes: Sendable {
 
     func postUnit(_ request: RESTRequest) async throws -> Response {
         let (ns, name) = (try request.name("ns"), try request.name("spec"))
-        let item = try Self.unitItem(try request.json(), maxDataBytes: engine.configuration.maxUnitDataBytes)
+        let item = try Self.unitItem(try request.json())
         let unit = try await write { tx -> UnitRecord in
             guard try tx.addWorkUnit(namespace: ns, spec: name, item) != nil,
                 let unit = try tx.workUnit(namespace: ns, spec: name, key: item.key)

@@ -164,12 +164,10 @@ public struct JobQueueModule: RPCModule {
         guard let value = call[1], let elements = UnitItemParser.elements(of: value) else {
             throw call.fail(1, "list or map")
         }
-        let items = UnitItemParser.parse(elements, maxDataBytes: engine.configuration.maxUnitDataBytes)
+        let batch = UnitItemParser.parse(elements)
         let namespace = self.namespace
-        return try bridge.run(
-            call, .write,
-            { tx in try tx.addWorkUnits(namespace: namespace, spec: name, items: items, itemCount: elements.count) }
-        ) { outcome in
+        return try bridge.run(call, .write, { tx in try tx.addWorkUnits(namespace: namespace, spec: name, batch) }) {
+            outcome in
             switch outcome {
             case .noSuchSpec: return tuple(false, Messages.noSpec(name))
             case .added: return tuple(true, .null)
@@ -339,13 +337,7 @@ public struct JobQueueModule: RPCModule {
         update.leaseSeconds = options.number("lease_time")
         let statusValue = options.value("status")
         update.status = options.int("status")
-        if let data = options.value("data") {
-            let stored = StoredValue(encoding: data)
-            if let limit = engine.configuration.maxUnitDataBytes, stored.bytes.count > limit {
-                throw RPCError(EngineError.dataTooLarge(size: stored.bytes.count, limit: limit).message)
-            }
-            update.data = stored
-        }
+        update.data = options.value("data").map { StoredValue(encoding: $0) }
         update.worker = options.value("worker_id").flatMap(Identifier.init)
         let namespace = self.namespace
         let requestedUpdate = update
@@ -378,8 +370,8 @@ public struct JobQueueModule: RPCModule {
             ])
         let maxJobs = options.int("max_jobs")
         let tripleForm = maxJobs == nil || maxJobs == 1
-        var count = Int(clamping: max(1, maxJobs ?? 1))
-        if let limit = engine.configuration.maxUnitsPerCall { count = min(count, limit) }
+        // The engine clamps the grant itself; the read-ahead is told the clamped count.
+        let count = engine.configuration.grantable(Int(clamping: max(1, maxJobs ?? 1)))
         var leaseSeconds = options.number("lease_time") ?? 300
         if leaseSeconds > 86400 || leaseSeconds < 1 { leaseSeconds = 300 }
         var filter = Scheduler.Filter()

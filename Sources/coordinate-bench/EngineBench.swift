@@ -33,7 +33,7 @@ struct EngineBench: AsyncParsableCommand {
             next += count
             let loaded = items
             _ = try await engine.perform(.write) { tx in
-                try tx.addWorkUnits(namespace: namespace, spec: spec, items: .success(loaded), itemCount: loaded.count)
+                try tx.addWorkUnits(namespace: namespace, spec: spec, UnitItemBatch(loaded))
             }
         }
         let loadStart = ContinuousClock.now

@@ -188,8 +188,7 @@ struct ChainingAndSpecTests {
             try tx.setWorkSpec(namespace: two, data: CBORMap([("name", "s")]))
             _ = try tx.addWorkUnits(
                 namespace: one, spec: Identifier(bytes: "s"),
-                items: .success([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]),
-                itemCount: 1)
+                UnitItemBatch(items: [UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)], count: 1))
         }
         let counts = try await h.run { tx in
             (
@@ -259,7 +258,7 @@ struct SummaryTests {
         let items = keys.map { UnitItem(key: $0, data: .emptyMap) }
         _ = try await h.run { tx in
             try tx.addWorkUnits(
-                namespace: namespace, spec: Identifier(bytes: "s"), items: .success(items), itemCount: items.count)
+                namespace: namespace, spec: Identifier(bytes: "s"), UnitItemBatch(items: items, count: items.count))
         }
         let listed = try await h.run { tx in
             try tx.workUnits(namespace: namespace, spec: Identifier(bytes: "s"), buckets: nil, start: nil, limit: 100)!

@@ -82,7 +82,7 @@ struct EngineHarness {
         let namespace = self.namespace
         let outcome = try await run { tx in
             try tx.addWorkUnits(
-                namespace: namespace, spec: Identifier(bytes: spec), items: .success(items), itemCount: items.count)
+                namespace: namespace, spec: Identifier(bytes: spec), UnitItemBatch(items: items, count: items.count))
         }
         precondition(outcome != .noSuchSpec, "no spec \(spec)")
     }

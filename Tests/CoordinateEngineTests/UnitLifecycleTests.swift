@@ -225,10 +225,10 @@ struct UnitLifecycleTests {
         _ = try await h.run { tx in
             try tx.addWorkUnits(
                 namespace: namespace, spec: Identifier(bytes: "s"),
-                items: .success([
+                UnitItemBatch([
                     UnitItem(key: Identifier(bytes: "k"), data: StoredValue(encoding: 1), priority: 1),
                     UnitItem(key: Identifier(text: "k"), data: StoredValue(encoding: 2), priority: 2),
-                ]), itemCount: 2)
+                ]))
         }
         let unit = try #require(try await h.unit("s", "k"))
         #expect(unit.data.decoded() == 2 && unit.priority == 2)

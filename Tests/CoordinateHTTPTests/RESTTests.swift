@@ -168,4 +168,53 @@ struct RESTProtectionTests {
             #expect(huge.text.contains("larger than 4096 bytes"))
         }
     }
+
+    @Test("max_unit_data_bytes and max_units_per_call hold for every REST write, in item order")
+    func unitLimits() async throws {
+        let config = try TestBuild.temporaryFile(
+            "coordinate:\n  server:\n    max_unit_data_bytes: 100\n    max_units_per_call: 3\n",
+            prefix: "coordinate-rest-limits")
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try await withRESTHarness(extra: ["--config", config]) { harness in
+            try await harness.client.setWorkSpec(["name": "s"])
+            let spec = "/namespace/-/work_spec/s"
+            // {"b": 200 × "x"} encodes to 205 bytes.
+            let big = #"{"b": ""# + String(repeating: "x", count: 200) + #""}"#
+            let tooLarge: JSONValue = [
+                "error": "ErrBadRequest", "message": "work unit data too large: 205 > 100 bytes",
+            ]
+            let add = spec + "/add_work_units"
+            #expect(
+                try await harness.call("POST", add, #"{"work_units": [{"name": "a", "data": "# + big + "}, 7]}")
+                    == (400, tooLarge))
+            #expect(
+                try await harness.call("POST", add, #"{"work_units": [7, {"name": "a", "data": "# + big + "}]}").1[
+                    "error"] == "ErrWorkUnitNotList")
+            #expect(
+                try await harness.call("POST", add, #"{"work_units": ["a", "b", "c", "d"]}"#)
+                    == (400, ["error": "ErrBadRequest", "message": "too many work units: 4 > 3"]))
+            #expect(
+                try await harness.call("POST", spec + "/work_unit", #"{"name": "a", "data": "# + big + "}") == (
+                    400, tooLarge
+                ))
+            #expect(
+                try await harness.call("POST", add, #"{"work_units": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}"#)
+                    .1 == ["added": 3, "reset": 0])
+            #expect(
+                try await harness.call(
+                    "POST", spec + "/update_work_units",
+                    #"{"updates": [{"name": "a", "status": "finished", "data": "# + big + "}]}"
+                ) == (400, tooLarge))
+            #expect(try await harness.client.countWorkUnits("s") == [.available: 3])
+            // A grant is clamped to max_units_per_call, not refused.
+            let granted = try await harness.call(
+                "POST", "/namespace/-/worker/w/request_attempts", #"{"number_of_work_units": 10}"#)
+            let attempts = try #require(granted.1["attempts"]?.elements)
+            #expect(attempts.count == 3)
+            let attempt = try #require(attempts[0]["url"]?.stringValue)
+            #expect(try await harness.call("POST", attempt + "/finish", #"{"data": "# + big + "}") == (400, tooLarge))
+            #expect(try await harness.call("GET", attempt).1["status"] == "pending")
+            #expect(try await harness.call("POST", attempt + "/finish", #"{"data": {"ok": 1}}"#).0 == 204)
+        }
+    }
 }

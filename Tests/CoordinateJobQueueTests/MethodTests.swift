@@ -94,6 +94,25 @@ struct MethodTests {
             ] {
                 #expect(try await c.call("add_work_units", ["s", [["ok", 1], item]]).errorMessage == message)
             }
+            // Problems are reported in item order, the data limit included.
+            let big: CBORValue = ["big", .bytes([UInt8](repeating: 1, count: 200))]
+            #expect(
+                try await c.call("add_work_units", ["s", [big, 5]]).errorMessage
+                    == "work unit data too large: 202 > 100 bytes")
+            #expect(try await c.call("add_work_units", ["s", [5, big]]).errorMessage == "work unit not a list")
+            #expect(
+                try await c.call(
+                    "update_work_unit",
+                    ["s", "k", map([("status", 4), ("data", .bytes([UInt8](repeating: 1, count: 200)))])]
+                ).errorMessage == "work unit data too large: 202 > 100 bytes")
+            // A grant asking for more than max_units_per_call is clamped, not refused.
+            _ = try await c.result("set_work_spec", [map([("name", "g")])])
+            _ = try await c.result("add_work_units", ["g", ["g1", "g2", "g3", "g4"]])
+            _ = try await c.result("add_work_units", ["g", ["g5", "g6", "g7"]])
+            let granted = try await c.result(
+                "get_work", ["w", map([("max_jobs", 10), ("work_spec_names", ["g"]), ("lease_time", 60)])])
+            #expect(granted.listElements?.first?.listElements?.count == 5)
+            _ = try await c.result("del_work_spec", ["g"])
             #expect(
                 try await c.call("add_work_units", ["s", ["a", "b", "c", "d", "e", "f"]]).errorMessage
                     == "too many work units: 6 > 5")

@@ -95,7 +95,7 @@ func addingOneUnit(namespace: Identifier, spec: String) -> TestWrite {
         { tx in
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: Identifier(bytes: spec),
-                items: .success([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]), itemCount: 1)
+                UnitItemBatch([UnitItem(key: Identifier(bytes: "x"), data: .emptyMap)]))
         }
     )
 }

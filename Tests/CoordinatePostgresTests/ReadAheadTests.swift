@@ -21,8 +21,7 @@ struct ReadAheadTests {
                 data: CBORMap([(.bytes("name"), .bytes(name.octets)), (.bytes("priority"), .int(Int64(priority)))]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: name,
-                items: .success(["a", "b", "c"].map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }),
-                itemCount: 3)
+                UnitItemBatch(["a", "b", "c"].map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }))
         }
     }
 
@@ -175,8 +174,7 @@ struct ReadAheadTests {
                 _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes(name))]))
                 _ = try tx.addWorkUnits(
                     namespace: namespace, spec: Identifier(bytes: name),
-                    items: .success(Self.items(keys, priority: priority)),
-                    itemCount: keys.count)
+                    UnitItemBatch(Self.items(keys, priority: priority)))
             }
         }
         let warmUp = try await getWork(engine)
@@ -190,7 +188,7 @@ struct ReadAheadTests {
             }
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: Identifier(bytes: target),
-                items: .success(Self.items(["n1"], priority: 5)), itemCount: 1)
+                UnitItemBatch(Self.items(["n1"], priority: 5)))
         }
         let operations: [TestWrite] = [
             addingOneUnit(namespace: namespace, spec: "blocker"),
@@ -322,8 +320,7 @@ struct ReadAheadTests {
             _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("reserve"))]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: Identifier(bytes: "reserve"),
-                items: .success(keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }),
-                itemCount: keys.count)
+                UnitItemBatch(keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }))
         }
     }
 
@@ -358,7 +355,7 @@ struct ReadAheadTests {
             { tx in
                 _ = try tx.addWorkUnits(
                     namespace: namespace, spec: Identifier(bytes: "reserve"),
-                    items: .success([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]), itemCount: 1)
+                    UnitItemBatch([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]))
             }
         )
     }
@@ -452,7 +449,7 @@ struct ReadAheadTests {
                 data: CBORMap([(.bytes("name"), .bytes(other.octets)), (.bytes("priority"), .int(10))]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: other,
-                items: .success([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]), itemCount: 1)
+                UnitItemBatch([UnitItem(key: Identifier(bytes: "u"), data: .emptyMap)]))
         }
         let pause = {
             var control = SpecControl()
@@ -491,9 +488,8 @@ struct ReadAheadTests {
                 _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes(name))]))
                 _ = try tx.addWorkUnits(
                     namespace: namespace, spec: Identifier(bytes: name),
-                    items: .success(
-                        keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap, priority: priority) }),
-                    itemCount: keys.count)
+                    UnitItemBatch(
+                        keys.map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap, priority: priority) }))
             }
         }
         let granted = GrantLog()

@@ -24,8 +24,7 @@ struct SweepPlanTests {
             _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes(spec.octets))]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: spec,
-                items: .success((0..<21).map { UnitItem(key: Identifier(bytes: "u\($0)"), data: .emptyMap) }),
-                itemCount: 21)
+                UnitItemBatch((0..<21).map { UnitItem(key: Identifier(bytes: "u\($0)"), data: .emptyMap) }))
         }
         // Twenty finished attempts, then an active one: the rows a hash join's first read of `attempt` passes.
         let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 600_000_000, filter: .init())

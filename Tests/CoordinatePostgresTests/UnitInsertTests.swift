@@ -40,7 +40,7 @@ struct UnitInsertTests {
         let namespace = self.namespace
         return try await engine.perform(.write) { tx in
             try tx.addWorkUnits(
-                namespace: namespace, spec: Identifier(bytes: spec), items: .success(items), itemCount: items.count)
+                namespace: namespace, spec: Identifier(bytes: spec), UnitItemBatch(items))
         }
     }
 
@@ -94,8 +94,7 @@ struct UnitInsertTests {
                     nil,
                     { tx in
                         let outcome = try tx.addWorkUnits(
-                            namespace: namespace, spec: Identifier(bytes: "shared"), items: .success(items),
-                            itemCount: items.count)
+                            namespace: namespace, spec: Identifier(bytes: "shared"), UnitItemBatch(items))
                         outcomes.withLock { $0[index] = outcome }
                     }
                 )

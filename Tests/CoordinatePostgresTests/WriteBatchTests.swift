@@ -66,8 +66,7 @@ struct WriteBatchTests {
             _ = try tx.setWorkSpec(namespace: namespace, data: CBORMap([(.bytes("name"), .bytes("batch"))]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: Identifier(bytes: "batch"),
-                items: .success(["a", "b"].map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }),
-                itemCount: 2)
+                UnitItemBatch(["a", "b"].map { UnitItem(key: Identifier(bytes: $0), data: .emptyMap) }))
         }
         let request = WorkRequest(worker: Identifier(bytes: "w"), count: 1, lease: 60_000_000, filter: .init())
         func grant() async throws -> [String] {
@@ -130,7 +129,7 @@ struct WriteBatchTests {
         return { tx in
             let outcome = try tx.addWorkUnits(
                 namespace: namespace, spec: spec,
-                items: .success([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]), itemCount: 1)
+                UnitItemBatch([UnitItem(key: Identifier(bytes: key), data: .emptyMap)]))
             guard case .added = outcome else { throw Refused(index: -1) }
         }
     }
@@ -227,7 +226,7 @@ struct CatalogCacheTests {
         let outcome = try await cached.perform(.write) { tx in
             try tx.addWorkUnits(
                 namespace: namespace, spec: spec,
-                items: .success([UnitItem(key: Identifier(bytes: "k"), data: .emptyMap)]), itemCount: 1)
+                UnitItemBatch([UnitItem(key: Identifier(bytes: "k"), data: .emptyMap)]))
         }
         #expect(outcome == .added(created: 1, reset: 0))
         let keys = try await other.perform(.read) { tx in

@@ -386,11 +386,10 @@ struct AttemptIDTests {
             try tx.setWorkSpec(namespace: namespace, data: CBORMap([("name", "s")]))
             _ = try tx.addWorkUnits(
                 namespace: namespace, spec: spec,
-                items: .success([
+                UnitItemBatch([
                     UnitItem(key: Identifier(bytes: "a"), data: .emptyMap),
                     UnitItem(key: Identifier(bytes: "b"), data: .emptyMap),
-                ]),
-                itemCount: 2)
+                ]))
             return try grantAndFinish(&tx)
         }
         // Deleting the unit (and its attempts) must not let the id be reused.

@@ -80,7 +80,7 @@ struct WALTests {
             try await engine.perform(.write) { tx in
                 _ = try tx.addWorkUnits(
                     namespace: namespace, spec: spec,
-                    items: .success([UnitItem(key: Identifier(bytes: "u\(index)"), data: data)]), itemCount: 1)
+                    UnitItemBatch([UnitItem(key: Identifier(bytes: "u\(index)"), data: data)]))
             }
         }
         var passes = 0
