@@ -195,4 +195,20 @@ extension EngineTransaction {
         }
         return records
     }
+
+    // MARK: namespaces
+
+    /// Every namespace in name order.
+    public func namespaces() throws -> [NamespaceRecord] {
+        try session.allNamespaces().sorted { $0.name < $1.name }
+    }
+
+    /// Deletes everything in a namespace; `keepRecord` empties it but keeps it existing (the CBOR-RPC
+    /// namespace). False when it does not exist.
+    public func deleteNamespace(_ name: Identifier, keepRecord: Bool) throws -> Bool {
+        guard let namespace = try namespace(name, create: false) else { return false }
+        try session.deleteNamespace(namespace, keepRecord: keepRecord)
+        engine.resetCredits(namespace: namespace.id)
+        return true
+    }
 }

@@ -1,5 +1,26 @@
 import CBOR
 
+/// A change of a worker record (REST's worker `PUT`, rest-api.md §3.5). Nil fields are absent.
+public struct WorkerUpdate: Sendable, Equatable {
+    /// `.some(nil)` clears the parent (`""`).
+    public var parent: Identifier??
+    public var active: Bool?
+    public var mode: StoredValue?
+    public var data: StoredValue?
+    public var expiration: Timestamp?
+
+    public init(
+        parent: Identifier?? = nil, active: Bool? = nil, mode: StoredValue? = nil, data: StoredValue? = nil,
+        expiration: Timestamp? = nil
+    ) {
+        self.parent = parent
+        self.active = active
+        self.mode = mode
+        self.data = data
+        self.expiration = expiration
+    }
+}
+
 /// A unit held by a child worker, as `get_child_work_units` reports it (semantics.md §7.5).
 public struct HeldUnit: Sendable, Equatable {
     public var spec: SpecRecord
@@ -93,5 +114,51 @@ extension EngineTransaction {
     public func purgeInactiveWorkers() throws -> Int {
         try session.purgeWorkers(
             lastHeartbeatBefore: now &- Time.duration(seconds: configuration.workerRetention), now: now)
+    }
+
+    // MARK: records by id
+
+    /// The worker record, created with REST defaults when it does not exist (semantics.md §7.2) and `create`
+    /// is set. Nil when it does not exist and `create` is not set.
+    public func worker(namespace name: Identifier, id: Identifier, create: Bool) throws -> WorkerRecord? {
+        guard let namespace = try namespace(name, create: create) else { return nil }
+        if let existing = try session.worker(namespace: namespace.id, id: id) { return existing }
+        guard create else { return nil }
+        let worker = WorkerRecord(
+            namespaceID: namespace.id, id: id, active: true, mode: StoredValue(encoding: .text([])), data: .emptyMap,
+            parent: nil, firstSeen: now, lastHeartbeat: now, expiration: now &+ defaultAttemptLease)
+        try session.saveWorker(worker)
+        return worker
+    }
+
+    /// A worker `PUT` (rest-api.md §3.5); creates the worker first when needed.
+    public func updateWorker(namespace name: Identifier, id: Identifier, _ update: WorkerUpdate) throws {
+        guard var worker = try worker(namespace: name, id: id, create: true) else { return }
+        if let parent = update.parent { worker.parent = parent.flatMap { $0.isEmpty ? nil : $0 } }
+        if update.active == true {
+            worker.active = true
+            if let mode = update.mode { worker.mode = mode }
+            if let data = update.data { worker.data = data }
+            worker.expiration = update.expiration ?? now &+ defaultAttemptLease
+            worker.lastHeartbeat = now
+        } else if update.active == false, worker.isLive(at: now) {
+            worker.active = false
+        }
+        try session.saveWorker(worker)
+    }
+
+    /// The units a worker holds (semantics.md §7.5), in the order of its attempts.
+    public func heldUnitsOf(namespace name: Identifier, worker: Identifier) throws -> [HeldUnit] {
+        guard let namespace = try namespace(name, create: false) else { return [] }
+        return try heldUnits(namespace: namespace, worker: worker)
+    }
+
+    /// Deletes a worker record (attempts are kept); false when it does not exist.
+    public func deleteWorker(namespace name: Identifier, id: Identifier) throws -> Bool {
+        guard let namespace = try namespace(name, create: false),
+            try session.worker(namespace: namespace.id, id: id) != nil
+        else { return false }
+        try session.deleteWorker(namespace: namespace.id, id: id)
+        return true
     }
 }

@@ -436,7 +436,7 @@ struct RESTRoutes: Sendable {
         guard list.count <= Self.maxBatchItems else {
             throw RESTError.badRequest("too many updates: \(list.count) > \(Self.maxBatchItems)")
         }
-        var items: [BulkUpdateItem] = []
+        var items: [UnitUpdateItem] = []
         for json in list {
             guard case .object = json, let key = try Self.bodyName(json) else {
                 throw RESTError.badRequest("every update needs a name")
@@ -456,11 +456,11 @@ struct RESTRoutes: Sendable {
                 update.worker = Identifier(text: text)
             }
             items.append(
-                BulkUpdateItem(key: key, update: update, priority: try Self.number(json["priority"], "priority")))
+                UnitUpdateItem(key: key, update: update, priority: try Self.number(json["priority"], "priority")))
         }
         let finalItems = items
         let results = try await write { tx -> [String?] in
-            guard let results = try tx.bulkUpdate(namespace: ns, spec: name, finalItems) else {
+            guard let results = try tx.updateWorkUnits(namespace: ns, spec: name, finalItems) else {
                 throw RESTError.noSuchWorkSpec(name)
             }
             return results
@@ -534,7 +534,7 @@ struct RESTRoutes: Sendable {
     func putUnit(_ request: RESTRequest) async throws -> Response {
         let (ns, spec, key) = (try request.name("ns"), try request.name("spec"), try request.name("unit"))
         let body = try Self.object(try request.json(required: false))
-        var put = UnitPut()
+        var put = UnitChange()
         if let meta = body["meta"], meta != .null {
             guard case .object = meta else { throw RESTError.badRequest("meta must be an object") }
             put.priority = try Self.number(meta["priority"], "meta.priority")
@@ -547,7 +547,7 @@ struct RESTRoutes: Sendable {
         let finalPut = put
         try await write { tx in
             _ = try unitOr404(tx, ns, spec, key)
-            _ = try tx.putWorkUnit(namespace: ns, spec: spec, key: key, finalPut)
+            _ = try tx.changeWorkUnit(namespace: ns, spec: spec, key: key, finalPut)
         }
         return noContent()
     }
@@ -699,7 +699,7 @@ struct RESTRoutes: Sendable {
         update.data = try Self.data(body["data"])
         if let expiration = try Self.time(body["expiration"], "expiration") { update.expiration = expiration }
         let finalUpdate = update
-        try await write { tx in try tx.putWorker(namespace: ns, id: id, finalUpdate) }
+        try await write { tx in try tx.updateWorker(namespace: ns, id: id, finalUpdate) }
         return noContent()
     }
 
@@ -713,7 +713,7 @@ struct RESTRoutes: Sendable {
 
     /// A `lifetime` in nanoseconds as a lease (semantics.md §8.1): 0 or absent → 900 s, clamped to 1 s … 1 day.
     static func lease(_ json: JSONValue?) throws -> Int64 {
-        guard let nanoseconds = try number(json, "lifetime"), nanoseconds != 0 else { return restDefaultLease }
+        guard let nanoseconds = try number(json, "lifetime"), nanoseconds != 0 else { return defaultAttemptLease }
         let micros = Int64(min(max(nanoseconds / 1000, 1e6), 86400e6))
         return micros
     }
