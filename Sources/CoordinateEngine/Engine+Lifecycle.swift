@@ -4,19 +4,15 @@ import CBOR
 /// (semantics.md §5–§6).
 extension EngineTransaction {
     /// Stores `unit`; every unit write of the engine goes through here, and backends store what they are given.
-    /// A PENDING unit whose lease has already run out — a renewal with a negative lease — expires at once, as the
-    /// sweep would expire it a moment later (semantics.md §6.4): its pending attempt ends `expired` at the
-    /// deadline and the unit becomes AVAILABLE.
+    /// A PENDING unit whose lease has already run out — a renewal with a negative lease — expires at once
+    /// (``Expiry``), as the sweep would expire it a moment later.
     func store(_ unit: UnitRecord) throws {
         var unit = unit
-        if unit.state == .pending, let deadline = unit.leaseDeadline, deadline < now {
-            if var attempt = try latestAttempt(of: unit), attempt.status == .pending {
-                attempt.status = .expired
-                attempt.endTime = max(attempt.startTime, deadline)
-                try session.updateAttempt(attempt)
-            }
-            unit.state = .available
-            unit.leaseDeadline = nil
+        if Expiry.leaseHasLapsed(unit, at: now) {
+            var attempt = try latestAttempt(of: unit)
+            let before = attempt
+            Expiry.expire(&unit, attempt: &attempt)
+            if let attempt, attempt != before { try session.updateAttempt(attempt) }
         }
         try session.updateUnit(unit)
     }

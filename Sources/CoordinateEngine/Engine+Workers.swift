@@ -110,10 +110,24 @@ extension EngineTransaction {
         return held.map(\.1)
     }
 
-    /// Deletes inactive worker records whose last heartbeat is older than the retention (semantics.md §7.2).
+    /// Deletes the records of workers that are not live and sent no heartbeat within `worker_retention`
+    /// (semantics.md §7.2). The rule is decided here; the storage lists, and deletes a record only while its
+    /// heartbeat is the one read (another daemon may take a heartbeat meanwhile). It runs once a minute, so
+    /// reading every worker record is cheap next to keeping a copy of the rule in each backend's SQL.
     public func purgeInactiveWorkers() throws -> Int {
-        try session.purgeWorkers(
-            lastHeartbeatBefore: now &- Time.duration(seconds: configuration.workerRetention), now: now)
+        let cutoff = now &- Time.duration(seconds: configuration.workerRetention)
+        var purged = 0
+        for namespace in try session.allNamespaces() {
+            for worker in try session.workers(namespace: namespace.id)
+            where worker.lastHeartbeat < cutoff && !worker.isLive(at: now) {
+                if try session.deleteWorker(
+                    namespace: namespace.id, id: worker.id, ifLastHeartbeat: worker.lastHeartbeat)
+                {
+                    purged += 1
+                }
+            }
+        }
+        return purged
     }
 
     // MARK: records by id

@@ -252,7 +252,7 @@ final class MemoryStore: StorageSession {
     func materialize(now: Timestamp) throws -> [Int64: Int] {
         materializedAt = max(materializedAt, now)
         var expired: [Int64: Int] = [:]
-        while let top = leaseQueue.min, top.time < now {
+        while let top = leaseQueue.min, Expiry.leaseIsDue(deadline: top.time, at: now) {
             leaseQueue.removeMin()
             let box = top.box
             guard !box.deleted, box.state == .pending, box.time == top.time, let spec = specsByID[top.specID] else {
@@ -261,14 +261,14 @@ final class MemoryStore: StorageSession {
             expireLease(box, in: spec)
             expired[top.specID, default: 0] += 1
         }
-        while let top = delayQueue.min, top.time <= now {
+        while let top = delayQueue.min, Expiry.delayIsDue(notBefore: top.time, at: now) {
             delayQueue.removeMin()
             let box = top.box
             guard !box.deleted, box.bucket == .delayed, box.notBefore == top.time else { continue }
             guard let spec = specsByID[top.specID] else { continue }
             move(box, in: spec, to: .ready)
         }
-        while let top = lockQueue.min, top.time < now {
+        while let top = lockQueue.min, Expiry.lockHasLapsed(deadline: top.time, at: now) {
             lockQueue.removeMin()
             guard var chunks = locks[top.namespaceID] else { continue }
             let probe = LockEntry(
@@ -288,16 +288,12 @@ final class MemoryStore: StorageSession {
         return expired
     }
 
-    /// A lease passed: the pending attempt becomes `expired` and the unit AVAILABLE (semantics.md §6.4).
+    /// A lease passed (``Expiry``).
     private func expireLease(_ box: UnitBox, in spec: SpecState) {
-        guard let deadline = box.leaseDeadline else { return }
-        if let last = box.attempts.indices.last, box.attempts[last].status == .pending {
-            box.attempts[last].status = .expired
-            box.attempts[last].endTime = max(box.attempts[last].startTime, deadline)
-        }
         var record = box.record(specID: spec.record.id)
-        record.state = .available
-        record.leaseDeadline = nil
+        var attempt = box.attempts.last
+        Expiry.expire(&record, attempt: &attempt)
+        if let attempt { box.attempts[box.attempts.count - 1] = attempt }
         apply(record, to: box, in: spec)
     }
 
@@ -630,21 +626,14 @@ final class MemoryStore: StorageSession {
         workers[worker.namespaceID, default: [:]][worker.id] = worker
     }
 
-    func deleteWorker(namespace: Int64, id: Identifier) throws { workers[namespace]?[id] = nil }
+    func deleteWorker(namespace: Int64, id: Identifier, ifLastHeartbeat: Timestamp?) throws -> Bool {
+        if let ifLastHeartbeat, workers[namespace]?[id]?.lastHeartbeat != ifLastHeartbeat { return false }
+        workers[namespace]?[id] = nil
+        return true
+    }
 
     func workers(namespace: Int64) throws -> [WorkerRecord] {
         (workers[namespace]?.values.map { $0 } ?? []).sorted { $0.id < $1.id }
-    }
-
-    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
-        var purged = 0
-        for (namespace, records) in workers {
-            for (id, record) in records where record.lastHeartbeat < cutoff && !record.isLive(at: now) {
-                workers[namespace]?[id] = nil
-                purged += 1
-            }
-        }
-        return purged
     }
 
     // MARK: - Locks

@@ -216,10 +216,10 @@ public struct UnitRecord: Sendable, Equatable {
     public func bucket(at now: Timestamp) -> UnitBucket {
         switch state {
         case .available:
-            if let notBefore, notBefore > now { return .delayed }
+            if let notBefore, !Expiry.delayIsDue(notBefore: notBefore, at: now) { return .delayed }
             return .ready
         case .pending:
-            if let deadline = leaseDeadline, deadline < now { return .ready }
+            if let deadline = leaseDeadline, Expiry.leaseIsDue(deadline: deadline, at: now) { return .ready }
             return .pending
         case .finished: return .finished
         case .failed: return .failed

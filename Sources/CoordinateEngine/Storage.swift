@@ -298,11 +298,13 @@ public protocol StorageSession: AnyObject {
     func worker(namespace: Int64, id: Identifier) throws -> WorkerRecord?
     /// Inserts or replaces the worker record with this id.
     func saveWorker(_ worker: WorkerRecord) throws
-    func deleteWorker(namespace: Int64, id: Identifier) throws
+    /// Deletes the worker record. With `ifLastHeartbeat`, only while its last heartbeat is still that instant
+    /// — a heartbeat another daemon commits meanwhile keeps it — answering whether it went; without, it answers
+    /// true.
+    @discardableResult
+    func deleteWorker(namespace: Int64, id: Identifier, ifLastHeartbeat: Timestamp?) throws -> Bool
     /// All worker records of the namespace (live or not), in id order.
     func workers(namespace: Int64) throws -> [WorkerRecord]
-    /// Deletes worker records whose last heartbeat is before `cutoff` and that are not live at `now`.
-    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int
 
     // MARK: Locks
 
@@ -333,6 +335,12 @@ public protocol StorageSession: AnyObject {
     /// The damage found by reads since the last call (``StoredData``); the engine reports it after each
     /// operation.
     func takeDamage() -> [StoredDamage]
+}
+
+extension StorageSession {
+    public func deleteWorker(namespace: Int64, id: Identifier) throws {
+        try deleteWorker(namespace: namespace, id: id, ifLastHeartbeat: nil)
+    }
 }
 
 /// Defaults of the hooks that only a backend shared by several daemons needs.

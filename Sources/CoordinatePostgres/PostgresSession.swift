@@ -127,7 +127,7 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Time
 
-    /// The sweep of ``materialize(now:)``: `$1` is the instant, `$2` the ids of the namespaces whose rows the
+    /// The sweep of ``materialize(now:)``, ``Expiry`` in SQL: `$1` is the instant, `$2` the ids of the namespaces whose rows the
     /// daemon keeps (``CatalogCache``), whose current generations it answers as rows of kind 4.
     ///
     /// It runs in every transaction and almost always finds nothing, so the update of the expired units' attempts
@@ -141,10 +141,10 @@ final class PostgresSession: StorageSession {
             SELECT id, spec_id, time, latest_attempt_id FROM work_unit
             WHERE bucket = \(UnitBucket.pending.sql) AND time < $1 ORDER BY time LIMIT 1000 FOR UPDATE SKIP LOCKED
         ), expired_units AS (
-            UPDATE work_unit u SET state = \(UnitState.available.sql), bucket = \(UnitBucket.ready.sql), time = NULL FROM expired e WHERE u.id = e.id
+            UPDATE work_unit u SET state = \(Expiry.unitState.sql), bucket = \(UnitBucket.ready.sql), time = NULL FROM expired e WHERE u.id = e.id
             RETURNING e.spec_id, e.time, e.latest_attempt_id
         ), expired_attempts AS (
-            UPDATE attempt a SET status = \(AttemptStatus.expired.sql), end_time = greatest(a.start_time, x.time)
+            UPDATE attempt a SET status = \(Expiry.attemptStatus.sql), end_time = greatest(a.start_time, x.time)
             FROM expired_units x WHERE a.id = x.latest_attempt_id AND a.status = \(AttemptStatus.pending.sql) AND EXISTS (SELECT FROM expired_units)
             RETURNING a.id
         ), due AS (
@@ -1407,28 +1407,25 @@ final class PostgresSession: StorageSession {
             ])
     }
 
-    func deleteWorker(namespace: Int64, id: Identifier) throws {
+    func deleteWorker(namespace: Int64, id: Identifier, ifLastHeartbeat: Timestamp?) throws -> Bool {
         writeCount += 1
         workersWritten.insert(WorkerKey(namespace: namespace, id: id.octets))
-        try channel.sendDeferred(
-            "DELETE FROM worker WHERE namespace_id = $1 AND name = $2", [.int(namespace), .bytes(id.octets)])
+        guard let ifLastHeartbeat else {
+            try channel.sendDeferred(
+                "DELETE FROM worker WHERE namespace_id = $1 AND name = $2", [.int(namespace), .bytes(id.octets)])
+            return true
+        }
+        // Under READ COMMITTED the condition is re-checked on the row as a concurrent heartbeat left it.
+        return try !channel.query(
+            "DELETE FROM worker WHERE namespace_id = $1 AND name = $2 AND last_heartbeat = $3 RETURNING 1",
+            [.int(namespace), .bytes(id.octets), .int(ifLastHeartbeat)]
+        ).isEmpty
     }
 
     func workers(namespace: Int64) throws -> [WorkerRecord] {
         try channel.query(
             "SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = $1 ORDER BY name", [.int(namespace)]
         ).map(readWorker)
-    }
-
-    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
-        writeCount += 1
-        workersWrittenWholesale = true
-        let rows = try channel.query(
-            """
-            WITH gone AS (DELETE FROM worker WHERE last_heartbeat < $1 AND NOT (active AND expiration >= $2) RETURNING 1)
-            SELECT count(*)::bigint FROM gone
-            """, [.int(cutoff), .int(now)])
-        return try rows.first?.int(0) ?? 0
     }
 
     // MARK: - Locks

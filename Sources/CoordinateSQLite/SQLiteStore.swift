@@ -138,7 +138,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
                 }
                 if rows.count < 512 { break }
             }
-            cache.nextLeaseExpiry = try minimumTime(bucket: 2) ?? .max
+            cache.nextLeaseExpiry = try minimumTime(bucket: .pending) ?? .max
         }
         if cache.nextDelayEnd == nil || cache.nextDelayEnd! <= now {
             let select = try statement(
@@ -160,7 +160,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
                 }
                 if rows.count < 512 { break }
             }
-            cache.nextDelayEnd = try minimumTime(bucket: 1) ?? .max
+            cache.nextDelayEnd = try minimumTime(bucket: .delayed) ?? .max
         }
         if cache.nextLockExpiry == nil || cache.nextLockExpiry! < now {
             let delete = try statement("DELETE FROM held_lock WHERE deadline < ?")
@@ -173,25 +173,25 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         return expired
     }
 
-    private func minimumTime(bucket: Int) throws -> Int64? {
+    private func minimumTime(bucket: UnitBucket) throws -> Int64? {
         let query = try statement("SELECT min(time) FROM work_unit WHERE bucket = ?")
-        try query.bind(1, bucket)
+        try query.bind(1, Int(bucket.rawValue))
         defer { query.reset() }
         return try query.next() ? query.optionalInt64(0) : nil
     }
 
-    /// A lease passed: the pending attempt becomes `expired` (ending at the deadline) and the unit AVAILABLE.
+    /// A lease passed: ``Expiry/expire(_:attempt:)`` in SQL.
     private func expire(unit id: Int64, spec: Int64, deadline: Int64, attempt: Int64?) throws {
         if let attempt {
             let update = try statement(
-                "UPDATE attempt SET status = \(AttemptStatus.expired.sql), end_time = max(start_time, ?) WHERE id = ? AND status = \(AttemptStatus.pending.sql)"
+                "UPDATE attempt SET status = \(Expiry.attemptStatus.sql), end_time = max(start_time, ?) WHERE id = ? AND status = \(AttemptStatus.pending.sql)"
             )
             try update.bind(1, deadline)
             try update.bind(2, attempt)
             try update.run()
         }
         let update = try statement(
-            "UPDATE work_unit SET state = \(UnitState.available.sql), bucket = \(UnitBucket.ready.sql), time = NULL WHERE id = ?"
+            "UPDATE work_unit SET state = \(Expiry.unitState.sql), bucket = \(UnitBucket.ready.sql), time = NULL WHERE id = ?"
         )
         try update.bind(1, id)
         try update.run()
@@ -662,11 +662,14 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try upsert.run()
     }
 
-    func deleteWorker(namespace: Int64, id: Identifier) throws {
-        let delete = try statement("DELETE FROM worker WHERE namespace_id = ? AND name = ?")
+    func deleteWorker(namespace: Int64, id: Identifier, ifLastHeartbeat: Timestamp?) throws -> Bool {
+        let delete = try statement(
+            "DELETE FROM worker WHERE namespace_id = ? AND name = ? AND (?3 IS NULL OR last_heartbeat = ?3)")
         try delete.bind(1, namespace)
         try delete.bind(2, id.octets)
+        try delete.bind(3, ifLastHeartbeat)
         try delete.run()
+        return ifLastHeartbeat == nil || sqlite3_changes(database.sqliteConnection!) > 0
     }
 
     func workers(namespace: Int64) throws -> [WorkerRecord] {
@@ -676,15 +679,6 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         while try query.next() { workers.append(readWorker(query)) }
         query.reset()
         return workers
-    }
-
-    func purgeWorkers(lastHeartbeatBefore cutoff: Timestamp, now: Timestamp) throws -> Int {
-        let delete = try statement(
-            "DELETE FROM worker WHERE last_heartbeat < ? AND NOT (active = 1 AND expiration >= ?)")
-        try delete.bind(1, cutoff)
-        try delete.bind(2, now)
-        try delete.run()
-        return Int(sqlite3_changes(database.sqliteConnection!))
     }
 
     // MARK: - Locks

@@ -200,6 +200,39 @@ struct UnitLifecycleTests {
         #expect(try await h.getWork("w2").first?.unit.key == Identifier(bytes: "a"))
     }
 
+    @Test(
+        "time-based transitions: every backend's sweep finds due what Expiry calls due and writes what it writes",
+        arguments: BackendKind.allCases)
+    func sweepFollowsExpiry(backend: BackendKind) async throws {
+        let h = try await EngineHarness(backend)
+        try await h.spec("s")
+        try await h.add("s", ["a", "b"])
+        try await h.add("s", ["d"], delay: 10)
+        let deadline = try #require(try await h.getWork("w", count: 2, lease: 10).first?.unit.leaseDeadline)
+        let notBefore = try #require(try await h.unit("s", "d")?.notBefore)
+        h.clock.advance(seconds: 10)
+        // At the lease's deadline and the delay's end exactly: the definition decides each side of the boundary.
+        #expect(h.now == deadline && h.now == notBefore)
+        let leaseDue = Expiry.leaseIsDue(deadline: deadline, at: h.now)
+        let delayDue = Expiry.delayIsDue(notBefore: notBefore, at: h.now)
+        var counts = try await h.counts("s")
+        #expect(counts.pending == (leaseDue ? 0 : 2) && counts.delayed == (delayDue ? 0 : 1))
+        #expect(counts.ready == (leaseDue ? 2 : 0) + (delayDue ? 1 : 0))
+        #expect(try await h.unit("s", "a")?.state == (leaseDue ? Expiry.unitState : .pending))
+        // Past the deadline: the stored unit and attempt are exactly what Expiry.expire makes of them.
+        let before = try #require(try await h.unit("s", "a"))
+        let attemptBefore = try await h.attempts("s", "a").last
+        h.clock.advance(microseconds: 1)
+        counts = try await h.counts("s")
+        #expect(counts.pending == 0 && counts.ready == 3 && counts.delayed == 0)
+        var expected = before
+        var expectedAttempt = attemptBefore
+        Expiry.expire(&expected, attempt: &expectedAttempt)
+        #expect(try await h.unit("s", "a") == expected)
+        #expect(try await h.attempts("s", "a").last == expectedAttempt)
+        #expect(expectedAttempt?.status == Expiry.attemptStatus && expectedAttempt?.endTime == deadline)
+    }
+
     @Test("re-adding resets from every state; priority changes only when explicit", arguments: BackendKind.allCases)
     func reAdd(backend: BackendKind) async throws {
         for state in ["available", "pending", "finished", "failed"] {
