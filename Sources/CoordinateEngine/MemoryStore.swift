@@ -140,14 +140,13 @@ final class MemoryStore: StorageSession {
         static func < (a: KeyEntry, b: KeyEntry) -> Bool { a.box.key.precedes(b.box.key) }
     }
 
-    /// Priority descending, then key ascending.
+    /// The ready order (``UnitOrder/priority``).
     struct PriorityEntry: Comparable {
         let priority: Double
         let box: UnitBox
         static func == (a: PriorityEntry, b: PriorityEntry) -> Bool { a.priority == b.priority && a.box === b.box }
         static func < (a: PriorityEntry, b: PriorityEntry) -> Bool {
-            if a.priority != b.priority { return a.priority > b.priority }
-            return a.box.key.precedes(b.box.key)
+            UnitOrder.readyPrecedes(a.priority, b.priority) { a.box.key.precedes(b.box.key) }
         }
     }
 

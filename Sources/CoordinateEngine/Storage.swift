@@ -196,12 +196,29 @@ public struct StorageHealth: Sendable, Equatable {
     public static let available = StorageHealth(isAvailable: true)
 }
 
-/// Which units a listing wants, in which order.
+/// Which units a listing wants, in which order: the one definition of the ready order (semantics.md §4.3), which
+/// the memory backend compares with and the SQL backends sort and index by.
 public enum UnitOrder: Sendable {
     /// Key ascending.
     case key
-    /// Priority descending, then key ascending (semantics.md §4.3).
+    /// Priority descending, then key ascending: the order units are granted in.
     case priority
+
+    /// The order as an SQL `ORDER BY` list over `work_unit`'s columns, qualified by `alias` when given.
+    public func sql(_ alias: String? = nil) -> String {
+        let column = { (name: String) in alias.map { "\($0).\(name)" } ?? name }
+        switch self {
+        case .key: return column("key")
+        case .priority: return "\(column("priority")) DESC, \(column("key"))"
+        }
+    }
+
+    /// Whether a unit of priority `a` comes before one of priority `b` in the ready order; `keyPrecedes` says
+    /// whether its key comes first (octet order), and is asked only on equal priorities.
+    @inlinable
+    public static func readyPrecedes(_ a: Double, _ b: Double, keyPrecedes: () -> Bool) -> Bool {
+        a != b ? a > b : keyPrecedes()
+    }
 }
 
 /// The data access an engine operation needs, expressed so that memory structures and SQL can both provide it

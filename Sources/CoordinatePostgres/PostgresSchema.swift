@@ -52,7 +52,7 @@ enum PostgresSchema {
                 retry_count_base BIGINT NOT NULL,
                 UNIQUE (spec_id, key)
             );
-            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, priority DESC, key);
+            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, \(UnitOrder.priority.sql()));
             CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key);
             CREATE INDEX work_unit_deadline ON work_unit (bucket, time) WHERE bucket IN (\(UnitBucket.sqlList([.delayed, .pending])));
             CREATE TABLE attempt (

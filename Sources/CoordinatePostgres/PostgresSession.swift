@@ -519,7 +519,7 @@ final class PostgresSession: StorageSession {
     static let namespaceSpecsSQL = """
         SELECT \(specColumns),
             CASE WHEN s.id = $2 THEN NULL ELSE (SELECT u.priority FROM work_unit u WHERE u.spec_id = s.id
-                AND u.bucket = \(UnitBucket.ready.sql) ORDER BY u.priority DESC, u.key LIMIT 1) END,
+                AND u.bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql("u")) LIMIT 1) END,
             (SELECT n.generation FROM namespace n WHERE n.id = s.namespace_id)
         \(specSource) WHERE s.namespace_id = $1 ORDER BY s.name
         """
@@ -1158,7 +1158,7 @@ final class PostgresSession: StorageSession {
     static func readyUnitsSQL(limit: Int) -> String {
         """
         SELECT \(unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql)
-        ORDER BY priority DESC, key LIMIT \(limit) FOR UPDATE SKIP LOCKED
+        ORDER BY \(UnitOrder.priority.sql()) LIMIT \(limit) FOR UPDATE SKIP LOCKED
         """
     }
 
@@ -1191,7 +1191,7 @@ final class PostgresSession: StorageSession {
             }
         }
         let rows = try channel.query(
-            "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT 1",
+            "SELECT priority FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql()) LIMIT 1",
             [.int(spec)])
         return try rows.first?.double(0)
     }
@@ -1212,7 +1212,7 @@ final class PostgresSession: StorageSession {
             values.append(.bytes(startKey.octets))
             sql += " AND key >= $\(values.count)"
         }
-        sql += order == .key ? " ORDER BY key" : " ORDER BY priority DESC, key"
+        sql += " ORDER BY \(order.sql())"
         // A literal limit, as in `readyUnits`.
         if limit < Int.max { sql += " LIMIT \(limit)" }
         return try units(sql, values)

@@ -1,3 +1,4 @@
+import CoordinateEngine
 import GRDB
 
 /// The SQLite schema and its forward migrations (storage.md §3.4, §5). Each release knows the versions it can run
@@ -53,7 +54,7 @@ enum SQLiteSchema {
                 retry_count_base INTEGER NOT NULL,
                 UNIQUE (spec_id, key)
             );
-            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, priority DESC, key);
+            CREATE INDEX work_unit_order ON work_unit (spec_id, bucket, \(UnitOrder.priority.sql()));
             CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key);
             CREATE INDEX work_unit_deadline ON work_unit (bucket, time);
             CREATE TABLE attempt (

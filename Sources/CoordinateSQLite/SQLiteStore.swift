@@ -453,7 +453,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
         let query = try statement(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT ?"
+            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql()) LIMIT ?"
         )
         try query.bind(1, spec)
         try query.bind(2, limit)
@@ -462,7 +462,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func topReadyPriority(spec: Int64) throws -> Double? {
         let query = try statement(
-            "SELECT priority FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY priority DESC, key LIMIT 1"
+            "SELECT priority FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql()) LIMIT 1"
         )
         try query.bind(1, spec)
         defer { query.reset() }
@@ -481,7 +481,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             sql += " AND bucket IN (\(UnitBucket.sqlList(buckets)))"
         }
         if startKey != nil { sql += " AND key >= ?" }
-        sql += order == .key ? " ORDER BY key" : " ORDER BY priority DESC, key"
+        sql += " ORDER BY \(order.sql())"
         sql += " LIMIT ?"
         let query = try statement(sql)
         var index: Int32 = 1
