@@ -65,14 +65,8 @@ final class PostgresSession: StorageSession {
     /// in its text, since a generic plan cannot prove that a `$n` matches an index's predicate.
     static let completedBuckets = UnitBucket.sqlList([.finished, .failed])
 
-    /// The position of `priority` in ``unitColumns``.
+    /// The position of `priority` in ``StoredColumns.unit``.
     static let unitPriorityColumn = 5
-    static let unitColumns =
-        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
-    static let attemptColumns = "id, " + attemptValueColumns
-    /// ``attemptColumns`` but the id, in the order of ``attemptValueList``.
-    static let attemptValueColumns =
-        "unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
     /// A spec row with its counters summed over their shards; callers append `WHERE …` on `s`.
     static let specSelect = "SELECT \(specColumns) \(specSource)"
     static let specColumns = """
@@ -862,11 +856,11 @@ final class PostgresSession: StorageSession {
     /// A unit by spec and key with its latest attempt: almost every operation on one unit (finish, fail, renew)
     /// reads both, and one statement is one round trip less.
     static let unitWithLatestAttemptSQL = """
-        SELECT \(unitColumns.split(separator: ", ").map { "u." + $0 }.joined(separator: ", ")),
-            \(attemptColumns.split(separator: ", ").map { "a." + $0 }.joined(separator: ", "))
+        SELECT \(StoredColumns.qualified(StoredColumns.unit, by: "u")),
+            \(StoredColumns.qualified(StoredColumns.attempt, by: "a"))
         FROM work_unit u LEFT JOIN attempt a ON a.id = u.latest_attempt_id WHERE u.spec_id = $1 AND u.key = $2
         """
-    static let unitColumnCount = unitColumns.split(separator: ",").count
+    static let unitColumnCount = StoredColumns.count(StoredColumns.unit)
 
     /// Latest attempts read with their units in this operation (``unit(spec:key:)``), by id; kept up to date by
     /// this session's attempt writes and forgotten when units are deleted.
@@ -1022,12 +1016,11 @@ final class PostgresSession: StorageSession {
     /// answers the same chunk in ~1.4 ms instead of ~600 ms.
     static let unitsByKeySQL = """
         SELECT u.* FROM unnest($2) AS k(key)
-        CROSS JOIN LATERAL (SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND key = k.key) u
+        CROSS JOIN LATERAL (SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = $1 AND key = k.key) u
         """
 
     static let unitInsertColumns = """
-        work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id,
-            attempt_count, retry_count_base, data_crc)
+        work_unit (\(StoredColumns.unitValues))
         """
     /// A unit's values in ``unitInsertColumns`` order, placed in `bucket` with its `time`.
     static func insertValues(_ unit: UnitRecord, bucket: UnitBucket, time: Int64?) -> [SQLValue] {
@@ -1050,7 +1043,7 @@ final class PostgresSession: StorageSession {
         """
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
-        try units("SELECT \(Self.unitColumns) FROM work_unit WHERE id = $1", [.int(attempt.unitID)]).first
+        try units("SELECT \(StoredColumns.unit) FROM work_unit WHERE id = $1", [.int(attempt.unitID)]).first
     }
 
     private func placement(_ unit: UnitRecord) -> (bucket: UnitBucket, time: Int64?) {
@@ -1157,7 +1150,7 @@ final class PostgresSession: StorageSession {
     /// grant it.
     static func readyUnitsSQL(limit: Int) -> String {
         """
-        SELECT \(unitColumns), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql)
+        SELECT \(StoredColumns.unit), nextval('attempt_id_seq') FROM work_unit WHERE spec_id = $1 AND bucket = \(UnitBucket.ready.sql)
         ORDER BY \(UnitOrder.priority.sql()) LIMIT \(limit) FOR UPDATE SKIP LOCKED
         """
     }
@@ -1202,7 +1195,7 @@ final class PostgresSession: StorageSession {
         -> [UnitRecord]
     {
         guard limit > 0 else { return [] }
-        var sql = "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = $1"
+        var sql = "SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = $1"
         var values: [SQLValue] = [.int(spec)]
         if let buckets {
             guard !buckets.isEmpty else { return [] }
@@ -1232,7 +1225,7 @@ final class PostgresSession: StorageSession {
     /// text: `work_unit_completed` indexes only the completed buckets (``completedBuckets``).
     static func completedUnitsSQL(_ bucket: UnitBucket, newestFirst: Bool) -> String {
         """
-        SELECT \(unitColumns) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.sql)
+        SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = $1 AND bucket = \(bucket.sql)
         ORDER BY \(newestFirst ? "time DESC, key DESC" : "time, key") LIMIT $2
         """
     }
@@ -1263,7 +1256,7 @@ final class PostgresSession: StorageSession {
 
     // MARK: - Attempts
 
-    /// The attempt whose columns (``attemptColumns``) start at column `first` of `row`.
+    /// The attempt whose columns (``StoredColumns.attempt``) start at column `first` of `row`.
     private func readAttempt(_ row: SQLRow, from first: Int = 0) throws -> AttemptRecord {
         let id = try row.int64(first)
         return AttemptRecord(
@@ -1276,7 +1269,7 @@ final class PostgresSession: StorageSession {
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
-        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE id = $1", [.int(id)]).first.map {
+        try channel.query("SELECT \(StoredColumns.attempt) FROM attempt WHERE id = $1", [.int(id)]).first.map {
             try readAttempt($0)
         }
     }
@@ -1298,8 +1291,10 @@ final class PostgresSession: StorageSession {
     }
 
     func attempts(of unit: UnitRecord) throws -> [AttemptRecord] {
-        try channel.query("SELECT \(Self.attemptColumns) FROM attempt WHERE unit_id = $1 ORDER BY id", [.int(unit.id)])
-            .map { try readAttempt($0) }
+        try channel.query(
+            "SELECT \(StoredColumns.attempt) FROM attempt WHERE unit_id = $1 ORDER BY id", [.int(unit.id)]
+        )
+        .map { try readAttempt($0) }
     }
 
     func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord {
@@ -1315,19 +1310,19 @@ final class PostgresSession: StorageSession {
         if let reserved = reservedAttemptIDs.removeValue(forKey: unit.id) {
             // Nothing waits: the id is known, and the next statement travels behind the insert.
             try channel.sendDeferred(
-                "INSERT INTO attempt (\(Self.attemptColumns)) VALUES ($11, \(Self.attemptValueList))",
+                "INSERT INTO attempt (\(StoredColumns.attempt)) VALUES ($11, \(Self.attemptValueList))",
                 values + [.int(reserved)], touching: .init(table: .attempt, id: reserved))
             record.id = reserved
             return record
         }
         let rows = try channel.query(
-            "INSERT INTO attempt (\(Self.attemptValueColumns)) VALUES (\(Self.attemptValueList)) RETURNING id",
+            "INSERT INTO attempt (\(StoredColumns.attemptValues)) VALUES (\(Self.attemptValueList)) RETURNING id",
             values)
         record.id = try rows.first?.int64(0) ?? 0
         return record
     }
 
-    /// The placeholders of an attempt row after its id, in ``attemptColumns`` order.
+    /// The placeholders of an attempt row after its id, in ``StoredColumns.attempt`` order.
     static let attemptValueList = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 
     func updateAttempt(_ attempt: AttemptRecord) throws {
@@ -1343,7 +1338,7 @@ final class PostgresSession: StorageSession {
     }
 
     func attempts(namespace: Int64, worker: Identifier, statuses: Set<AttemptStatus>?) throws -> [AttemptRecord] {
-        var sql = "SELECT \(Self.attemptColumns) FROM attempt WHERE namespace_id = $1 AND worker = $2"
+        var sql = "SELECT \(StoredColumns.attempt) FROM attempt WHERE namespace_id = $1 AND worker = $2"
         if let statuses {
             guard !statuses.isEmpty else { return [] }
             sql += " AND status IN (\(AttemptStatus.sqlList(statuses)))"
@@ -1353,9 +1348,6 @@ final class PostgresSession: StorageSession {
     }
 
     // MARK: - Workers
-
-    static let workerColumns =
-        "namespace_id, name, name_kind, active, mode, data, parent, parent_kind, first_seen, last_heartbeat, expiration"
 
     private func readWorker(_ row: SQLRow) throws -> WorkerRecord {
         let name = try row.identifier(1, kind: 2)
@@ -1374,7 +1366,7 @@ final class PostgresSession: StorageSession {
         return try rows.first.map(readWorker)
     }
 
-    static let workerSQL = "SELECT \(workerColumns) FROM worker WHERE namespace_id = $1 AND name = $2"
+    static let workerSQL = "SELECT \(StoredColumns.worker) FROM worker WHERE namespace_id = $1 AND name = $2"
 
     /// Workers this transaction wrote, and whether it deleted workers wholesale: a worker read ahead for a later
     /// operation of the batch is then read again.
@@ -1393,7 +1385,7 @@ final class PostgresSession: StorageSession {
         workersWritten.insert(WorkerKey(namespace: worker.namespaceID, id: worker.id.octets))
         try channel.sendDeferred(
             """
-            INSERT INTO worker (\(Self.workerColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            INSERT INTO worker (\(StoredColumns.worker)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (namespace_id, name) DO UPDATE SET name_kind = EXCLUDED.name_kind, active = EXCLUDED.active,
                 mode = EXCLUDED.mode, data = EXCLUDED.data, parent = EXCLUDED.parent,
                 parent_kind = EXCLUDED.parent_kind, first_seen = EXCLUDED.first_seen,
@@ -1424,13 +1416,11 @@ final class PostgresSession: StorageSession {
 
     func workers(namespace: Int64) throws -> [WorkerRecord] {
         try channel.query(
-            "SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = $1 ORDER BY name", [.int(namespace)]
+            "SELECT \(StoredColumns.worker) FROM worker WHERE namespace_id = $1 ORDER BY name", [.int(namespace)]
         ).map(readWorker)
     }
 
     // MARK: - Locks
-
-    static let lockColumns = "namespace_id, path_key, path, owner, owner_kind, deadline"
 
     private func readLock(_ row: SQLRow) throws -> LockRecord {
         LockRecord(
@@ -1455,7 +1445,7 @@ final class PostgresSession: StorageSession {
             if let lock = try lock(namespace: namespace, pathKey: Array(pathKey[..<end])) { result.append(lock) }
         }
         result += try channel.query(
-            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key > $2 AND path_key < $3",
+            "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = $1 AND path_key > $2 AND path_key < $3",
             [.int(namespace), .bytes(pathKey), .bytes(LockPath.successor(of: pathKey))]
         ).map(readLock)
         return result
@@ -1463,7 +1453,7 @@ final class PostgresSession: StorageSession {
 
     func lock(namespace: Int64, pathKey: [UInt8]) throws -> LockRecord? {
         try channel.query(
-            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key = $2",
+            "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = $1 AND path_key = $2",
             [.int(namespace), .bytes(pathKey)]
         ).first.map(readLock)
     }
@@ -1472,7 +1462,7 @@ final class PostgresSession: StorageSession {
         writeCount += 1
         try channel.query(
             """
-            INSERT INTO held_lock (\(Self.lockColumns)) VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO held_lock (\(StoredColumns.lock)) VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (namespace_id, path_key) DO UPDATE SET path = EXCLUDED.path, owner = EXCLUDED.owner,
                 owner_kind = EXCLUDED.owner_kind, deadline = EXCLUDED.deadline
             """,
@@ -1492,13 +1482,13 @@ final class PostgresSession: StorageSession {
         if let prefix = pathKeyPrefix {
             return try channel.query(
                 """
-                SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 AND path_key >= $2 AND path_key < $3
+                SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = $1 AND path_key >= $2 AND path_key < $3
                 ORDER BY path_key
                 """, [.int(namespace), .bytes(prefix), .bytes(LockPath.successor(of: prefix))]
             ).map(readLock)
         }
         return try channel.query(
-            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = $1 ORDER BY path_key", [.int(namespace)]
+            "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = $1 ORDER BY path_key", [.int(namespace)]
         ).map(readLock)
     }
 }

@@ -37,11 +37,6 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     /// Damaged stored data found since the engine last asked (``takeDamage()``).
     private var damage = DamageFindings()
 
-    static let unitColumns =
-        "id, spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
-    static let attemptColumns =
-        "id, unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time, end_time, status, data"
-
     init(database: Database) {
         self.database = database
     }
@@ -344,14 +339,14 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func unit(spec: Int64, key: Identifier) throws -> UnitRecord? {
-        let query = try statement("SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND key = ?")
+        let query = try statement("SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = ? AND key = ?")
         try query.bind(1, spec)
         try query.bind(2, key.octets)
         return try readUnits(query).first
     }
 
     func unit(of attempt: AttemptRecord) throws -> UnitRecord? {
-        let query = try statement("SELECT \(Self.unitColumns) FROM work_unit WHERE id = ?")
+        let query = try statement("SELECT \(StoredColumns.unit) FROM work_unit WHERE id = ?")
         try query.bind(1, attempt.unitID)
         return try readUnits(query).first
     }
@@ -374,8 +369,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let (bucket, time) = placement(unit)
         let insert = try statement(
             """
-            INSERT INTO work_unit (spec_id, key, key_kind, data, priority, not_before, state, bucket, time,
-                latest_attempt_id, attempt_count, retry_count_base, data_crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO work_unit (\(StoredColumns.unitValues)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         let data = unit.data.bytes
         try insert.bind(1, unit.specID)
@@ -453,7 +447,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func readyUnits(spec: Int64, limit: Int) throws -> [UnitRecord] {
         let query = try statement(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql()) LIMIT ?"
+            "SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = ? AND bucket = \(UnitBucket.ready.sql) ORDER BY \(UnitOrder.priority.sql()) LIMIT ?"
         )
         try query.bind(1, spec)
         try query.bind(2, limit)
@@ -475,7 +469,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         -> [UnitRecord]
     {
         guard limit > 0 else { return [] }
-        var sql = "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ?"
+        var sql = "SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = ?"
         if let buckets {
             guard !buckets.isEmpty else { return [] }
             sql += " AND bucket IN (\(UnitBucket.sqlList(buckets)))"
@@ -497,7 +491,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func completedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         let query = try statement(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = ? ORDER BY time, key LIMIT ?")
+            "SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = ? AND bucket = ? ORDER BY time, key LIMIT ?")
         try query.bind(1, spec)
         try query.bind(2, Int64(bucket.rawValue))
         try query.bind(3, limit)
@@ -506,7 +500,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
 
     func newestCompletedUnits(spec: Int64, bucket: UnitBucket, limit: Int) throws -> [UnitRecord] {
         let query = try statement(
-            "SELECT \(Self.unitColumns) FROM work_unit WHERE spec_id = ? AND bucket = ? ORDER BY time DESC, key DESC LIMIT ?"
+            "SELECT \(StoredColumns.unit) FROM work_unit WHERE spec_id = ? AND bucket = ? ORDER BY time DESC, key DESC LIMIT ?"
         )
         try query.bind(1, spec)
         try query.bind(2, Int64(bucket.rawValue))
@@ -550,7 +544,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func attempt(id: Int64) throws -> AttemptRecord? {
-        let query = try statement("SELECT \(Self.attemptColumns) FROM attempt WHERE id = ?")
+        let query = try statement("SELECT \(StoredColumns.attempt) FROM attempt WHERE id = ?")
         try query.bind(1, id)
         return try readAttempts(query).first
     }
@@ -568,7 +562,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func attempts(of unit: UnitRecord) throws -> [AttemptRecord] {
-        let query = try statement("SELECT \(Self.attemptColumns) FROM attempt WHERE unit_id = ? ORDER BY id")
+        let query = try statement("SELECT \(StoredColumns.attempt) FROM attempt WHERE unit_id = ? ORDER BY id")
         try query.bind(1, unit.id)
         return try readAttempts(query)
     }
@@ -576,8 +570,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     func insertAttempt(_ attempt: AttemptRecord, for unit: UnitRecord) throws -> AttemptRecord {
         let insert = try statement(
             """
-            INSERT INTO attempt (unit_id, spec_id, namespace_id, worker, worker_kind, start_time, expiration_time,
-                end_time, status, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO attempt (\(StoredColumns.attemptValues)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         try insert.bind(1, unit.id)
         try insert.bind(2, attempt.specID)
@@ -608,7 +601,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func attempts(namespace: Int64, worker: Identifier, statuses: Set<AttemptStatus>?) throws -> [AttemptRecord] {
-        var sql = "SELECT \(Self.attemptColumns) FROM attempt WHERE namespace_id = ? AND worker = ?"
+        var sql = "SELECT \(StoredColumns.attempt) FROM attempt WHERE namespace_id = ? AND worker = ?"
         if let statuses {
             guard !statuses.isEmpty else { return [] }
             sql += " AND status IN (\(AttemptStatus.sqlList(statuses)))"
@@ -632,11 +625,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             expiration: row.int64(10))
     }
 
-    static let workerColumns =
-        "namespace_id, name, name_kind, active, mode, data, parent, parent_kind, first_seen, last_heartbeat, expiration"
-
     func worker(namespace: Int64, id: Identifier) throws -> WorkerRecord? {
-        let query = try statement("SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = ? AND name = ?")
+        let query = try statement("SELECT \(StoredColumns.worker) FROM worker WHERE namespace_id = ? AND name = ?")
         try query.bind(1, namespace)
         try query.bind(2, id.octets)
         defer { query.reset() }
@@ -646,7 +636,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     func saveWorker(_ worker: WorkerRecord) throws {
         let upsert = try statement(
             """
-            INSERT OR REPLACE INTO worker (\(Self.workerColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT OR REPLACE INTO worker (\(StoredColumns.worker)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         try upsert.bind(1, worker.namespaceID)
         try upsert.bind(2, worker.id.octets)
@@ -673,7 +663,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func workers(namespace: Int64) throws -> [WorkerRecord] {
-        let query = try statement("SELECT \(Self.workerColumns) FROM worker WHERE namespace_id = ? ORDER BY name")
+        let query = try statement("SELECT \(StoredColumns.worker) FROM worker WHERE namespace_id = ? ORDER BY name")
         try query.bind(1, namespace)
         var workers: [WorkerRecord] = []
         while try query.next() { workers.append(readWorker(query)) }
@@ -689,15 +679,13 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             owner: row.identifier(3, kind: 4), deadline: row.int64(5))
     }
 
-    static let lockColumns = "namespace_id, path_key, path, owner, owner_kind, deadline"
-
     func conflictingLocks(namespace: Int64, pathKey: [UInt8]) throws -> [LockRecord] {
         var result: [LockRecord] = []
         for end in LockPath.labelBoundaries(of: pathKey) {
             if let lock = try lock(namespace: namespace, pathKey: Array(pathKey[..<end])) { result.append(lock) }
         }
         let descendants = try statement(
-            "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? AND path_key > ? AND path_key < ?")
+            "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = ? AND path_key > ? AND path_key < ?")
         try descendants.bind(1, namespace)
         try descendants.bind(2, pathKey)
         try descendants.bind(3, LockPath.successor(of: pathKey))
@@ -707,7 +695,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func lock(namespace: Int64, pathKey: [UInt8]) throws -> LockRecord? {
-        let query = try statement("SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? AND path_key = ?")
+        let query = try statement("SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = ? AND path_key = ?")
         try query.bind(1, namespace)
         try query.bind(2, pathKey)
         defer { query.reset() }
@@ -715,7 +703,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
     }
 
     func saveLock(_ lock: LockRecord) throws {
-        let upsert = try statement("INSERT OR REPLACE INTO held_lock (\(Self.lockColumns)) VALUES (?, ?, ?, ?, ?, ?)")
+        let upsert = try statement("INSERT OR REPLACE INTO held_lock (\(StoredColumns.lock)) VALUES (?, ?, ?, ?, ?, ?)")
         try upsert.bind(1, lock.namespaceID)
         try upsert.bind(2, lock.pathKey)
         try upsert.bind(3, lock.path.bytes)
@@ -737,13 +725,14 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let query: SQLStatement
         if let prefix = pathKeyPrefix {
             query = try statement(
-                "SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? AND path_key >= ? AND path_key < ? ORDER BY path_key"
+                "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = ? AND path_key >= ? AND path_key < ? ORDER BY path_key"
             )
             try query.bind(1, namespace)
             try query.bind(2, prefix)
             try query.bind(3, LockPath.successor(of: prefix))
         } else {
-            query = try statement("SELECT \(Self.lockColumns) FROM held_lock WHERE namespace_id = ? ORDER BY path_key")
+            query = try statement(
+                "SELECT \(StoredColumns.lock) FROM held_lock WHERE namespace_id = ? ORDER BY path_key")
             try query.bind(1, namespace)
         }
         var locks: [LockRecord] = []
