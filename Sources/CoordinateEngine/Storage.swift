@@ -224,10 +224,12 @@ public enum UnitOrder: Sendable {
 /// The data access an engine operation needs, expressed so that memory structures and SQL can both provide it
 /// efficiently. A session is used by one operation at a time; every method may throw a ``StorageError``.
 ///
-/// Contract for time: the engine calls ``materialize(now:)`` at the start of every operation; afterwards every
-/// stored PENDING unit has a deadline ≥ now (expired leases became AVAILABLE with their attempt `expired`),
-/// every AVAILABLE unit whose not-before passed is in the ready bucket, and expired locks are gone. Reads
-/// therefore see exactly the state observed at `now`.
+/// Contract for time: the engine calls ``materialize(now:)`` at the start of every operation, which applies
+/// ``Expiry`` to what is due at `now`: lapsed leases become AVAILABLE with their attempt `expired`, delayed units
+/// whose time came become ready, lapsed locks go. Reads then see the state observed at `now`. A backend shared by
+/// several daemons may leave a due row that another transaction holds for that transaction to sweep
+/// (PostgreSQL's `SKIP LOCKED`); the units it answers still show that row as ``UnitRecord/bucket(at:)`` says —
+/// ready, not pending — while its counters may lag until the holder commits.
 public protocol StorageSession: AnyObject {
     /// Applies every time-based transition due at `now` (lease expiry, delayed units becoming ready, lock
     /// expiry). Idempotent.
