@@ -4,7 +4,7 @@ import CBOR
 public struct UnitUpdate: Sendable, Equatable {
     /// Relative seconds, already finite.
     public var leaseSeconds: Double?
-    /// Requested Python status code.
+    /// The requested status code of semantics.md §6.3 (1, 3, 4 or 5; any other is refused as invalid).
     public var status: Int64?
     public var data: StoredValue?
     public var worker: Identifier?

@@ -21,8 +21,8 @@ public enum DeleteUnitsOutcome: Sendable, Equatable {
     case deleted(Int)
 }
 
-/// The buckets a Python status code selects (1 includes delayed units; 2 selects nothing).
-public func buckets(forPythonStatus status: Int64) -> Set<UnitBucket> {
+/// The buckets a status code of semantics.md §4 selects (1 includes delayed units; 2 selects nothing).
+public func buckets(forStatusCode status: Int64) -> Set<UnitBucket> {
     switch status {
     case 1: return [.ready, .delayed]
     case 3: return [.pending]
@@ -172,7 +172,7 @@ extension EngineTransaction {
             return .deleted(live + Int(archived))
         }
         if let keys {
-            let selected = state.map { buckets(forPythonStatus: $0) }
+            let selected = state.map { buckets(forStatusCode: $0) }
             var deleted = 0
             for key in keys {
                 guard let unit = try session.unit(spec: spec.id, key: key) else { continue }
@@ -183,7 +183,7 @@ extension EngineTransaction {
             return .deleted(deleted)
         }
         if let state {
-            let live = try session.deleteUnits(spec: spec.id, buckets: buckets(forPythonStatus: state))
+            let live = try session.deleteUnits(spec: spec.id, buckets: buckets(forStatusCode: state))
             var updated = spec
             var archived: Int64 = 0
             if state == 4 {

@@ -224,11 +224,11 @@ public struct JobQueueModule: RPCModule {
             if let list = state.listElements {
                 for element in list {
                     if let code = element.intLike {
-                        selected.formUnion(CoordinateEngine.buckets(forPythonStatus: code))
+                        selected.formUnion(CoordinateEngine.buckets(forStatusCode: code))
                     }
                 }
             } else if let code = state.intLike {
-                selected = CoordinateEngine.buckets(forPythonStatus: code)
+                selected = CoordinateEngine.buckets(forStatusCode: code)
             }
             buckets = selected
         }
