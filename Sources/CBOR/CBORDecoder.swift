@@ -63,17 +63,6 @@ public struct CBORDecoder {
         return value
     }
 
-    /// Decodes one item starting at `offset` and returns it with the offset just past it.
-    public static func decodePrefix(
-        _ buffer: UnsafeRawBufferPointer, from offset: Int = 0, maxDepth: Int = 256
-    )
-        throws(CBORDecodingError) -> (value: CBORValue, end: Int)
-    {
-        var reader = Reader(buffer: buffer, maxDepth: maxDepth)
-        reader.position = offset
-        let value = try reader.readItem(depth: 0)
-        return (value, reader.position)
-    }
 }
 
 extension CBORDecoder {

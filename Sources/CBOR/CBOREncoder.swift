@@ -123,12 +123,6 @@ public struct CBOREncoder: Sendable {
         bytes.append(contentsOf: octets)
     }
 
-    /// Appends raw bytes the caller guarantees to be one complete canonical item.
-    @inlinable
-    public mutating func appendEncoded(_ item: some Sequence<UInt8>) {
-        bytes.append(contentsOf: item)
-    }
-
     @inlinable
     mutating func appendBigEndian(_ value: UInt64) {
         for shift in stride(from: 56, through: 0, by: -8) {

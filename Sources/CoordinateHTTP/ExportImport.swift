@@ -178,14 +178,6 @@ enum ExportFormat {
         return value
     }
 
-    static func readOptionalInt(_ object: JSONValue, _ field: String) throws -> Int64? {
-        guard let value = object[field], value != .null else { return nil }
-        guard let number = value.intValue else {
-            throw LineError(line: 0, reason: "\(field) must be an integer or null")
-        }
-        return number
-    }
-
     /// Parses an export body into a snapshot. Throws a `LineError` naming the first invalid line.
     static func parse(_ body: ByteBuffer?, now: Timestamp) throws -> NamespaceSnapshot {
         var snapshot = NamespaceSnapshot()

@@ -16,11 +16,6 @@ public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
         RPCError("bad parameter \(parameter) for \(method): expected \(type)")
     }
 
-    /// `storage unavailable: DETAIL`.
-    public static func storageUnavailable(_ detail: String) -> RPCError {
-        RPCError("storage unavailable: \(detail)")
-    }
-
     /// `internal error: DETAIL`.
     public static func internalError(_ detail: String) -> RPCError { RPCError("internal error: \(detail)") }
 }
