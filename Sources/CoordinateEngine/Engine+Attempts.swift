@@ -57,7 +57,9 @@ extension EngineTransaction {
         instant >= 0 ? instant / Time.microsecondsPerSecond : (instant - 999_999) / Time.microsecondsPerSecond
     }
 
-    /// Applies an attempt action (rest-api.md §3.4); `data` replaces the unit's data and the snapshot.
+    /// Applies an attempt action (rest-api.md §3.4). `data` becomes the attempt's; it stands in for the unit's
+    /// own data while the attempt stays active (renew, finish, fail), and the unit shows its own data again when
+    /// the action ends the attempt's activity (expire, retry), as in go-coordinate (docs/decisions.md).
     public mutating func attemptAction(
         namespace name: Identifier, id: Int64, _ action: AttemptAction, data: StoredValue?
     ) throws -> AttemptActionOutcome {
@@ -68,10 +70,13 @@ extension EngineTransaction {
         else { return .noSuchAttempt }
         let latest = unit.latestAttemptID == attempt.id
         func applyData() {
-            if let data {
-                unit.data = data
-                attempt.data = data
-            }
+            guard let data else { return }
+            unit.setAttemptData(data)
+            attempt.data = data
+        }
+        func endActivity() {
+            if let data { attempt.data = data }
+            unit.restoreOwnData()
         }
         switch action {
         case .renew(let extend):
@@ -85,7 +90,7 @@ extension EngineTransaction {
         case .expire:
             if attempt.status == .expired { return .applied }
             guard attempt.status == .pending else { return .notPending }
-            applyData()
+            endActivity()
             attempt.status = .expired
             attempt.endTime = now
             unit.state = .available
@@ -114,7 +119,7 @@ extension EngineTransaction {
             return .applied
         case .retry(let delay):
             guard attempt.status == .pending else { return .notPending }
-            applyData()
+            endActivity()
             attempt.status = .retryable
             attempt.endTime = now
             unit.state = .available

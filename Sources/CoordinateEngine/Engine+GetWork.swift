@@ -160,9 +160,9 @@ extension EngineTransaction {
             } else {
                 map.append(.text("traceback"), message)
             }
-            unit.data = StoredValue(encoding: .map(map))
+            unit.setOwnData(StoredValue(encoding: .map(map)))
         default:
-            unit.data = StoredValue(encoding: .map(CBORMap([(.text("traceback"), message)])))
+            unit.setOwnData(StoredValue(encoding: .map(CBORMap([(.text("traceback"), message)]))))
         }
         try endPendingAttempt(of: unit, as: .failed, data: unit.data, namespace: namespace, spec: spec)
         try fail(&unit)

@@ -42,6 +42,7 @@ extension EngineTransaction {
         if unit.state == .pending {
             try endPendingAttempt(of: unit, as: .retryable, data: unit.data, namespace: namespace, spec: spec)
         }
+        unit.restoreOwnData()
         let deadline = now &+ lease
         let attempt = try session.insertAttempt(
             AttemptRecord(
@@ -119,7 +120,7 @@ extension EngineTransaction {
             guard let item = itemsByKey[unit.key.octets] else { continue }
             if unit.state == .pending {
                 if pendingUnits == .keep {
-                    unit.data = item.data
+                    unit.setOwnData(item.data)
                     if let priority = item.priority { unit.priority = priority }
                     unit.notBefore = notBefore(of: item)
                     try store(unit)
@@ -129,7 +130,7 @@ extension EngineTransaction {
             }
             unit.state = .available
             unit.leaseDeadline = nil
-            unit.data = item.data
+            unit.setOwnData(item.data)
             if let priority = item.priority { unit.priority = priority }
             unit.notBefore = notBefore(of: item)
             unit.completionTime = nil

@@ -98,6 +98,7 @@ extension EngineTransaction {
         if let priority = put.priority { unit.priority = priority }
         if let notBefore = put.notBefore { unit.notBefore = notBefore }
         if put.clearActiveAttempt {
+            unit.restoreOwnData()
             switch unit.bucket(at: now) {
             case .pending:
                 try endPendingAttempt(of: unit, as: .retryable, data: unit.data, namespace: namespace, spec: spec)

@@ -73,7 +73,7 @@ extension EngineTransaction {
 
         /// Applies D to the unit and, when given, the attempt whose snapshot it refreshes.
         func applyData(to unit: inout UnitRecord) {
-            if let data = update.data { unit.data = data }
+            if let data = update.data { unit.setOwnData(data) }
         }
         func refreshLatestSnapshot(_ unit: UnitRecord) throws {
             guard update.data != nil, var attempt = try latestAttempt(of: unit) else { return }
@@ -214,7 +214,7 @@ extension EngineTransaction {
                     continue
                 }
             } else if let data = item.update.data, var unit = try session.unit(spec: spec.id, key: item.key) {
-                unit.data = data
+                unit.setOwnData(data)
                 try store(unit)
             }
             if let priority = item.priority, var unit = try session.unit(spec: spec.id, key: item.key) {

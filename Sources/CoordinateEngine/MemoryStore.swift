@@ -84,6 +84,8 @@ final class MemoryStore: StorageSession {
         var keyIsText: Bool
         var deleted = false
         var attempts: [AttemptRecord] = []
+        /// ``UnitRecord/originalData``: nil for nearly every unit, so it costs a word.
+        var originalData: StoredValue?
 
         static let none = Int64.min
 
@@ -119,18 +121,21 @@ final class MemoryStore: StorageSession {
             latestAttemptID = record.latestAttemptID ?? 0
             attemptCount = Int32(clamping: record.attemptCount)
             retryCountBase = Int32(clamping: record.retryCountBase)
+            originalData = record.originalData
         }
 
         var leaseDeadline: Int64? { state == .pending && time != Self.none ? time : nil }
         var completionTime: Int64? { (state == .finished || state == .failed) && time != Self.none ? time : nil }
 
         func record(specID: Int64) -> UnitRecord {
-            UnitRecord(
+            var record = UnitRecord(
                 id: id, specID: specID, key: Identifier(octets: key.array, isText: keyIsText),
                 data: StoredValue(uncheckedCanonicalBytes: data.array), priority: priority,
                 notBefore: notBefore == Self.none ? nil : notBefore, state: state, leaseDeadline: leaseDeadline,
                 completionTime: completionTime, latestAttemptID: latestAttemptID == 0 ? nil : latestAttemptID,
                 attemptCount: Int64(attemptCount), retryCountBase: Int64(retryCountBase))
+            record.originalData = originalData
+            return record
         }
     }
 

@@ -174,6 +174,11 @@ public struct UnitRecord: Sendable, Equatable {
     /// Number of attempts the unit has (for `max_retries`).
     public var attemptCount: Int64
     public var retryCountBase: Int64
+    /// The unit's own data while the data an attempt reported stands in for it in `data`; nil when `data` is the
+    /// unit's own. go-coordinate's model, which its REST client expects: a unit shows its active attempt's data,
+    /// and its own again once that attempt is no longer active (``setOwnData(_:)``, ``setAttemptData(_:)``,
+    /// ``restoreOwnData()``).
+    public var originalData: StoredValue?
     /// Why the stored data is damaged, when the backend found it so on reading (``StoredData``); `data` is then
     /// the replacement that says so. Never stored.
     public var damage: String?
@@ -196,6 +201,27 @@ public struct UnitRecord: Sendable, Equatable {
         self.latestAttemptID = latestAttemptID
         self.attemptCount = attemptCount
         self.retryCountBase = retryCountBase
+    }
+
+    /// Replaces the unit's own data: an add, CBOR-RPC's `update_work_unit`, a REST bulk update. No attempt's data
+    /// stands in for it any more.
+    public mutating func setOwnData(_ data: StoredValue) {
+        self.data = data
+        originalData = nil
+    }
+
+    /// Lets data the active attempt reported stand in for the unit's own (REST attempt actions).
+    public mutating func setAttemptData(_ data: StoredValue) {
+        if originalData == nil { originalData = self.data }
+        self.data = data
+    }
+
+    /// The active attempt is no longer active (a new grant, REST's expire and retry, clearing it): the unit
+    /// shows its own data again.
+    public mutating func restoreOwnData() {
+        guard let originalData else { return }
+        data = originalData
+        self.originalData = nil
     }
 
     /// Where a durable backend files the unit at `now`: its bucket, and the time that orders it there (the

@@ -5,7 +5,7 @@
 public enum StoredColumns {
     /// `work_unit` without its id: an insert's columns.
     public static let unitValues =
-        "spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc"
+        "spec_id, key, key_kind, data, priority, not_before, state, bucket, time, latest_attempt_id, attempt_count, retry_count_base, data_crc, original_data"
     /// `work_unit` as it is read.
     public static let unit = "id, " + unitValues
     /// `attempt` without its id: an insert's columns.

@@ -122,6 +122,12 @@ public struct DamageFindings: Sendable {
         verified(bytes, checksum: checksum.map { UInt32(truncatingIfNeeded: $0) }, location: "work unit \(id)")
     }
 
+    /// A unit's own data kept while an attempt's stands in (``UnitRecord/originalData``), checked for being
+    /// well-formed (it has no checksum).
+    public mutating func originalUnitData(_ bytes: [UInt8]?, unit id: Int64) -> StoredValue? {
+        bytes.map { value($0, location: "work unit \(id) (own data)") }
+    }
+
     /// A spec's stored data, checked for being well-formed (it has no checksum).
     public mutating func specData(_ bytes: [UInt8], spec id: Int64) -> StoredValue {
         value(bytes, location: "work spec \(id)")

@@ -75,13 +75,17 @@ enum ExportFormat {
                     ("data", cbor(attempt.data)),
                 ])
         }
-        return .object(
+        var members: [(String, JSONValue)] =
             [("type", .string("work_unit"))] + name(spec, field: "work_spec") + name(unit.key, field: "name") + [
                 ("data", cbor(unit.data)), ("priority", .float(unit.priority)), ("not_before", time(unit.notBefore)),
                 ("state", .string(stateName(unit.state))), ("lease_deadline", time(unit.leaseDeadline)),
                 ("completion_time", time(unit.completionTime)), ("retry_count_base", .int(unit.retryCountBase)),
                 ("attempts", .array(attempts)),
-            ])
+            ]
+        // Only while an attempt's data stands in for the unit's own, so that exports of every other unit read as
+        // they always did.
+        if let original = unit.originalData { members.append(("original_data", cbor(original))) }
+        return .object(members)
     }
 
     static func worker(_ worker: WorkerRecord) -> JSONValue {
@@ -313,13 +317,16 @@ enum ExportFormat {
         guard let priority = object["priority"]?.doubleValue, priority.isFinite else {
             throw LineError(line: 0, reason: "priority must be a number")
         }
-        let unit = UnitRecord(
+        var unit = UnitRecord(
             specID: 0, key: try readName(object, field: "name")!, data: try readCBOR(object, "data"),
             priority: priority,
             notBefore: try readTime(object, "not_before"), state: state,
             leaseDeadline: try readTime(object, "lease_deadline"),
             completionTime: try readTime(object, "completion_time"),
             retryCountBase: try readInt(object, "retry_count_base"))
+        if let original = object["original_data"], original != .null {
+            unit.originalData = try readCBOR(object, "original_data")
+        }
         if state == .pending, unit.leaseDeadline == nil {
             throw LineError(line: 0, reason: "a pending unit needs a lease_deadline")
         }

@@ -4,7 +4,7 @@ import Foundation
 /// The PostgreSQL schema and its forward migrations (storage.md §4–§5). Migrations run under a session advisory
 /// lock so that daemons starting together migrate exactly once.
 enum PostgresSchema {
-    static let currentVersion = 4
+    static let currentVersion = 5
 
     /// Advisory lock key of migrations ("coordmig" as a number).
     static let migrationLockKey: Int64 = 0x636f_6f72_646d_6967
@@ -137,6 +137,12 @@ enum PostgresSchema {
             CREATE INDEX work_unit_completed ON work_unit (spec_id, bucket, time, key)
                 WHERE bucket IN (\(PostgresSession.completedBuckets))
             """
+        ),
+        (
+            // A unit's own data while an attempt's data stands in for it (UnitRecord.originalData); NULL for
+            // every unit written before. Adding a nullable column rewrites nothing.
+            5,
+            "ALTER TABLE work_unit ADD COLUMN original_data bytea"
         ),
     ]
 

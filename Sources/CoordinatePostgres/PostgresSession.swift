@@ -832,6 +832,7 @@ final class PostgresSession: StorageSession {
             completionTime: state == .finished || state == .failed ? time : nil,
             latestAttemptID: try row.optionalInt64(10), attemptCount: try row.int64(11),
             retryCountBase: try row.int64(12))
+        unit.originalData = damage.originalUnitData(try row.optionalBytes(14), unit: id)
         unit.damage = damaged
         knownBuckets[unit.id] = UnitBucket(rawValue: UInt8(try row.int16(8))) ?? .ready
         return unit
@@ -1029,16 +1030,17 @@ final class PostgresSession: StorageSession {
             .double(unit.priority), .int(unit.notBefore), .int16(Int16(unit.state.rawValue)),
             .int16(Int16(bucket.rawValue)), .int(time), .int(unit.latestAttemptID), .int(unit.attemptCount),
             .int(unit.retryCountBase), .int(StoredData.checksumColumn(unit.data.bytes)),
+            .bytes(unit.originalData?.bytes),
         ]
     }
 
     static let insertUnitSQL = """
-        INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id
+        INSERT INTO \(unitInsertColumns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id
         """
     /// ``insertUnitSQL`` for many rows (each parameter is the array of one column) that skips the keys already
     /// taken and answers those it inserted.
     static let insertUnitsIfAbsentSQL = """
-        INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        INSERT INTO \(unitInsertColumns) SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         ON CONFLICT (spec_id, key) DO NOTHING RETURNING key
         """
 
@@ -1086,13 +1088,14 @@ final class PostgresSession: StorageSession {
             """
             UPDATE work_unit SET key_kind = $2, data = coalesce($3, data), priority = $4, not_before = $5,
                 state = $6, bucket = $7, time = $8, latest_attempt_id = $9, attempt_count = $10,
-                retry_count_base = $11, data_crc = CASE WHEN $3 IS NULL THEN data_crc ELSE $12 END WHERE id = $1
+                retry_count_base = $11, data_crc = CASE WHEN $3 IS NULL THEN data_crc ELSE $12 END,
+                original_data = $13 WHERE id = $1
             """,
             [
                 .int(unit.id), .bool(unit.key.isText), .bytes(data?.bytes), .double(unit.priority),
                 .int(unit.notBefore), .int16(Int16(unit.state.rawValue)), .int16(Int16(bucket.rawValue)), .int(time),
                 .int(unit.latestAttemptID), .int(unit.attemptCount), .int(unit.retryCountBase),
-                .int(data?.checksum),
+                .int(data?.checksum), .bytes(unit.originalData?.bytes),
             ], touching: .init(table: .unit, id: unit.id))
         if old != bucket {
             adjust(unit.specID, old, by: -1)

@@ -5,7 +5,7 @@ import GRDB
 /// on; a database with a newer version is left untouched.
 enum SQLiteSchema {
     /// The newest schema version this build understands.
-    static let currentVersion = 2
+    static let currentVersion = 3
 
     /// Migrations by target version, applied in order, each in its own transaction.
     static let migrations: [(version: Int, sql: String)] = [
@@ -103,6 +103,12 @@ enum SQLiteSchema {
             // integrity check. Units written before it have none and are checked for well-formed CBOR only.
             2,
             "ALTER TABLE work_unit ADD COLUMN data_crc INTEGER"
+        ),
+        (
+            // A unit's own data while an attempt's data stands in for it (UnitRecord.originalData); NULL for
+            // every unit written before.
+            3,
+            "ALTER TABLE work_unit ADD COLUMN original_data BLOB"
         ),
     ]
 

@@ -326,6 +326,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             notBefore: row.optionalInt64(6), state: state, leaseDeadline: state == .pending ? time : nil,
             completionTime: state == .finished || state == .failed ? time : nil,
             latestAttemptID: row.optionalInt64(10), attemptCount: row.int64(11), retryCountBase: row.int64(12))
+        unit.originalData = damage.originalUnitData(row.optionalBytes(14), unit: id)
         unit.damage = damaged
         knownBuckets[unit.id] = UnitBucket(rawValue: UInt8(row.int64(8))) ?? .ready
         return unit
@@ -369,7 +370,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         let (bucket, time) = placement(unit)
         let insert = try statement(
             """
-            INSERT INTO work_unit (\(StoredColumns.unitValues)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO work_unit (\(StoredColumns.unitValues)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         let data = unit.data.bytes
         try insert.bind(1, unit.specID)
@@ -385,6 +386,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try insert.bind(11, unit.attemptCount)
         try insert.bind(12, unit.retryCountBase)
         try insert.bind(13, StoredData.checksumColumn(data))
+        try insert.bind(14, unit.originalData?.bytes)
         try insert.run()
         var record = unit
         record.id = sqlite3_last_insert_rowid(database.sqliteConnection!)
@@ -410,7 +412,7 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
             """
             UPDATE work_unit SET key_kind = ?, data = coalesce(?, data), priority = ?, not_before = ?, state = ?,
                 bucket = ?, time = ?, latest_attempt_id = ?, attempt_count = ?, retry_count_base = ?,
-                data_crc = CASE WHEN ?2 IS NULL THEN data_crc ELSE ? END WHERE id = ?
+                data_crc = CASE WHEN ?2 IS NULL THEN data_crc ELSE ? END, original_data = ? WHERE id = ?
             """)
         let data = StoredData.bytesToWrite(for: unit)
         try update.bind(1, unit.key.isText)
@@ -424,7 +426,8 @@ final class SQLiteStore: StorageSession, @unchecked Sendable {
         try update.bind(9, unit.attemptCount)
         try update.bind(10, unit.retryCountBase)
         try update.bind(11, data?.checksum)
-        try update.bind(12, unit.id)
+        try update.bind(12, unit.originalData?.bytes)
+        try update.bind(13, unit.id)
         try update.run()
         if old != bucket {
             adjustCount(spec: unit.specID, old, by: -1)

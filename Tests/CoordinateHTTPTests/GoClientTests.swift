@@ -53,6 +53,76 @@ struct GoClientTests {
     }
 
     @Test(
+        "a unit shows its active attempt's data; clearing the attempt, expire, retry and a new grant bring its own back",
+        arguments: RESTHarness.backends)
+    func unitDataFollowsActiveAttempt(storage: String) async throws {
+        try await withRESTHarness(storage: storage) { harness in
+            let client = harness.client
+            try await client.setWorkSpec(["name": "s"])
+            let units = "/namespace/-/work_spec/s/work_unit"
+            func data(_ unit: String) async throws -> JSONValue? {
+                try await harness.call("GET", units + "/" + unit).1["data"]
+            }
+            #expect(try await harness.call("POST", units, #"{"name": "u", "data": {"own": 1}}"#).0 == 201)
+
+            // Finish with data: the unit shows the attempt's data, over CBOR-RPC too.
+            var attempt = try await harness.makeAttempt(worker: "w", unit: "u")
+            #expect(try await harness.call("POST", attempt + "/finish", #"{"data": {"done": 2}}"#).0 == 204)
+            #expect(try await data("u") == ["done": 2])
+            #expect(try await client.workUnits("s", keys: ["u"]).first?.data == .map(CBORMap([(.text("done"), 2)])))
+            // Clearing the active attempt (the Go client's ClearActiveAttempt) brings back the creation data;
+            // the attempt keeps its own.
+            #expect(try await harness.call("PUT", units + "/u", #"{"active_attempt_url": "-"}"#).0 == 204)
+            #expect(try await data("u") == ["own": 1])
+            #expect(try await harness.call("GET", units + "/u").1["status"] == "available")
+            #expect(try await harness.call("GET", attempt).1["data"] == ["done": 2])
+
+            // Renew with data stands in too; expire and retry end the attempt's activity and the unit's own
+            // data is back, while the attempt records what it sent.
+            attempt = try await harness.makeAttempt(worker: "w", unit: "u")
+            #expect(try await harness.call("POST", attempt + "/renew", #"{"data": {"progress": 1}}"#).0 == 204)
+            #expect(try await data("u") == ["progress": 1])
+            #expect(try await harness.call("POST", attempt + "/expire", #"{"data": {"progress": 2}}"#).0 == 204)
+            #expect(try await data("u") == ["own": 1])
+            #expect(try await harness.call("GET", attempt).1["data"] == ["progress": 2])
+            attempt = try await harness.makeAttempt(worker: "w", unit: "u")
+            #expect(try await harness.call("POST", attempt + "/renew", #"{"data": {"progress": 3}}"#).0 == 204)
+            #expect(try await harness.call("POST", attempt + "/retry", "{}").0 == 204)
+            #expect(try await data("u") == ["own": 1])
+
+            // A new attempt replaces the previous one's data with the unit's own (its lease ran out meanwhile).
+            attempt = try await harness.makeAttempt(worker: "w", unit: "u")
+            #expect(try await harness.call("POST", attempt + "/renew", #"{"data": {"progress": 4}}"#).0 == 204)
+            let next = try await harness.makeAttempt(worker: "w2", unit: "u")
+            #expect(try await data("u") == ["own": 1])
+            #expect(try await harness.call("GET", next).1["data"] == ["own": 1])
+
+            // Data written as the unit's own (CBOR-RPC's update_work_unit) becomes what clearing brings back.
+            #expect(try await harness.call("POST", next + "/fail", #"{"data": {"failed": 1}}"#).0 == 204)
+            #expect(try await data("u") == ["failed": 1])
+            try await client.updateWorkUnit(
+                "s", key: "u", status: .failed, data: .map(CBORMap([(.text("reason"), .text("x"))])))
+            #expect(try await harness.call("PUT", units + "/u", #"{"active_attempt_url": "-"}"#).0 == 204)
+            #expect(try await data("u") == ["reason": "x"])
+
+            // The unit's own data survives an export and import while an attempt's stands in.
+            attempt = try await harness.makeAttempt(worker: "w", unit: "u")
+            #expect(try await harness.call("POST", attempt + "/finish", #"{"data": {"done": 3}}"#).0 == 204)
+            let exported = try await harness.http.request("GET", "/namespace/-/export")
+            #expect(exported.status == 200)
+            #expect(exported.text.contains("\"original_data\""))
+            let imported = try await harness.http.request(
+                "POST", "/namespace/copy/import", headers: [("Content-Type", "application/x-ndjson")],
+                body: exported.body)
+            #expect(imported.status == 200, "\(imported.text)")
+            let copy = "/namespace/copy/work_spec/s/work_unit/u"
+            #expect(try await harness.call("GET", copy).1["data"] == ["done": 3])
+            #expect(try await harness.call("PUT", copy, #"{"active_attempt_url": "-"}"#).0 == 204)
+            #expect(try await harness.call("GET", copy).1["data"] == ["reason": "x"])
+        }
+    }
+
+    @Test(
         "an attempt whose unit was deleted answers ErrGone; one that never existed ErrNoSuchAttempt",
         arguments: RESTHarness.backends)
     func deletedUnitAttempt(storage: String) async throws {

@@ -249,7 +249,7 @@ struct MultiDaemonTests {
             try await fleet.start()
             #expect(
                 try await fleet.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
-                    == "1,2,3,4")
+                    == "1,2,3,4,5")
             // Version 4: units have no foreign key to their spec, and the completed-units index is partial.
             #expect(
                 try await fleet.psql(

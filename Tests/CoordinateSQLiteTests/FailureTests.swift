@@ -127,9 +127,10 @@ struct FailureTests {
             await first.stop()
             // Back to version 1 as an older release left it.
             _ = try await sqlite(
-                "ALTER TABLE work_unit DROP COLUMN data_crc; DELETE FROM schema_version WHERE version = 2")
+                "ALTER TABLE work_unit DROP COLUMN data_crc; ALTER TABLE work_unit DROP COLUMN original_data; DELETE FROM schema_version WHERE version >= 2"
+            )
             let upgraded = try await group.startSQLite(directory)
-            #expect(try await sqlite("SELECT group_concat(version) FROM schema_version") == "1,2")
+            #expect(try await sqlite("SELECT group_concat(version) FROM schema_version") == "1,2,3")
             #expect(try await sqlite("SELECT count(*) FROM work_unit WHERE data_crc IS NULL") == "2")
             let connection = try await upgraded.connect()
             #expect(
@@ -331,7 +332,7 @@ struct FailureTests {
         let result = try await runExecutable(
             "coordinated", ["--storage", "sqlite", "--data-dir", directory, "--port", "0", "--http-port", "0"])
         #expect(result.status == 2)
-        #expect(result.stderr.hasSuffix("coordinated: database schema version 99 is newer than supported version 2\n"))
+        #expect(result.stderr.hasSuffix("coordinated: database schema version 99 is newer than supported version 3\n"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
     }
 
