@@ -1,0 +1,41 @@
+"""Global constants of :mod:`coordinate`, as coordinate 0.1.5 defines them."""
+
+from __future__ import annotations
+
+AVAILABLE = 1
+BLOCKED = 2
+PENDING = 3
+FINISHED = 4
+FAILED = 5
+
+WORK_UNIT_STATUS_BY_NAME = {
+    "AVAILABLE": AVAILABLE,
+    "BLOCKED": BLOCKED,
+    "PENDING": PENDING,
+    "FINISHED": FINISHED,
+    "FAILED": FAILED,
+}
+
+WORK_UNIT_STATUS_NAMES_BY_NUMBER = {number: name for name, number in WORK_UNIT_STATUS_BY_NAME.items()}
+
+PRI_GENERATED = -1
+PRI_STANDARD = 0
+PRI_PRIORITY = 1
+
+RUNNABLE = 1
+PAUSED = 2
+
+WORK_SPEC_STATUS_BY_NAME = {
+    "RUNNABLE": RUNNABLE,
+    "PAUSED": PAUSED,
+}
+
+WORK_SPEC_STATUS_NAMES_BY_NUMBER = {number: name for name, number in WORK_SPEC_STATUS_BY_NAME.items()}
+
+RUN = "RUN"
+IDLE = "IDLE"
+TERMINATE = "TERMINATE"
+
+MAX_LEASE_SECONDS = 24 * 3600
+MIN_LEASE_SECONDS = 1
+DEFAULT_LEASE_SECONDS = 300
