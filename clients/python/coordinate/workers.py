@@ -286,6 +286,8 @@ class ForkWorker(Worker):
         if pid == 0:
             os.close(self._wake_read)
             os.close(self._wake_write)
+            # The child talks to the daemon on a connection of its own.
+            self.task_master.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             LoopWorker.as_child(self.config, parent=self.worker_id, worker_id=child_id)
         self.children[pid] = child_id
