@@ -284,3 +284,25 @@ def item_length(buffer: bytes | bytearray | memoryview, offset: int = 0) -> Opti
         return at
 
     return skip(offset)
+
+
+class FrameBuffer:
+    """Bytes received and not yet taken: hands out one whole CBOR item at a time."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+
+    def take(self) -> Optional[bytes]:
+        """The next whole item, or None until more bytes arrive."""
+        end = item_length(self._buffer)
+        if end is None:
+            return None
+        item = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return item
+
+    def clear(self) -> None:
+        self._buffer.clear()

@@ -8,62 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from copy import deepcopy
 from typing import Any, AsyncIterator, Mapping, Optional, Sequence, Union
 
 from . import _calls, _wire
 from .config import optional_float, server_address
-from .constants import AVAILABLE, FAILED, FINISHED, MAX_LEASE_SECONDS, PENDING, RUN
+from .constants import AVAILABLE, FAILED, FINISHED, PENDING, RUN
 from .exceptions import ProtocolError
-from .job_client import format_traceback
+from .job_client import LeasedUnit
 
 logger = logging.getLogger(__name__)
 
 
-class AsyncWorkUnit:
+class AsyncWorkUnit(LeasedUnit):
     """A leased unit, as :class:`coordinate.WorkUnit` but with coroutine methods."""
 
-    def __init__(
-        self,
-        taskmaster: "AsyncTaskMaster",
-        work_spec_name: Any,
-        key: Any,
-        data: Any,
-        worker_id: Any = None,
-        expires: Any = None,
-        default_lease_time: Optional[float] = 900,
-    ) -> None:
-        self.taskmaster = taskmaster
-        self.work_spec_name = work_spec_name
-        self.key = key
-        self.data = data
-        self.worker_id = worker_id
-        self.expires = expires
-        self.default_lease_time = default_lease_time if default_lease_time is not None else 900
-        self._old_data = deepcopy(data)
-
-    def __repr__(self) -> str:
-        return "AsyncWorkUnit(work_spec_name={0.work_spec_name!r}, key={0.key!r}, data={0.data!r})".format(self)
+    taskmaster: "AsyncTaskMaster"
 
     async def _do_update(self, **kwargs: Any) -> bool:
-        data = self.data if self.data != self._old_data else None
+        data = self._changed_data()
         ok = await self.taskmaster.update_work_unit(self.work_spec_name, self.key, data=data, **kwargs)
-        if data is not None:
-            self._old_data = deepcopy(self.data)
+        self._data_sent(data)
         return ok
 
     async def update(self, lease_time: Optional[float] = None) -> bool:
-        lease = self.default_lease_time if lease_time is None else lease_time
-        return await self._do_update(lease_time=min(lease, MAX_LEASE_SECONDS - 1))
+        return await self._do_update(lease_time=self._lease(lease_time))
 
     async def finish(self) -> bool:
         return await self._do_update(status=FINISHED)
 
     async def fail(self, exc: Optional[BaseException] = None) -> bool:
-        if exc is not None:
-            if not isinstance(self.data, dict):
-                self.data = {}
-            self.data["traceback"] = format_traceback(exc) or repr(exc)
+        self._record_failure(exc)
         return await self._do_update(status=FAILED)
 
 
@@ -80,7 +54,7 @@ class AsyncTaskMaster:
         self._options = _wire.WireOptions.from_config(self.config)
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
-        self._buffer = bytearray()
+        self._frames = _wire.FrameBuffer()
         self._message_count = 0
         self._lock = asyncio.Lock()
 
@@ -92,7 +66,7 @@ class AsyncTaskMaster:
 
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
-        self._buffer.clear()
+        self._frames.clear()
         if writer is not None:
             writer.close()
             try:
@@ -101,16 +75,12 @@ class AsyncTaskMaster:
                 pass
 
     async def _read_item(self, reader: asyncio.StreamReader) -> bytes:
-        while True:
-            end = _wire.item_length(self._buffer)
-            if end is not None:
-                item = bytes(self._buffer[:end])
-                del self._buffer[:end]
-                return item
+        while (item := self._frames.take()) is None:
             chunk = await reader.read(65536)
             if not chunk:
                 raise ConnectionError("coordinated closed the connection")
-            self._buffer += chunk
+            self._frames.feed(chunk)
+        return item
 
     async def _exchange(self, request: bytes) -> bytes:
         if self._writer is None or self._reader is None:

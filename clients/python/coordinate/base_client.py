@@ -35,7 +35,7 @@ class CborRpcClient:
         self._timeout = optional_float(config, "timeout", 60.0)
         self._options = _wire.WireOptions.from_config(config)
         self._socket: Optional[socket.socket] = None
-        self._buffer = bytearray()
+        self._frames = _wire.FrameBuffer()
         self._message_count = 0
         self._lock = threading.RLock()
 
@@ -54,7 +54,7 @@ class CborRpcClient:
                 except OSError:
                     logger.warning("error closing the coordinate connection", exc_info=True)
                 self._socket = None
-            self._buffer.clear()
+            self._frames.clear()
 
     def _connection(self) -> socket.socket:
         if self._socket is None:
@@ -63,16 +63,12 @@ class CborRpcClient:
         return self._socket
 
     def _read_item(self, conn: socket.socket) -> bytes:
-        while True:
-            end = _wire.item_length(self._buffer)
-            if end is not None:
-                item = bytes(self._buffer[:end])
-                del self._buffer[:end]
-                return item
+        while (item := self._frames.take()) is None:
             chunk = conn.recv(65536)
             if not chunk:
                 raise ConnectionError("coordinated closed the connection")
-            self._buffer += chunk
+            self._frames.feed(chunk)
+        return item
 
     def _rpc(self, method_name: str, params: Sequence[Any]) -> Any:
         """Calls ``method_name(*params)`` on the daemon and returns its result.

@@ -23,16 +23,12 @@ def format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-class WorkUnit:
-    """One unit of work as a worker holds it: its spec's name, its key and its data.
-
-    Passed to a work spec's ``run_function``, which may change :attr:`data` and call :meth:`update` to report
-    progress; the worker calls :meth:`finish` or :meth:`fail` when the function returns or raises.
-    """
+class LeasedUnit:
+    """What a unit leased to a worker carries, for :class:`WorkUnit` and the asyncio client's unit alike."""
 
     def __init__(
         self,
-        taskmaster: Optional["TaskMaster"],
+        taskmaster: Any,
         work_spec_name: Any,
         key: Any,
         data: Any,
@@ -40,7 +36,7 @@ class WorkUnit:
         expires: Any = None,
         default_lease_time: Optional[float] = 900,
     ) -> None:
-        #: :class:`TaskMaster` connected to this unit
+        #: The client this unit came from
         self.taskmaster = taskmaster
         #: Name of the work spec
         self.work_spec_name = work_spec_name
@@ -52,11 +48,10 @@ class WorkUnit:
         self.worker_id = worker_id
         #: Expiration time for the work unit
         self.expires = expires
-        #: How long :meth:`update` extends the lease by default
+        #: How long ``update`` extends the lease by default
         self.default_lease_time = default_lease_time if default_lease_time is not None else 900
         #: Set when the daemon says this worker no longer holds the unit (see :mod:`coordinate.workers`)
         self.lease_lost = False
-        self._spec_cache: Optional[dict[str, Any]] = None
         self._old_data = deepcopy(data)
 
     def __str__(self) -> str:
@@ -64,9 +59,50 @@ class WorkUnit:
 
     def __repr__(self) -> str:
         return (
-            "WorkUnit(work_spec_name={0.work_spec_name}, key={1!r}, worker_id={0.worker_id}, expires={0.expires}, "
-            "default_lease_time={0.default_lease_time}, data={2!r})".format(self, self.key, self.data)
+            "{0}(work_spec_name={1.work_spec_name}, key={1.key!r}, worker_id={1.worker_id}, expires={1.expires}, "
+            "default_lease_time={1.default_lease_time}, data={1.data!r})".format(type(self).__name__, self)
         )
+
+    def _changed_data(self) -> Optional[Any]:
+        """The data to send with the next update: only when it changed since it was last sent."""
+        return self.data if self.data != self._old_data else None
+
+    def _data_sent(self, data: Optional[Any]) -> None:
+        if data is not None:
+            self._old_data = deepcopy(self.data)
+
+    def _lease(self, lease_time: Optional[float]) -> float:
+        lease = self.default_lease_time if lease_time is None else lease_time
+        return min(lease, MAX_LEASE_SECONDS - 1)
+
+    def _record_failure(self, exc: Optional[BaseException]) -> None:
+        if exc is not None:
+            if not isinstance(self.data, dict):
+                self.data = {}
+            self.data["traceback"] = format_traceback(exc) or repr(exc)
+
+
+class WorkUnit(LeasedUnit):
+    """One unit of work as a worker holds it: its spec's name, its key and its data.
+
+    Passed to a work spec's ``run_function``, which may change :attr:`data` and call :meth:`update` to report
+    progress; the worker calls :meth:`finish` or :meth:`fail` when the function returns or raises.
+    """
+
+    taskmaster: Optional["TaskMaster"]
+
+    def __init__(
+        self,
+        taskmaster: Optional["TaskMaster"],
+        work_spec_name: Any,
+        key: Any,
+        data: Any,
+        worker_id: Any = None,
+        expires: Any = None,
+        default_lease_time: Optional[float] = 900,
+    ) -> None:
+        super().__init__(taskmaster, work_spec_name, key, data, worker_id, expires, default_lease_time)
+        self._spec_cache: Optional[dict[str, Any]] = None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -82,24 +118,17 @@ class WorkUnit:
     def spec(self, value: dict[str, Any]) -> None:
         self._spec_cache = value
 
-    def _changed_data(self) -> Optional[Any]:
-        return self.data if self.data != self._old_data else None
-
     def _do_update(self, **kwargs: Any) -> bool:
         if self.taskmaster is None:
             raise AssertionError("work unit without a TaskMaster")
         data = self._changed_data()
         ok = self.taskmaster.update_work_unit(self.work_spec_name, self.key, data=data, **kwargs)
-        if data is not None:
-            self._old_data = deepcopy(self.data)
+        self._data_sent(data)
         return bool(ok)
 
     def update(self, lease_time: Optional[float] = None) -> bool:
         """Checks in with the daemon and extends the lease (by :attr:`default_lease_time` when not given)."""
-        if lease_time is None:
-            lease_time = self.default_lease_time
-        lease_time = min(lease_time, MAX_LEASE_SECONDS - 1)
-        return self._do_update(lease_time=lease_time)
+        return self._do_update(lease_time=self._lease(lease_time))
 
     def finish(self) -> bool:
         """Marks this unit finished (with its data, if it changed)."""
@@ -107,10 +136,7 @@ class WorkUnit:
 
     def fail(self, exc: Optional[BaseException] = None) -> bool:
         """Marks this unit failed; with `exc`, its data's ``traceback`` is that exception's traceback."""
-        if exc is not None:
-            if not isinstance(self.data, dict):
-                self.data = {}
-            self.data["traceback"] = format_traceback(exc) or repr(exc)
+        self._record_failure(exc)
         return self._do_update(status=FAILED)
 
     def run(self) -> Any:
