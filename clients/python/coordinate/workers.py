@@ -333,6 +333,7 @@ class ForkWorker(Worker):
 
     def run(self) -> None:
         """Runs until SIGTERM (drain) or SIGINT (stop at once)."""
+        logger.info("coordinate worker %s starting %d children", self.worker_id, self.num_workers)
         previous = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous_child = signal.signal(signal.SIGCHLD, lambda signum, frame: os.write(self._wake_write, b"c"))
         try:
@@ -348,6 +349,7 @@ class ForkWorker(Worker):
                     self._signal_children(signal.SIGTERM)
                     drained_sent = True
                 if self.stopping and not self.children:
+                    logger.info("coordinate worker %s stopped", self.worker_id)
                     return
                 now = time.monotonic()
                 if not self.stopping and now >= idle_until:

@@ -42,7 +42,7 @@ class WorkerProcess:
                 "    child_lifetime: 30\n" % (daemon.address, lease_time, num_workers))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "coordinate.run_worker", "--config", config], env=env)
+            [sys.executable, "-m", "coordinate.run_worker", "--config", config, "--foreground"], env=env)
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -122,3 +122,34 @@ def test_sigterm_drains(daemon: Daemon, tm: TaskMaster, directory: str) -> None:
     assert tm.get_work_units("s", work_unit_keys=["a"])[0][1]["slept"] == 2
     assert tm.count_work_units("s") == {FINISHED: 1, AVAILABLE: 2}
     assert tm.workers() == {}
+
+
+def test_detaches_without_foreground(daemon: Daemon, tm: TaskMaster, directory: str) -> None:
+    """As 0.1.5's: without --foreground it runs as a daemon, its pid in --pidfile and its log in --logpath."""
+    pidfile, logpath = os.path.join(directory, "worker.pid"), os.path.join(directory, "worker.log")
+    tm.set_work_spec({"name": "ok", "min_gb": 0, "module": "py3_tasks", "run_function": "succeed"})
+    tm.add_work_units("ok", {"a": {"n": 1}})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    launcher = subprocess.run(
+        [sys.executable, "-m", "coordinate.run_worker", "--address", daemon.address, "-n", "1",
+         "--pidfile", pidfile, "--logpath", logpath], env=env, timeout=30)
+    assert launcher.returncode == 0
+    wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip() != "", what="the pid file")
+    pid = int(open(pidfile).read())
+    try:
+        wait_for(lambda: tm.count_work_units("ok") == {FINISHED: 1}, what="the unit to finish")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, what="the daemonized worker to exit")
+    assert not os.path.exists(pidfile)
+    log = open(logpath).read()
+    assert "starting 1 children" in log and "stopped" in log
+
