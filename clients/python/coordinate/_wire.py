@@ -166,6 +166,8 @@ class _Decoder:
                 return UUID(bytes=raw)
             return cbor2.CBORTag(argument or 0, content)
         # Major type 7.
+        if argument is None:
+            raise ProtocolError("unexpected CBOR break")
         if info == 20:
             return False
         if info == 21:
@@ -181,7 +183,7 @@ class _Decoder:
         if info == 27:
             assert argument is not None
             return struct.unpack(">d", argument.to_bytes(8, "big"))[0]
-        return cbor2.CBORSimpleValue(argument) if argument is not None else None
+        return cbor2.CBORSimpleValue(argument)
 
     def whole(self, depth: int = 0) -> Any:
         value = self.item(depth)
