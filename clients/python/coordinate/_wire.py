@@ -83,23 +83,11 @@ class _Decoder:
         self.options = options
 
     def _head(self) -> tuple[int, int, Optional[int]]:
-        if self.position >= len(self.data):
+        head = read_head(self.data, self.position)
+        if head is None:
             raise ProtocolError("truncated CBOR")
-        initial = self.data[self.position]
-        self.position += 1
-        major, info = initial >> 5, initial & 0x1F
-        if info < 24:
-            return major, info, info
-        if info in (24, 25, 26, 27):
-            size = 1 << (info - 24)
-            if self.position + size > len(self.data):
-                raise ProtocolError("truncated CBOR")
-            argument = int.from_bytes(self.data[self.position : self.position + size], "big")
-            self.position += size
-            return major, info, argument
-        if info == 31 and major in (2, 3, 4, 5, 7):
-            return major, info, None
-        raise ProtocolError("malformed CBOR head 0x%02x" % initial)
+        major, info, argument, self.position = head
+        return major, info, argument
 
     def _chunks(self, major: int, length: Optional[int]) -> bytes:
         if length is not None:
@@ -220,50 +208,41 @@ def decode_response(item: bytes, request_id: int, options: WireOptions) -> Any:
     raise RpcError(message or repr(response))
 
 
+def read_head(buffer: bytes | bytearray | memoryview, at: int) -> Optional[tuple[int, int, Optional[int], int]]:
+    """The head of the CBOR item at `at`: (major type, additional info, argument — None for an indefinite length
+    or a break —, offset past the head), or None when `buffer` ends inside it. Raises on a malformed head."""
+    if at >= len(buffer):
+        return None
+    initial = buffer[at]
+    major, info = initial >> 5, initial & 0x1F
+    if info < 24:
+        return major, info, info, at + 1
+    if info in (24, 25, 26, 27):
+        size = 1 << (info - 24)
+        if at + 1 + size > len(buffer):
+            return None
+        return major, info, int.from_bytes(bytes(buffer[at + 1 : at + 1 + size]), "big"), at + 1 + size
+    if info == 31 and major in (2, 3, 4, 5, 7):
+        return major, info, None, at + 1
+    raise ProtocolError("malformed CBOR head 0x%02x" % initial)
+
+
 def item_length(buffer: bytes | bytearray | memoryview, offset: int = 0) -> Optional[int]:
     """The offset just past the CBOR item that starts at `offset`, or None while `buffer` holds only part of it.
 
-    Framing only: the item is decoded (and checked) by cbor2 once it is whole.
+    Framing only: the item is decoded (and checked) by :class:`_Decoder` once it is whole.
     """
     end = len(buffer)
 
-    def head(at: int) -> Optional[tuple[int, int, Optional[int], int]]:
-        """(major type, additional info, argument or None for indefinite, offset past the head)."""
-        if at >= end:
-            return None
-        initial = buffer[at]
-        major, info = initial >> 5, initial & 0x1F
-        if info < 24:
-            return major, info, info, at + 1
-        if info in (24, 25, 26, 27):
-            size = 1 << (info - 24)
-            if at + 1 + size > end:
-                return None
-            return major, info, int.from_bytes(bytes(buffer[at + 1 : at + 1 + size]), "big"), at + 1 + size
-        if info == 31:
-            return major, info, None, at + 1
-        raise ProtocolError("malformed CBOR head 0x%02x" % initial)
-
     def skip(at: int) -> Optional[int]:
-        parsed = head(at)
+        parsed = read_head(buffer, at)
         if parsed is None:
             return None
-        major, info, argument, at = parsed
-        if major in (0, 1):
-            return at
-        if major in (2, 3):
-            if argument is None:
-                while True:
-                    if at >= end:
-                        return None
-                    if buffer[at] == 0xFF:
-                        return at + 1
-                    next_at = skip(at)
-                    if next_at is None:
-                        return None
-                    at = next_at
+        major, _, argument, at = parsed
+        if major in (2, 3) and argument is not None:
             return at + argument if at + argument <= end else None
-        if major in (4, 5):
+        if major in (2, 3, 4, 5):
+            # Indefinite strings are chunks up to a break, like indefinite arrays and maps.
             count = None if argument is None else argument * (2 if major == 5 else 1)
             index = 0
             while count is None or index < count:
@@ -280,9 +259,9 @@ def item_length(buffer: bytes | bytearray | memoryview, offset: int = 0) -> Opti
             return at
         if major == 6:
             return skip(at)
-        # Major type 7: simple values and floats; the head is the whole item.
-        if info == 31:
+        if major == 7 and argument is None:
             raise ProtocolError("unexpected CBOR break")
+        # Integers, simple values and floats: the head is the whole item.
         return at
 
     return skip(offset)
