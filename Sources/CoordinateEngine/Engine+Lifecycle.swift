@@ -10,9 +10,7 @@ extension EngineTransaction {
         var unit = unit
         if Expiry.leaseHasLapsed(unit, at: now) {
             var attempt = try latestAttempt(of: unit)
-            let before = attempt
-            Expiry.expire(&unit, attempt: &attempt)
-            if let attempt, attempt != before { try session.updateAttempt(attempt) }
+            if Expiry.expire(&unit, attempt: &attempt), let attempt { try session.updateAttempt(attempt) }
         }
         try session.updateUnit(unit)
     }

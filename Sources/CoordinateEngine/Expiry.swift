@@ -30,20 +30,20 @@ public enum Expiry {
 
     /// A lapsed lease (semantics.md §6.4): the unit's attempt, if still pending, ends ``attemptStatus`` at the
     /// deadline — never before it started — and the unit becomes ``unitState`` without a deadline.
-    public static func expire(_ unit: inout UnitRecord, attempt: inout AttemptRecord?) {
-        guard let deadline = unit.leaseDeadline else { return }
-        if var ended = attempt, ended.status == .pending {
-            end(&ended, leaseDeadline: deadline)
-            attempt = ended
+    /// Answers whether it ended the attempt (which the caller then stores).
+    @discardableResult
+    public static func expire(_ unit: inout UnitRecord, attempt: inout AttemptRecord?) -> Bool {
+        guard let deadline = unit.leaseDeadline else { return false }
+        var ended = false
+        if var pending = attempt, pending.status == .pending {
+            pending.status = attemptStatus
+            pending.endTime = max(pending.startTime, deadline)
+            attempt = pending
+            ended = true
         }
         unit.state = unitState
         unit.leaseDeadline = nil
-    }
-
-    /// The attempt part of ``expire(_:attempt:)``.
-    public static func end(_ attempt: inout AttemptRecord, leaseDeadline deadline: Timestamp) {
-        attempt.status = attemptStatus
-        attempt.endTime = max(attempt.startTime, deadline)
+        return ended
     }
 
     /// Whether a lock held until `deadline` is gone at `now`: it holds through its deadline.

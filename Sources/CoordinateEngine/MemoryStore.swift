@@ -296,8 +296,7 @@ final class MemoryStore: StorageSession {
     private func expireLease(_ box: UnitBox, in spec: SpecState) {
         var record = box.record(specID: spec.record.id)
         var attempt = box.attempts.last
-        Expiry.expire(&record, attempt: &attempt)
-        if let attempt { box.attempts[box.attempts.count - 1] = attempt }
+        if Expiry.expire(&record, attempt: &attempt), let attempt { box.attempts[box.attempts.count - 1] = attempt }
         apply(record, to: box, in: spec)
     }
 
